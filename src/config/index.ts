@@ -1,0 +1,234 @@
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { DockflowError, ErrorCode } from '../errors.js';
+import { DEFAULT_BRIDGES } from '../parse/direction.js';
+
+const port = z.number().int().min(0).max(65535);
+const positiveInt = z.number().int().positive();
+const nonNegativeInt = z.number().int().min(0);
+
+/** The one configuration schema: defaults here, units in names. Parsed once at start-up, then frozen. */
+export const ConfigSchema = z
+  .object({
+    syslog: z
+      .object({
+        host: z.string().default('0.0.0.0'),
+        udpEnabled: z.boolean().default(true),
+        udpPort: port.default(5514),
+        udpReceiveBufferBytes: positiveInt.default(8 * 1024 * 1024),
+        tcpEnabled: z.boolean().default(true),
+        tcpPort: port.default(5514),
+        maxConnections: positiveInt.default(1024),
+        idleTimeoutMs: positiveInt.default(5 * 60_000),
+        maxMessageBytes: positiveInt.default(64 * 1024),
+        /** CIDRs allowed to send; empty allows everyone (syslog carries no authentication). */
+        allowedSenders: z.array(z.string()).default([]),
+      })
+      .prefault({}),
+    parse: z
+      .object({
+        bridges: z.array(z.string().min(1)).default([...DEFAULT_BRIDGES]),
+        /** Zone of RFC 3164 timestamps, which carry none (IANA name). */
+        timeZone: z.string().default('UTC'),
+      })
+      .prefault({}),
+    redis: z
+      .object({
+        /** Unset: dockflow starts and manages a local redis-server under `embeddedDataDir`. */
+        url: z.string().optional(),
+        embeddedDataDir: z.string().default('.dockflow/redis'),
+        embeddedPort: port.default(0),
+      })
+      .prefault({}),
+    store: z
+      .object({
+        keyPrefix: z.string().regex(/^[A-Za-z0-9_.-]+$/).default('dockflow'),
+        /** When set, every record goes into this one stream instead of one stream per direction. */
+        singleStream: z.string().optional(),
+        batchMaxRecords: positiveInt.default(500),
+        flushIntervalMs: positiveInt.default(20),
+        maxQueueRecords: positiveInt.default(50_000),
+        maxLenPerStream: nonNegativeInt.default(10_000_000),
+        retentionMs: nonNegativeInt.default(30 * 24 * 3600_000),
+        spoolDir: z.string().default('.dockflow/spool'),
+        spoolMaxBytes: positiveInt.default(1024 * 1024 * 1024),
+      })
+      .prefault({}),
+    http: z
+      .object({
+        host: z.string().default('127.0.0.1'),
+        port: port.default(8080),
+        /** Required when `host` is not a loopback address. */
+        apiToken: z.string().min(16).optional(),
+      })
+      .prefault({}),
+    geo: z
+      .object({
+        enabled: z.boolean().default(true),
+        cityDbPath: z.string().optional(),
+        countryDbPath: z.string().optional(),
+        asnDbPath: z.string().optional(),
+        embeddedDefault: z.boolean().default(true),
+        cacheEntries: positiveInt.default(100_000),
+        watch: z.boolean().default(true),
+      })
+      .prefault({}),
+    docker: z
+      .object({
+        enabled: z.boolean().default(true),
+        /** DOCKER_HOST-style endpoint for records whose syslog hostname is not in `endpoints`. */
+        defaultEndpoint: z.string().optional(),
+        /** Syslog hostname → Docker endpoint, for several Docker hosts sending to one dockflow. */
+        endpoints: z.record(z.string(), z.string()).default({}),
+        reconcileIntervalMs: positiveInt.default(60_000),
+      })
+      .prefault({}),
+    shutdownTimeoutMs: positiveInt.default(10_000),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  })
+  .strict();
+
+export type Config = z.infer<typeof ConfigSchema>;
+export type ConfigInput = z.input<typeof ConfigSchema>;
+
+type Kind = 'string' | 'int' | 'bool' | 'list' | 'map';
+
+/** One row per setting reachable from the environment or the command line. */
+interface Setting {
+  path: string;
+  env?: string;
+  flag?: string;
+  kind: Kind;
+  help: string;
+}
+
+export const SETTINGS: readonly Setting[] = [
+  { path: 'redis.url', env: 'REDIS_URL', flag: 'redis-url', kind: 'string', help: 'Redis URL; unset: start a local redis-server' },
+  { path: 'redis.embeddedDataDir', env: 'DOCKFLOW_REDIS_DIR', flag: 'redis-dir', kind: 'string', help: 'data directory of the embedded redis-server' },
+  { path: 'syslog.host', env: 'SYSLOG_HOST', flag: 'syslog-host', kind: 'string', help: 'syslog listen address (0.0.0.0, ::)' },
+  { path: 'syslog.udpPort', env: 'SYSLOG_UDP_PORT', flag: 'udp-port', kind: 'int', help: 'syslog UDP port' },
+  { path: 'syslog.tcpPort', env: 'SYSLOG_TCP_PORT', flag: 'tcp-port', kind: 'int', help: 'syslog TCP port' },
+  { path: 'syslog.udpEnabled', env: 'SYSLOG_UDP', flag: 'udp', kind: 'bool', help: 'listen on UDP' },
+  { path: 'syslog.tcpEnabled', env: 'SYSLOG_TCP', flag: 'tcp', kind: 'bool', help: 'listen on TCP' },
+  { path: 'syslog.udpReceiveBufferBytes', env: 'UDP_RCVBUF', flag: 'udp-rcvbuf', kind: 'int', help: 'UDP socket receive buffer' },
+  { path: 'syslog.maxMessageBytes', env: 'SYSLOG_MAX_MESSAGE_BYTES', flag: 'max-message-bytes', kind: 'int', help: 'largest syslog message accepted' },
+  { path: 'syslog.maxConnections', env: 'SYSLOG_MAX_CONNECTIONS', flag: 'max-connections', kind: 'int', help: 'concurrent TCP senders' },
+  { path: 'syslog.idleTimeoutMs', env: 'SYSLOG_IDLE_TIMEOUT_MS', flag: 'idle-timeout-ms', kind: 'int', help: 'close silent TCP connections after' },
+  { path: 'syslog.allowedSenders', env: 'SYSLOG_ALLOWED_SENDERS', flag: 'allowed-senders', kind: 'list', help: 'comma-separated CIDRs allowed to send' },
+  { path: 'parse.bridges', env: 'DOCKFLOW_BRIDGES', flag: 'bridges', kind: 'list', help: 'container bridge names (trailing * = prefix)' },
+  { path: 'parse.timeZone', env: 'SYSLOG_TIME_ZONE', flag: 'tz', kind: 'string', help: 'zone of RFC 3164 timestamps' },
+  { path: 'store.keyPrefix', env: 'DOCKFLOW_KEY_PREFIX', flag: 'key-prefix', kind: 'string', help: 'prefix of every Redis key' },
+  { path: 'store.singleStream', env: 'REDIS_STREAM', flag: 'stream', kind: 'string', help: 'one stream for all records instead of one per direction' },
+  { path: 'store.retentionMs', env: 'DOCKFLOW_RETENTION_MS', flag: 'retention-ms', kind: 'int', help: 'keep records this long' },
+  { path: 'store.maxLenPerStream', env: 'DOCKFLOW_MAX_LEN_PER_STREAM', flag: 'max-len-per-stream', kind: 'int', help: 'approximate cap per stream (0: none)' },
+  { path: 'store.spoolDir', env: 'DOCKFLOW_SPOOL_DIR', flag: 'spool-dir', kind: 'string', help: 'on-disk spool for Redis outages' },
+  { path: 'store.spoolMaxBytes', env: 'DOCKFLOW_SPOOL_MAX_BYTES', flag: 'spool-max-bytes', kind: 'int', help: 'spool size limit' },
+  { path: 'http.host', env: 'HTTP_HOST', flag: 'http-host', kind: 'string', help: 'HTTP API listen address' },
+  { path: 'http.port', env: 'HTTP_PORT', flag: 'http-port', kind: 'int', help: 'HTTP API port' },
+  { path: 'http.apiToken', env: 'API_TOKEN', flag: 'api-token', kind: 'string', help: 'bearer token (required off loopback)' },
+  { path: 'geo.enabled', env: 'GEOIP', flag: 'geoip', kind: 'bool', help: 'GeoIP/ASN enrichment' },
+  { path: 'geo.cityDbPath', env: 'GEOIP_CITY_DB', flag: 'geoip-city-db', kind: 'string', help: 'GeoIP2/GeoLite2 City mmdb' },
+  { path: 'geo.countryDbPath', env: 'GEOIP_DB', flag: 'geoip-country-db', kind: 'string', help: 'Country mmdb (default: embedded CC0 db)' },
+  { path: 'geo.asnDbPath', env: 'GEOIP_ASN_DB', flag: 'geoip-asn-db', kind: 'string', help: 'ASN mmdb' },
+  { path: 'docker.enabled', env: 'DOCKFLOW_DOCKER', flag: 'docker', kind: 'bool', help: 'container attribution' },
+  { path: 'docker.defaultEndpoint', env: 'DOCKER_HOST', flag: 'docker-host', kind: 'string', help: 'Docker endpoint (unix://, tcp://)' },
+  { path: 'docker.endpoints', env: 'DOCKFLOW_DOCKER_ENDPOINTS', flag: 'docker-endpoints', kind: 'map', help: 'host=endpoint,… per syslog hostname' },
+  { path: 'shutdownTimeoutMs', env: 'DOCKFLOW_SHUTDOWN_TIMEOUT_MS', flag: 'shutdown-timeout-ms', kind: 'int', help: 'drain deadline on SIGTERM' },
+  { path: 'logLevel', env: 'LOG_LEVEL', flag: 'log-level', kind: 'string', help: 'pino level' },
+];
+
+function convert(raw: string, setting: Setting, origin: string): unknown {
+  switch (setting.kind) {
+    case 'string':
+      return raw;
+    case 'int': {
+      const n = Number(raw);
+      if (raw.trim() === '' || !Number.isInteger(n)) {
+        throw new DockflowError(ErrorCode.CONFIG_INVALID, `${origin}: expected an integer, got ${JSON.stringify(raw)}`);
+      }
+      return n;
+    }
+    case 'bool': {
+      const v = raw.toLowerCase();
+      if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+      if (['0', 'false', 'no', 'off'].includes(v)) return false;
+      throw new DockflowError(ErrorCode.CONFIG_INVALID, `${origin}: expected true or false, got ${JSON.stringify(raw)}`);
+    }
+    case 'list':
+      return raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '');
+    case 'map': {
+      const out: Record<string, string> = {};
+      for (const pair of raw.split(',')) {
+        const eq = pair.indexOf('=');
+        if (eq <= 0) throw new DockflowError(ErrorCode.CONFIG_INVALID, `${origin}: expected name=value pairs, got ${JSON.stringify(pair)}`);
+        out[pair.slice(0, eq).trim()] = pair.slice(eq + 1).trim();
+      }
+      return out;
+    }
+  }
+}
+
+function setPath(target: Record<string, unknown>, path: string, value: unknown): void {
+  const parts = path.split('.');
+  let node = target;
+  for (const part of parts.slice(0, -1)) {
+    const next = node[part];
+    if (typeof next === 'object' && next !== null) node = next as Record<string, unknown>;
+    else node = node[part] = {};
+  }
+  node[parts[parts.length - 1]!] = value;
+}
+
+function deepFreeze<T>(o: T): T {
+  if (typeof o === 'object' && o !== null) {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}
+
+export interface ConfigSources {
+  /** Parsed JSON config file contents, lowest precedence after the defaults. */
+  file?: unknown;
+  env?: NodeJS.ProcessEnv;
+  /** `--flag value` pairs by flag name (without dashes). */
+  flags?: Record<string, string | undefined>;
+}
+
+/** Defaults < config file < environment < flags. Throws DockflowError(CONFIG_INVALID) naming every bad setting. */
+export function loadConfig(sources: ConfigSources): Readonly<Config> {
+  const merged: Record<string, unknown> = structuredClone((sources.file ?? {}) as Record<string, unknown>);
+  for (const setting of SETTINGS) {
+    const fromEnv = setting.env !== undefined ? sources.env?.[setting.env] : undefined;
+    if (fromEnv !== undefined && fromEnv !== '') setPath(merged, setting.path, convert(fromEnv, setting, `environment ${setting.env}`));
+    const fromFlag = setting.flag !== undefined ? sources.flags?.[setting.flag] : undefined;
+    if (fromFlag !== undefined) setPath(merged, setting.path, convert(fromFlag, setting, `--${setting.flag}`));
+  }
+  const parsed = ConfigSchema.safeParse(merged);
+  if (!parsed.success) {
+    throw new DockflowError(ErrorCode.CONFIG_INVALID, `invalid configuration:\n${z.prettifyError(parsed.error)}`);
+  }
+  const config = parsed.data;
+  if (config.http.apiToken === undefined && !isLoopback(config.http.host)) {
+    throw new DockflowError(
+      ErrorCode.CONFIG_INVALID,
+      `invalid configuration: the HTTP API is bound to ${config.http.host}, off loopback; set API_TOKEN (16+ characters)`,
+    );
+  }
+  return deepFreeze(config);
+}
+
+export function readConfigFile(path: string): unknown {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new DockflowError(ErrorCode.CONFIG_INVALID, `cannot read config file ${path}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
+}
