@@ -1,0 +1,231 @@
+/** Why the decoder threw bytes away. `bad-octet-count` also means the stream is lost and the connection must close. */
+export type FrameDropReason = 'oversize' | 'bad-octet-count';
+
+export interface FrameListener {
+  /** One complete message without its terminator or trailing LF/CRLF. Called on the hot path. */
+  frame(message: string): void;
+  drop(reason: FrameDropReason): void;
+}
+
+export type Framing = 'undetected' | 'octet-counting' | 'lf';
+
+const LF = 0x0a;
+const CR = 0x0d;
+const NUL = 0x00;
+const SP = 0x20;
+const ZERO = 0x30;
+const NINE = 0x39;
+
+/**
+ * RFC 6587 puts no bound on MSG-LEN. Eight digits (just under 100 MB) is far beyond any syslog message, so a longer
+ * count means the peer is not speaking octet counting and skipping "to the end" of the frame would be meaningless.
+ */
+const MAX_OCTET_COUNT_DIGITS = 8;
+
+// Octet-counting states (plain numbers: const enums do not survive per-file transpilation).
+const READ_LENGTH = 0;
+const READ_BODY = 1;
+const SKIP_BODY = 2;
+
+/**
+ * End of the message content in `buf[start, end)`: a trailing LF, then a CR, are not part of the message. rsyslog
+ * puts the RFC 5424 line's LF inside the octet count and inside UDP datagrams; CRLF senders leave the CR in LF framing.
+ */
+export function contentEnd(buf: Buffer, start: number, end: number): number {
+  if (end > start && buf[end - 1] === LF) end--;
+  if (end > start && buf[end - 1] === CR) end--;
+  return end;
+}
+
+/**
+ * Splits one TCP connection's byte stream into syslog messages. The framing is chosen from the connection's first
+ * byte (a digit means RFC 6587 octet counting, anything else LF/CRLF/NUL-terminated lines), as rsyslog and syslog-ng
+ * senders never mix them on one connection.
+ *
+ * Chunks are kept by reference while a frame spans them (no copy per chunk); one `Buffer.concat` happens only when
+ * a frame completes across chunks, so frames may be split anywhere, including inside a UTF-8 character. At most
+ * `maxMessageBytes` (plus a CRLF) are ever held: a longer frame is skipped to its end and reported once.
+ * Callers must not reuse a chunk's memory after pushing it (net sockets allocate a fresh Buffer per read).
+ */
+export class FrameDecoder {
+  private mode: Framing = 'undetected';
+  private failed = false;
+  /** Pieces of a frame that spans chunks, and their total size. */
+  private parts: Buffer[] = [];
+  private partBytes = 0;
+  /** LF framing: skipping the rest of an oversize line. */
+  private discarding = false;
+  private state = READ_LENGTH;
+  private octetCount = 0;
+  private digits = 0;
+  /** Octet counting: bytes of the current frame still to read (READ_BODY) or to skip (SKIP_BODY). */
+  private remaining = 0;
+
+  constructor(
+    private readonly maxMessageBytes: number,
+    private readonly listener: FrameListener,
+  ) {}
+
+  get framing(): Framing {
+    return this.mode;
+  }
+
+  /** True when bytes of a frame not yet complete (and not already counted as oversize) are held. */
+  get hasPartial(): boolean {
+    if (this.failed) return false;
+    if (this.mode === 'octet-counting') return this.state === READ_BODY || this.digits > 0;
+    return this.partBytes > 0;
+  }
+
+  /** Feeds one chunk. Returns false once the stream cannot be resynchronised (bad octet count): close the connection. */
+  push(chunk: Buffer): boolean {
+    if (this.failed) return false;
+    if (chunk.length === 0) return true;
+    if (this.mode === 'undetected') {
+      const first = chunk[0]!;
+      this.mode = first >= ZERO && first <= NINE ? 'octet-counting' : 'lf';
+    }
+    return this.mode === 'lf' ? this.pushLf(chunk) : this.pushOctet(chunk);
+  }
+
+  /**
+   * The peer closed cleanly: an unterminated last line is still a message. Returns false when an incomplete
+   * octet-counted frame had to be dropped (the caller counts it as a partial frame).
+   */
+  end(): boolean {
+    if (this.mode === 'lf') {
+      if (this.discarding) this.discarding = false;
+      else if (this.partBytes > 0) this.completeLine(Buffer.alloc(0), 0, 0);
+      return true;
+    }
+    const lost = this.hasPartial;
+    this.parts = [];
+    this.partBytes = 0;
+    this.state = READ_LENGTH;
+    this.digits = 0;
+    return !lost;
+  }
+
+  private pushLf(chunk: Buffer): boolean {
+    const n = chunk.length;
+    let pos = 0;
+    // Each terminator position is searched once and reused until passed, so a chunk is scanned in linear time.
+    let lf = chunk.indexOf(LF);
+    let nul = chunk.indexOf(NUL);
+    while (pos < n) {
+      const term = lf === -1 ? nul : nul === -1 || lf < nul ? lf : nul;
+      if (term === -1) {
+        this.holdLine(chunk, pos);
+        return true;
+      }
+      this.completeLine(chunk, pos, term);
+      pos = term + 1;
+      if (term === lf) lf = chunk.indexOf(LF, pos);
+      else nul = chunk.indexOf(NUL, pos);
+    }
+    return true;
+  }
+
+  private holdLine(chunk: Buffer, start: number): void {
+    if (this.discarding) return;
+    const len = chunk.length - start;
+    // +1: the line may still turn out to end in a CR that is not content.
+    if (this.partBytes + len > this.maxMessageBytes + 1) {
+      this.parts = [];
+      this.partBytes = 0;
+      this.discarding = true;
+      this.listener.drop('oversize');
+      return;
+    }
+    this.parts.push(start === 0 ? chunk : chunk.subarray(start));
+    this.partBytes += len;
+  }
+
+  private completeLine(chunk: Buffer, start: number, end: number): void {
+    if (this.discarding) {
+      this.discarding = false;
+      return;
+    }
+    if (this.partBytes === 0) {
+      this.deliver(chunk, start, end);
+      return;
+    }
+    const whole = this.joinParts(chunk.subarray(start, end));
+    this.deliver(whole, 0, whole.length);
+  }
+
+  private pushOctet(chunk: Buffer): boolean {
+    const n = chunk.length;
+    let pos = 0;
+    while (pos < n) {
+      if (this.state === READ_LENGTH) {
+        const c = chunk[pos]!;
+        pos++;
+        if (c >= ZERO && c <= NINE && (c !== ZERO || this.digits > 0) && this.digits < MAX_OCTET_COUNT_DIGITS) {
+          this.octetCount = this.octetCount * 10 + (c - ZERO);
+          this.digits++;
+        } else if (c === SP && this.digits > 0) {
+          this.startBody();
+        } else {
+          this.failed = true;
+          this.parts = [];
+          this.partBytes = 0;
+          this.listener.drop('bad-octet-count');
+          return false;
+        }
+      } else if (this.state === READ_BODY) {
+        const avail = n - pos;
+        if (avail < this.remaining) {
+          this.parts.push(pos === 0 ? chunk : chunk.subarray(pos));
+          this.partBytes += avail;
+          this.remaining -= avail;
+          return true;
+        }
+        const end = pos + this.remaining;
+        if (this.partBytes === 0) {
+          this.deliver(chunk, pos, end);
+        } else {
+          const whole = this.joinParts(chunk.subarray(pos, end));
+          this.deliver(whole, 0, whole.length);
+        }
+        pos = end;
+        this.state = READ_LENGTH;
+      } else {
+        const take = Math.min(this.remaining, n - pos);
+        pos += take;
+        this.remaining -= take;
+        if (this.remaining === 0) this.state = READ_LENGTH;
+      }
+    }
+    return true;
+  }
+
+  private startBody(): void {
+    this.remaining = this.octetCount;
+    this.octetCount = 0;
+    this.digits = 0;
+    // +2: a trailing CRLF inside the count is not content. Longer frames are skipped without being buffered.
+    if (this.remaining > this.maxMessageBytes + 2) {
+      this.state = SKIP_BODY;
+      this.listener.drop('oversize');
+    } else {
+      this.state = READ_BODY;
+    }
+  }
+
+  private joinParts(tail: Buffer): Buffer {
+    this.parts.push(tail);
+    const whole = Buffer.concat(this.parts, this.partBytes + tail.length);
+    this.parts = [];
+    this.partBytes = 0;
+    return whole;
+  }
+
+  /** Empty lines are framing noise (blank keep-alives, LF after NUL), not messages. */
+  private deliver(buf: Buffer, start: number, end: number): void {
+    end = contentEnd(buf, start, end);
+    if (end === start) return;
+    if (end - start > this.maxMessageBytes) this.listener.drop('oversize');
+    else this.listener.frame(buf.toString('utf8', start, end));
+  }
+}

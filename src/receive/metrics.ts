@@ -1,0 +1,143 @@
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { readUdpDrops, type UdpSocketId } from './proc-net-udp.js';
+import type { Transport } from './types.js';
+
+export type ReceiveDropReason = 'oversize' | 'not-allowed' | 'partial-frame' | 'bad-octet-count' | 'max-connections';
+
+const DROP_REASONS: Record<Transport, readonly ReceiveDropReason[]> = {
+  tcp: ['oversize', 'not-allowed', 'partial-frame', 'bad-octet-count', 'max-connections'],
+  udp: ['oversize', 'not-allowed'],
+};
+
+/** Plain numbers bumped on the hot path; prom-client reads them only when scraped. */
+export class TransportCounts {
+  /** Messages handed to the sink. */
+  messages = 0;
+  /** Bytes read from the network, framing included, whether or not they became messages. */
+  bytes = 0;
+  readonly dropped: Record<ReceiveDropReason, number> = {
+    oversize: 0,
+    'not-allowed': 0,
+    'partial-frame': 0,
+    'bad-octet-count': 0,
+    'max-connections': 0,
+  };
+}
+
+interface UdpSocketState extends UdpSocketId {
+  /** `host:port` label, IPv6 in brackets. */
+  label: string;
+  receiveBufferBytes: number;
+}
+
+export const listenLabel = (address: string, port: number): string =>
+  address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+
+/** The receivers' counters and gauges, registered on the injected registry. */
+export class ReceiveMetrics {
+  readonly tcp = new TransportCounts();
+  readonly udp = new TransportCounts();
+  openConnections = 0;
+  idleTimeouts = 0;
+  private readonly udpSockets: UdpSocketState[] = [];
+
+  constructor(
+    registry: Registry,
+    private readonly procNetDir = '/proc/net',
+  ) {
+    // prom-client calls collect() with the metric as `this`.
+    const self = this;
+    const transports: readonly Transport[] = ['tcp', 'udp'];
+    const registers = [registry];
+    new Counter({
+      name: 'dockflow_receive_messages_total',
+      help: 'Syslog messages received and handed on, by transport',
+      labelNames: ['transport'],
+      registers,
+      collect() {
+        this.reset();
+        for (const transport of transports) this.inc({ transport }, self[transport].messages);
+      },
+    });
+    new Counter({
+      name: 'dockflow_receive_bytes_total',
+      help: 'Bytes read from syslog sockets (framing included), by transport',
+      labelNames: ['transport'],
+      registers,
+      collect() {
+        this.reset();
+        for (const transport of transports) this.inc({ transport }, self[transport].bytes);
+      },
+    });
+    new Counter({
+      name: 'dockflow_receive_dropped_total',
+      help: 'Syslog messages or connections dropped before parsing, by transport and reason',
+      labelNames: ['transport', 'reason'],
+      registers,
+      collect() {
+        this.reset();
+        for (const transport of transports) {
+          for (const reason of DROP_REASONS[transport]) this.inc({ transport, reason }, self[transport].dropped[reason]);
+        }
+      },
+    });
+    new Gauge({
+      name: 'dockflow_receive_tcp_connections',
+      help: 'Open syslog TCP connections',
+      registers,
+      collect() {
+        this.set(self.openConnections);
+      },
+    });
+    new Counter({
+      name: 'dockflow_receive_tcp_idle_timeouts_total',
+      help: 'Syslog TCP connections closed for being silent longer than the idle timeout',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(self.idleTimeouts);
+      },
+    });
+    new Gauge({
+      name: 'dockflow_receive_udp_buffer_bytes',
+      help: 'Effective kernel receive buffer of each syslog UDP socket (as the kernel granted it)',
+      labelNames: ['listen'],
+      registers,
+      collect() {
+        this.reset();
+        for (const s of self.udpSockets) this.set({ listen: s.label }, s.receiveBufferBytes);
+      },
+    });
+    new Gauge({
+      name: 'dockflow_receive_udp_kernel_drops',
+      help: 'Datagrams the kernel dropped on each syslog UDP socket (drops column of /proc/net/udp, udp6)',
+      labelNames: ['listen'],
+      registers,
+      async collect() {
+        this.reset();
+        for (const s of self.udpSockets) {
+          const drops = await self.kernelDrops(s);
+          if (drops !== undefined) this.set({ listen: s.label }, drops);
+        }
+      },
+    });
+  }
+
+  addUdpSocket(id: UdpSocketId, receiveBufferBytes: number): void {
+    this.udpSockets.push({ ...id, label: listenLabel(id.address, id.port), receiveBufferBytes });
+  }
+
+  removeUdpSocket(id: UdpSocketId): void {
+    const i = this.udpSockets.findIndex((s) => s.port === id.port && s.address === id.address);
+    if (i !== -1) this.udpSockets.splice(i, 1);
+  }
+
+  /** Undefined when the count cannot be read (no /proc, another network namespace): a scrape must not fail. */
+  async kernelDrops(id: UdpSocketId): Promise<number | undefined> {
+    try {
+      return await readUdpDrops(this.procNetDir, id);
+    } catch {
+      return undefined;
+    }
+  }
+}

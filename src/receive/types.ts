@@ -1,0 +1,17 @@
+export type Transport = 'udp' | 'tcp';
+
+export interface MessageMeta {
+  transport: Transport;
+  /** Sender address as the socket saw it, IPv4-mapped IPv6 unwrapped (`127.0.0.1`, not `::ffff:127.0.0.1`). */
+  remoteAddress: string;
+  receivedAtMs: number;
+}
+
+/**
+ * Where receivers hand each framed syslog message. `accept` always takes the message; `false` asks the caller to
+ * stop reading (TCP pauses its sockets) until the sink calls its drain listeners. UDP cannot push back and ignores it.
+ */
+export interface MessageSink {
+  accept(message: string, meta: MessageMeta): boolean;
+  onDrain(listener: () => void): void;
+}
