@@ -104,6 +104,8 @@ export interface IptablesInfo {
   /** Hex of IPv4 options (`OPT (...)` before `PROTO=`, `--log-ip-options`). */
   ip_options?: string;
   ether_type?: number;
+  /** 802.1Q VLAN ID (`VID=`, nftables `log flags ether`). */
+  vlan_id?: number;
   tcp?: TcpInfo;
   udp?: { length?: number };
   icmp?: IcmpInfo;
@@ -138,6 +140,8 @@ export interface SyslogInfo {
 export interface FlowRecord {
   '@timestamp': string;
   event?: {
+    /** Where the record is stored, `<direction>/<stream entry ID>`: set on records the API returns (dockflow). */
+    id?: string;
     /** When dockflow received or read the line (ISO 8601). */
     ingested?: string;
     kind?: 'event';
