@@ -1,0 +1,28 @@
+import { DIRECTIONS, type Direction } from '../record.js';
+
+export const DEFAULT_KEY_PREFIX = 'dockflow';
+
+/**
+ * Every Redis key dockflow uses, derived from one prefix so that tests (or two deployments sharing a Redis) can
+ * isolate themselves.
+ */
+export interface StoreKeys {
+  readonly prefix: string;
+  /** `<prefix>:flows:<direction>`: one stream per direction. */
+  stream(direction: Direction): string;
+  /** All flow streams, in `DIRECTIONS` order. */
+  readonly streams: readonly string[];
+  /** Any other key (`<prefix>:<name>`), for indexes and bookkeeping. */
+  key(...parts: string[]): string;
+}
+
+export function storeKeys(keyPrefix: string = DEFAULT_KEY_PREFIX): StoreKeys {
+  const key = (...parts: string[]): string => [keyPrefix, ...parts].join(':');
+  const byDirection = new Map<Direction, string>(DIRECTIONS.map((d) => [d, key('flows', d)]));
+  return {
+    prefix: keyPrefix,
+    stream: (direction) => byDirection.get(direction) ?? key('flows', direction),
+    streams: DIRECTIONS.map((d) => key('flows', d)),
+    key,
+  };
+}

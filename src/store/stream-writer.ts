@@ -1,0 +1,708 @@
+import type { ChainableCommander, Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { DIRECTIONS, type Direction, type FlowRecord } from '../record.js';
+import { encodeRecord, looksLikeRecord, RECORD_FIELD } from './encode.js';
+import { storeKeys } from './keys.js';
+import { Spool, type SpoolSegment } from './spool.js';
+import type { StreamIndexer } from './types.js';
+
+export type Origin = 'tcp' | 'udp' | 'file';
+export type StoreDropReason = 'spool-full' | 'spool-torn' | 'spool-write-failed' | 'closed';
+export const STORE_DROP_REASONS: readonly StoreDropReason[] = ['spool-full', 'spool-torn', 'spool-write-failed', 'closed'];
+
+export interface StreamWriterOptions {
+  /** Key prefix (`<prefix>:flows:<direction>`). Default `dockflow`. */
+  keyPrefix?: string;
+  /** Records waiting for Redis before `push` asks callers to pause (UDP overflows to the spool). Default 50,000. */
+  maxQueueRecords?: number;
+  /** Records per pipeline. Default 250. */
+  batchMaxRecords?: number;
+  /** A partial batch is written after this long. Default 50 ms. */
+  flushIntervalMs?: number;
+  /** Pipelines awaiting Redis' answer at once. Default 4. */
+  maxBatchesInFlight?: number;
+  /** `XADD … MAXLEN ~ n`; 0 = no count limit. Default 10,000,000. */
+  maxLenPerStream?: number;
+  /** `XTRIM … MINID ~ now-retentionMs`; 0 = no age limit. Default 30 days. */
+  retentionMs?: number;
+  /** Default 60 s. */
+  trimIntervalMs?: number;
+  spoolDir: string;
+  /** Default 1 GiB. */
+  spoolMaxBytes?: number;
+  /** Default 1 MiB. */
+  spoolSegmentBytes?: number;
+}
+
+export interface StreamWriterDeps {
+  logger: Logger;
+  registry: Registry;
+  indexers?: StreamIndexer[];
+  /** Wall clock for stream IDs (tests move it backwards). */
+  now?: () => number;
+}
+
+export interface StreamWriterStats {
+  /** Records given to `push`, by origin. */
+  pushed: Record<Origin, number>;
+  stored: number;
+  storedByDirection: Record<Direction, number>;
+  dropped: Record<StoreDropReason, number>;
+  /** Records written to the spool (UDP overflow, and leftovers at close). */
+  spooled: number;
+  /** Records read back from the spool (including ones a previous run left). */
+  replayed: number;
+  queued: number;
+  inFlight: number;
+  spoolBytes: number;
+  redisUp: boolean;
+}
+
+/** One record on its way to Redis. */
+interface Item {
+  record: FlowRecord;
+  /** Index into the stream keys (`DIRECTIONS` order). */
+  stream: number;
+  json?: string;
+  /** The ID it was last sent under. */
+  id?: string;
+  /** Sent under `id` with no answer (connection lost): Redis may or may not have it; look before resending. */
+  uncertain?: boolean;
+  /** The spool segment it was replayed from, deleted once all its records are stored. */
+  ticket?: SegmentTicket;
+}
+
+interface SegmentTicket {
+  segment: SpoolSegment;
+  pending: number;
+}
+
+interface Batch {
+  seq: number;
+  items: Item[];
+}
+
+/** A spool line: the record as the stream holds it (`r`), plus the ID it may already be stored under. */
+interface SpoolLine {
+  r: unknown;
+  id?: unknown;
+}
+
+function spoolLine(json: string, id?: string): string {
+  return id === undefined ? `{"${RECORD_FIELD}":${json}}` : `{"${RECORD_FIELD}":${json},"id":"${id}"}`;
+}
+
+const MAX_BACKOFF_MS = 5000;
+const CONFLICT_RE = /equal or smaller than the target stream top item/i;
+
+/**
+ * Writes records into one Redis stream per direction, in pipelined batches, with a bounded memory queue, an on-disk
+ * spool for UDP overflow and for what is left at close, and retries that never lose nor reorder what Redis did not
+ * take.
+ *
+ * Stream IDs are assigned here (`<ms>-<seq>`, strictly increasing per stream, seeded from the stream's
+ * last-generated-id on every (re)connection, the clock taken as max(now, last) so it never goes backwards), so that
+ * indexers can reference entries in the same pipeline, and so that after a lost connection the writer can ask Redis
+ * which of the unanswered entries it holds (`XRANGE id id`) instead of guessing: those are counted stored, the
+ * others are resent, in order, under new IDs. Nothing new is sent until that is settled, so order within a stream is
+ * kept across outages. (A definite error reply such as OOM can still reorder: the failed records are resent after
+ * batches already in flight.)
+ *
+ * `StreamIndexer.add` may be called a second time for the same (stream, id) after a connection loss: index writes
+ * must be idempotent.
+ */
+export class StreamWriter {
+  private readonly redis: Redis;
+  private readonly logger: Logger;
+  private readonly indexers: StreamIndexer[];
+  private readonly now: () => number;
+  private readonly streams: readonly string[];
+  private readonly streamOf: Map<string, number>;
+  private readonly spool: Spool;
+
+  private readonly maxQueue: number;
+  private readonly batchMax: number;
+  private readonly flushIntervalMs: number;
+  private readonly maxInFlight: number;
+  private readonly maxLen: string | undefined;
+  private readonly retentionMs: number;
+  private readonly trimIntervalMs: number;
+
+  private readonly queue = new Fifo<Item>();
+  private readonly inFlight = new Map<number, Batch>();
+  private failed: Batch[] = [];
+  private batchSeq = 0;
+  private uncertainCount = 0;
+  /** Last ID per stream: [ms, seq]. */
+  private readonly lastIds: Array<[number, number]>;
+  private seeded = false;
+  private redisUp = false;
+  private maintenance = false;
+  private backoffMs = 0;
+  private retryAt = 0;
+
+  private flushTimer: NodeJS.Timeout | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private trimTimer: NodeJS.Timeout | undefined;
+  private kickPending = false;
+  private flushDue = false;
+  private wantDrain = false;
+  private readonly drainListeners: Array<() => void> = [];
+
+  private started = false;
+  private closing: Promise<void> | undefined;
+  private closed = false;
+  private idleWaiter: (() => void) | undefined;
+
+  private readonly counts = {
+    pushed: { tcp: 0, udp: 0, file: 0 } as Record<Origin, number>,
+    stored: Object.fromEntries(DIRECTIONS.map((d) => [d, 0])) as Record<Direction, number>,
+    dropped: Object.fromEntries(STORE_DROP_REASONS.map((r) => [r, 0])) as Record<StoreDropReason, number>,
+    spooled: 0,
+    replayed: 0,
+    failedBatches: 0,
+    indexErrors: 0,
+  };
+  private readonly writeSeconds: Histogram;
+
+  private readonly onReady = (): void => {
+    this.redisUp = true;
+    this.seeded = false;
+    this.backoffMs = 0;
+    this.retryAt = 0;
+    this.pump();
+  };
+  private readonly onClose = (): void => {
+    this.redisUp = false;
+  };
+
+  constructor(redis: Redis, opts: StreamWriterOptions, deps: StreamWriterDeps) {
+    this.redis = redis;
+    this.logger = deps.logger;
+    this.indexers = deps.indexers ?? [];
+    this.now = deps.now ?? Date.now;
+    const keys = storeKeys(opts.keyPrefix);
+    this.streams = keys.streams;
+    this.streamOf = new Map(DIRECTIONS.map((d, i) => [d, i]));
+    this.lastIds = this.streams.map(() => [0, 0]);
+    this.maxQueue = opts.maxQueueRecords ?? 50_000;
+    this.batchMax = opts.batchMaxRecords ?? 250;
+    this.flushIntervalMs = opts.flushIntervalMs ?? 50;
+    this.maxInFlight = opts.maxBatchesInFlight ?? 4;
+    const maxLen = opts.maxLenPerStream ?? 10_000_000;
+    this.maxLen = maxLen > 0 ? String(maxLen) : undefined;
+    this.retentionMs = opts.retentionMs ?? 30 * 24 * 3600 * 1000;
+    this.trimIntervalMs = opts.trimIntervalMs ?? 60_000;
+    this.spool = new Spool(
+      { dir: opts.spoolDir, maxBytes: opts.spoolMaxBytes ?? 1024 ** 3, segmentBytes: opts.spoolSegmentBytes ?? 1024 ** 2 },
+      { logger: this.logger, onLost: (n) => (this.counts.dropped['spool-write-failed'] += n) },
+    );
+    this.writeSeconds = this.registerMetrics(deps.registry);
+    const o = redis.options;
+    if (o.enableOfflineQueue !== false || o.maxRetriesPerRequest !== 0 || o.autoResendUnfulfilledCommands !== false) {
+      this.logger.warn('the Redis client may queue or resend commands on its own (use connectRedis): records could be stored twice after an outage');
+    }
+  }
+
+  /** Opens the spool (records a previous run left are replayed first) and starts writing once Redis is ready. */
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    this.spool.open();
+    this.redis.on('ready', this.onReady);
+    this.redis.on('close', this.onClose);
+    this.redis.on('end', this.onClose);
+    if (this.retentionMs > 0) this.trimTimer = setInterval(() => void this.trim(), this.trimIntervalMs).unref();
+    if (this.redis.status === 'ready') this.onReady();
+    else this.logger.warn({ status: this.redis.status }, 'Redis not ready yet; records wait in the queue and the spool');
+  }
+
+  /**
+   * Takes the record (always, unless closed). `false` asks the caller to pause until `onDrain`: the queue is full.
+   * UDP records cannot wait: with the queue full, or while older UDP records are in the spool, they go to the spool;
+   * with the spool full they are dropped and counted.
+   */
+  push(record: FlowRecord, origin: Origin): boolean {
+    this.counts.pushed[origin]++;
+    if (this.closed) {
+      this.counts.dropped.closed++;
+      return false;
+    }
+    if (origin === 'udp' && (this.queue.length >= this.maxQueue || this.spool.hasUnread())) {
+      if (this.spool.append(spoolLine(encodeRecord(record)))) {
+        this.counts.spooled++;
+        return true;
+      }
+      this.counts.dropped['spool-full']++;
+      return false;
+    }
+    this.queue.push({ record, stream: this.streamOf.get(record.network.direction) ?? this.streams.length - 1 });
+    if (this.queue.length >= this.batchMax) {
+      if (!this.kickPending) {
+        this.kickPending = true;
+        setImmediate(() => {
+          this.kickPending = false;
+          this.pump();
+        });
+      }
+    } else this.flushTimer ??= setTimeout(() => this.onFlushTimer(), this.flushIntervalMs);
+    if (this.queue.length < this.maxQueue) return true;
+    this.wantDrain = true;
+    return false;
+  }
+
+  /** Called when the queue has room again after `push` returned `false`. */
+  onDrain(listener: () => void): void {
+    this.drainListeners.push(listener);
+  }
+
+  /**
+   * Writes everything queued, waiting at most `deadlineMs` (milliseconds from now) for Redis; what is still not
+   * stored then is written to the spool, replayed at the next start. Records pushed afterwards are dropped (`closed`).
+   */
+  close(deadlineMs: number): Promise<void> {
+    this.closing ??= this.doClose(deadlineMs);
+    return this.closing;
+  }
+
+  stats(): StreamWriterStats {
+    const c = this.counts;
+    let stored = 0;
+    for (const d of DIRECTIONS) stored += c.stored[d];
+    let inFlight = 0;
+    for (const b of this.inFlight.values()) inFlight += b.items.length;
+    return {
+      pushed: { ...c.pushed },
+      stored,
+      storedByDirection: { ...c.stored },
+      dropped: { ...c.dropped },
+      spooled: c.spooled,
+      replayed: c.replayed,
+      queued: this.queue.length,
+      inFlight,
+      spoolBytes: this.spool.bytes,
+      redisUp: this.redisUp,
+    };
+  }
+
+  /** Decides the next step; called whenever something changed. Never awaits. */
+  private pump(): void {
+    if (!this.started || this.closed || !this.redisUp || this.maintenance) return;
+    if (this.failed.length > 0) {
+      if (this.inFlight.size > 0) return;
+      this.requeueFailed();
+    }
+    const wait = this.retryAt - Date.now();
+    if (wait > 0) {
+      this.retryTimer ??= setTimeout(() => {
+        this.retryTimer = undefined;
+        this.pump();
+      }, wait);
+      return;
+    }
+    this.replayFromSpool();
+    if (!this.seeded || this.uncertainCount > 0) {
+      void this.runMaintenance();
+      return;
+    }
+    const partialOk = this.flushDue || this.closing !== undefined;
+    while (this.inFlight.size < this.maxInFlight && this.queue.length > 0) {
+      if (this.queue.length < this.batchMax && !partialOk) {
+        this.flushTimer ??= setTimeout(() => this.onFlushTimer(), this.flushIntervalMs);
+        break;
+      }
+      this.dispatch(this.queue.take(this.batchMax));
+    }
+    if (this.wantDrain && this.queue.length <= this.maxQueue / 2) {
+      this.wantDrain = false;
+      for (const l of this.drainListeners) l();
+    }
+    this.checkIdle();
+  }
+
+  private onFlushTimer(): void {
+    this.flushTimer = undefined;
+    this.flushDue = true;
+    this.pump();
+    this.flushDue = false;
+  }
+
+  private dispatch(items: Item[]): void {
+    const pipeline = this.redis.pipeline();
+    const xaddAt: number[] = new Array(items.length);
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i] as Item;
+      const stream = this.streams[item.stream] as string;
+      const id = this.nextId(item.stream);
+      item.id = id;
+      item.json ??= encodeRecord(item.record);
+      xaddAt[i] = pipeline.length;
+      if (this.maxLen) pipeline.xadd(stream, 'MAXLEN', '~', this.maxLen, id, RECORD_FIELD, item.json);
+      else pipeline.xadd(stream, id, RECORD_FIELD, item.json);
+      this.index(pipeline, item, stream, id);
+    }
+    const batch: Batch = { seq: this.batchSeq++, items };
+    this.inFlight.set(batch.seq, batch);
+    const endTimer = this.writeSeconds.startTimer();
+    pipeline.exec().then(
+      (results) => this.settle(batch, xaddAt, results ?? null, endTimer),
+      (err: unknown) => this.settle(batch, xaddAt, null, endTimer, err),
+    );
+  }
+
+  private index(pipeline: ChainableCommander, item: Item, stream: string, id: string): void {
+    for (const indexer of this.indexers) {
+      try {
+        indexer.add(pipeline, item.record, stream, id);
+      } catch (err) {
+        this.counts.indexErrors++;
+        this.logger.error({ err, stream, id }, 'indexer failed; the record is stored without that index entry');
+      }
+    }
+  }
+
+  private settle(batch: Batch, xaddAt: number[], results: Array<[Error | null, unknown]> | null, endTimer: () => number, execErr?: unknown): void {
+    if (this.closed) return; // close() has already spooled this batch, its IDs kept for the next run to look up
+    this.inFlight.delete(batch.seq);
+    const notStored: Item[] = [];
+    let firstErr: unknown = execErr;
+    let indexErrors = 0;
+    for (let i = 0; i < batch.items.length; i++) {
+      const item = batch.items[i] as Item;
+      const at = xaddAt[i] as number;
+      const err = results ? results[at]?.[0] : (execErr ?? new Error('no reply'));
+      if (!err) {
+        this.stored(item);
+        const end = xaddAt[i + 1] ?? results?.length ?? at + 1;
+        for (let j = at + 1; j < end; j++) if (results?.[j]?.[0]) indexErrors++;
+        continue;
+      }
+      firstErr ??= err;
+      if ((err as Error).name === 'ReplyError') {
+        // Redis answered no: it does not hold the entry. A conflict means our idea of the stream's last ID is stale.
+        if (CONFLICT_RE.test((err as Error).message)) this.seeded = false;
+        item.id = undefined;
+      } else item.uncertain = true;
+      notStored.push(item);
+    }
+    if (indexErrors > 0) {
+      this.counts.indexErrors += indexErrors;
+      this.logger.warn({ indexErrors }, 'index writes failed for stored records');
+    }
+    if (notStored.length > 0) {
+      this.counts.failedBatches++;
+      this.failed.push({ seq: batch.seq, items: notStored });
+      this.backOff();
+      this.logger.warn({ err: firstErr, records: notStored.length }, 'Redis did not take a batch; it will be retried');
+    } else {
+      endTimer();
+      this.backoffMs = 0;
+    }
+    this.pump();
+  }
+
+  private stored(item: Item): void {
+    this.counts.stored[DIRECTIONS[item.stream] as Direction]++;
+    const ticket = item.ticket;
+    if (ticket && --ticket.pending === 0) this.spool.release(ticket.segment);
+  }
+
+  private backOff(): void {
+    this.backoffMs = Math.min(MAX_BACKOFF_MS, this.backoffMs === 0 ? 100 : this.backoffMs * 2);
+    this.retryAt = Date.now() + this.backoffMs;
+  }
+
+  /** Puts what failed back at the head of the queue, in the order it was first sent. */
+  private requeueFailed(): void {
+    const batches = this.failed.sort((a, b) => a.seq - b.seq);
+    this.failed = [];
+    const items = batches.flatMap((b) => b.items);
+    for (const item of items) if (item.uncertain) this.uncertainCount++;
+    this.queue.unshift(items);
+  }
+
+  /** Seeds the stream IDs and settles uncertain records, then resumes writing. */
+  private async runMaintenance(): Promise<void> {
+    this.maintenance = true;
+    try {
+      if (!this.seeded) await this.seed();
+      if (this.uncertainCount > 0 && !this.closed) await this.resolveUncertain();
+      this.backoffMs = 0;
+    } catch (err) {
+      this.logger.warn({ err }, 'Redis unavailable; will retry');
+      this.backOff();
+    } finally {
+      this.maintenance = false;
+    }
+    this.pump();
+  }
+
+  private async seed(): Promise<void> {
+    const pipeline = this.redis.pipeline();
+    for (const stream of this.streams) pipeline.xinfo('STREAM', stream);
+    const results = (await pipeline.exec()) ?? [];
+    this.streams.forEach((stream, i) => {
+      const [err, info] = results[i] ?? [new Error('no reply'), undefined];
+      if (err) {
+        if (/no such key/i.test(err.message)) return;
+        throw err;
+      }
+      const last = parseId(lastGeneratedId(info));
+      if (!last) throw new Error(`XINFO STREAM ${stream}: no last-generated-id`);
+      const mine = this.lastIds[i] as [number, number];
+      if (compareIds(last, mine) > 0) this.lastIds[i] = last;
+    });
+    if (!this.closed) this.seeded = true;
+  }
+
+  /** Asks Redis, for each record sent without an answer, whether it holds it. */
+  private async resolveUncertain(): Promise<void> {
+    const pending = this.queue.filter((item) => item.uncertain === true);
+    const pipeline = this.redis.pipeline();
+    for (const item of pending) pipeline.xrange(this.streams[item.stream] as string, item.id as string, item.id as string);
+    const results = (await pipeline.exec()) ?? [];
+    if (this.closed) return;
+    const found = new Set<Item>();
+    pending.forEach((item, i) => {
+      const [err, entries] = results[i] ?? [new Error('no reply'), undefined];
+      if (err) throw err;
+      if (Array.isArray(entries) && entries.length > 0) found.add(item);
+    });
+    // Only now (every lookup answered) change anything, so a failure above leaves the items uncertain for a retry.
+    for (const item of pending) {
+      item.uncertain = false;
+      if (!found.has(item)) item.id = undefined;
+    }
+    this.uncertainCount = 0;
+    if (found.size === 0) return;
+    this.queue.remove(found);
+    for (const item of found) this.stored(item);
+    this.logger.info({ records: found.size }, 'records sent before the connection was lost were stored; not resending them');
+    if (this.indexers.length > 0) {
+      // Their index writes followed the XADD in the lost pipeline and may not have run.
+      const reindex = this.redis.pipeline();
+      for (const item of found) this.index(reindex, item, this.streams[item.stream] as string, item.id as string);
+      reindex.exec().catch((err: unknown) => this.logger.warn({ err }, 're-indexing recovered records failed'));
+    }
+  }
+
+  /** Moves one spool segment into the queue when there is room and nothing else is pending. */
+  private replayFromSpool(): void {
+    if (this.closing || this.queue.length >= this.maxQueue / 2 || !this.spool.hasUnread()) return;
+    const read = this.spool.readNext();
+    if (!read) return;
+    const ticket: SegmentTicket = { segment: read.segment, pending: 0 };
+    let bad = read.torn;
+    for (const entry of read.entries) {
+      const line = entry as SpoolLine;
+      if (typeof line !== 'object' || line === null || !looksLikeRecord(line.r)) {
+        bad++;
+        continue;
+      }
+      const item: Item = { record: line.r, stream: this.streamOf.get(line.r.network.direction) ?? this.streams.length - 1, ticket };
+      if (typeof line.id === 'string') {
+        item.id = line.id;
+        item.uncertain = true;
+        this.uncertainCount++;
+      }
+      ticket.pending++;
+      this.queue.push(item);
+    }
+    this.counts.replayed += ticket.pending;
+    this.counts.dropped['spool-torn'] += bad;
+    if (ticket.pending === 0) this.spool.release(read.segment);
+    this.logger.info({ records: ticket.pending, unreadable: bad, spoolBytes: this.spool.bytes }, 'replaying spooled records');
+  }
+
+  private nextId(stream: number): string {
+    const last = this.lastIds[stream] as [number, number];
+    const now = this.now();
+    // The clock may step back (NTP) or the stream may hold later IDs: stay on the last millisecond then.
+    if (now > last[0]) {
+      last[0] = now;
+      last[1] = 0;
+    } else last[1]++;
+    return `${last[0]}-${last[1]}`;
+  }
+
+  private async trim(): Promise<void> {
+    if (!this.redisUp || this.closing) return;
+    const minTimeMs = this.now() - this.retentionMs;
+    const pipeline = this.redis.pipeline();
+    for (const stream of this.streams) pipeline.xtrim(stream, 'MINID', '~', `${minTimeMs}-0`);
+    for (const indexer of this.indexers) indexer.trim?.(pipeline, minTimeMs);
+    try {
+      const results = (await pipeline.exec()) ?? [];
+      const err = results.find(([e]) => e)?.[0];
+      if (err) this.logger.warn({ err }, 'retention trim failed in part');
+    } catch (err) {
+      this.logger.warn({ err }, 'retention trim failed');
+    }
+  }
+
+  private checkIdle(): void {
+    if (this.idleWaiter && this.queue.length === 0 && this.inFlight.size === 0 && this.failed.length === 0 && !this.maintenance) this.idleWaiter();
+  }
+
+  private async doClose(deadlineMs: number): Promise<void> {
+    if (this.trimTimer) clearInterval(this.trimTimer);
+    if (this.started) {
+      let timer: NodeJS.Timeout | undefined;
+      await new Promise<void>((resolve) => {
+        this.idleWaiter = resolve;
+        timer = setTimeout(resolve, deadlineMs);
+        this.pump();
+        this.checkIdle();
+      });
+      clearTimeout(timer);
+    }
+    this.closed = true;
+    this.idleWaiter = undefined;
+    for (const t of [this.flushTimer, this.retryTimer]) if (t) clearTimeout(t);
+    this.redis.off('ready', this.onReady);
+    this.redis.off('close', this.onClose);
+    this.redis.off('end', this.onClose);
+    if (!this.started) this.spool.open(); // records pushed before start() still go somewhere durable
+    // Oldest first: what was sent (in flight or failed, by batch order), then the queue.
+    const sent = [...this.inFlight.values(), ...this.failed].sort((a, b) => a.seq - b.seq);
+    const left = [...sent.flatMap((b) => b.items), ...this.queue.take(this.queue.length)];
+    this.inFlight.clear();
+    this.failed = [];
+    // An item still carrying an ID was sent and not answered: keep the ID so the next run asks Redis whether it
+    // took it before resending.
+    const lines = left.map((item) => spoolLine(item.json ?? encodeRecord(item.record), item.id));
+    try {
+      this.spool.writeHead(lines);
+      this.counts.spooled += lines.length;
+      if (lines.length > 0) this.logger.warn({ records: lines.length }, 'Redis did not take everything before the deadline; the rest is in the spool');
+    } catch (err) {
+      this.counts.dropped['spool-write-failed'] += lines.length;
+      throw err;
+    } finally {
+      this.spool.close();
+    }
+  }
+
+  private registerMetrics(registry: Registry): Histogram {
+    const registers = [registry];
+    const c = this.counts;
+    // The hot path bumps plain numbers; Prometheus reads them at scrape time.
+    const byLabel = (name: string, help: string, label: string, values: () => Record<string, number>): void => {
+      const reported: Record<string, number> = {};
+      new Counter({
+        name,
+        help,
+        labelNames: [label],
+        registers,
+        collect() {
+          for (const [k, v] of Object.entries(values())) {
+            if (v > (reported[k] ?? 0)) this.inc({ [label]: k }, v - (reported[k] ?? 0));
+            reported[k] = v;
+          }
+        },
+      });
+    };
+    const total = (name: string, help: string, value: () => number): void => {
+      let reported = 0;
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          const v = value();
+          if (v > reported) this.inc(v - reported);
+          reported = v;
+        },
+      });
+    };
+    const gauge = (name: string, help: string, value: () => number): void => {
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.set(value());
+        },
+      });
+    };
+    byLabel('dockflow_store_records_pushed_total', 'Records handed to the Redis writer, by origin', 'origin', () => c.pushed);
+    byLabel('dockflow_store_records_stored_total', 'Records Redis acknowledged, by direction', 'direction', () => c.stored);
+    byLabel('dockflow_store_records_dropped_total', 'Records the writer dropped, by reason', 'reason', () => c.dropped);
+    total('dockflow_store_records_spooled_total', 'Records written to the on-disk spool', () => c.spooled);
+    total('dockflow_store_records_replayed_total', 'Records read back from the on-disk spool', () => c.replayed);
+    total('dockflow_store_batch_failures_total', 'Pipelines Redis did not fully take (retried)', () => c.failedBatches);
+    total('dockflow_store_index_errors_total', 'Secondary index writes that failed', () => c.indexErrors);
+    gauge('dockflow_store_queue_records', 'Records waiting in memory for Redis', () => this.queue.length);
+    gauge('dockflow_store_batches_in_flight', 'Pipelines awaiting an answer from Redis', () => this.inFlight.size);
+    gauge('dockflow_store_spool_bytes', 'Bytes in the on-disk spool', () => this.spool.bytes);
+    gauge('dockflow_store_redis_up', '1 when the Redis connection is ready', () => (this.redisUp ? 1 : 0));
+    return new Histogram({
+      name: 'dockflow_store_redis_write_seconds',
+      help: 'Time from sending a pipeline to its last reply (successful pipelines)',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    });
+  }
+}
+
+/** A FIFO with O(1) push/take, compacted lazily. */
+class Fifo<T> {
+  private items: T[] = [];
+  private head = 0;
+
+  get length(): number {
+    return this.items.length - this.head;
+  }
+
+  push(item: T): void {
+    this.items.push(item);
+  }
+
+  take(n: number): T[] {
+    const out = this.items.slice(this.head, this.head + n);
+    this.head += out.length;
+    if (this.head > 4096 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return out;
+  }
+
+  unshift(items: readonly T[]): void {
+    this.items = [...items, ...this.items.slice(this.head)];
+    this.head = 0;
+  }
+
+  filter(pred: (item: T) => boolean): T[] {
+    return this.items.slice(this.head).filter(pred);
+  }
+
+  remove(set: ReadonlySet<T>): void {
+    this.items = this.items.slice(this.head).filter((item) => !set.has(item));
+    this.head = 0;
+  }
+}
+
+function parseId(id: unknown): [number, number] | undefined {
+  if (typeof id !== 'string') return undefined;
+  const dash = id.indexOf('-');
+  if (dash <= 0) return undefined;
+  const ms = Number(id.slice(0, dash));
+  const seq = Number(id.slice(dash + 1));
+  return Number.isFinite(ms) && Number.isFinite(seq) ? [ms, seq] : undefined;
+}
+
+function compareIds(a: readonly [number, number], b: readonly [number, number]): number {
+  return a[0] !== b[0] ? a[0] - b[0] : a[1] - b[1];
+}
+
+/** `last-generated-id` from XINFO STREAM, as a flat RESP2-style array or a RESP3 map. */
+function lastGeneratedId(info: unknown): unknown {
+  if (Array.isArray(info)) {
+    const i = info.indexOf('last-generated-id');
+    return i >= 0 ? info[i + 1] : undefined;
+  }
+  if (typeof info === 'object' && info !== null) return (info as Record<string, unknown>)['last-generated-id'];
+  return undefined;
+}

@@ -1,0 +1,294 @@
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setImmediate as yieldLoop } from 'node:timers/promises';
+import type { Redis } from 'ioredis';
+import { Registry } from 'prom-client';
+import t, { type Test } from 'tap';
+import type { FlowRecord } from '../../src/record.js';
+import { connectRedis } from '../../src/store/connect.js';
+import { encodeRecord } from '../../src/store/encode.js';
+import { storeKeys } from '../../src/store/keys.js';
+import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/store/redis-server.js';
+import { StreamWriter, type Origin, type StreamWriterDeps, type StreamWriterOptions } from '../../src/store/stream-writer.js';
+import type { StreamIndexer } from '../../src/store/types.js';
+import { startRedis } from '../helpers/redis.js';
+import { makeRecords, readStreams, seqOf, silent, until } from './records.js';
+
+let n = 0;
+
+function tempDir(t: Test, name: string): string {
+  const dir = mkdtempSync(join(tmpdir(), `dockflow-${name}-`));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+function makeWriter(client: Redis, spoolDir: string, prefix: string, opts: Partial<StreamWriterOptions> = {}, deps: Partial<StreamWriterDeps> = {}): StreamWriter {
+  return new StreamWriter(
+    client,
+    { batchMaxRecords: 100, flushIntervalMs: 5, maxQueueRecords: 1000, ...opts, keyPrefix: prefix, spoolDir },
+    { logger: silent, registry: new Registry(), ...deps },
+  );
+}
+
+/** Runs `action` right after the pipeline carrying the `nth` record is sent: a failure while batches are in flight. */
+function onDispatch(nth: number, action: () => void): StreamIndexer {
+  let added = 0;
+  return {
+    add() {
+      if (++added === nth) setImmediate(action);
+    },
+  };
+}
+
+async function failures(registry: Registry): Promise<number> {
+  const m = await registry.getSingleMetric('dockflow_store_batch_failures_total')?.get();
+  return m?.values[0]?.value ?? 0;
+}
+
+/** Pushes like a receiver: TCP/file wait for drain when told to, UDP never waits; yields to I/O every 100 records. */
+async function pushAll(w: StreamWriter, records: FlowRecord[], origin: Origin, onEach?: (i: number) => void | Promise<void>): Promise<void> {
+  let waiter: (() => void) | undefined;
+  w.onDrain(() => waiter?.());
+  for (let i = 0; i < records.length; i++) {
+    await onEach?.(i);
+    const more = w.push(records[i]!, origin);
+    if (!more && origin !== 'udp') await new Promise<void>((r) => (waiter = r));
+    if (i % 100 === 99) await yieldLoop();
+  }
+}
+
+/** Each record exactly once, and within each stream in push order. */
+function checkExactlyOnceInOrder(t: Test, entries: Awaited<ReturnType<typeof readStreams>>, count: number, from = 0): void {
+  const seqs = entries.map((e) => seqOf(e.record));
+  t.equal(seqs.length, count, 'as many entries as records');
+  t.equal(new Set(seqs).size, count, 'no duplicates');
+  t.ok(
+    seqs.every((s) => s >= from && s < from + count),
+    'only these records',
+  );
+  const outOfOrder = entries.filter((e, i) => i > 0 && entries[i - 1]!.stream === e.stream && seqOf(entries[i - 1]!.record) > seqOf(e.record));
+  t.equal(outOfOrder.length, 0, 'order kept within each stream');
+}
+
+/** An embedded (AOF) redis-server killed with SIGKILL and started again on the same port and data. */
+async function killEmbedded(server: EmbeddedRedis): Promise<void> {
+  process.kill(server.pid, 'SIGKILL');
+  await until(() => {
+    try {
+      process.kill(server.pid, 0);
+      return false;
+    } catch {
+      return true;
+    }
+  }, 'redis-server gone');
+}
+
+// The helper's server runs without persistence: what Redis acknowledged before a kill is gone after it. Exactly-once
+// across a kill *in the middle of writing* is therefore checked against the embedded server (AOF on), which is also
+// what the service runs.
+t.test('Redis killed mid-stream (AOF): every TCP record lands exactly once, in order', async (t) => {
+  const dataDir = tempDir(t, 'aof');
+  let server = await startEmbeddedRedis({ dataDir, logger: silent });
+  t.teardown(() => server.stop());
+  const client = connectRedis(server.url, silent);
+  t.teardown(() => client.disconnect());
+  await until(() => client.status === 'ready', 'ready');
+  const prefix = `o${n++}`;
+  const registry = new Registry();
+  let restarted: Promise<void> | undefined;
+  const killer = onDispatch(6000, () => {
+    restarted = killEmbedded(server)
+      .then(() => new Promise((r) => setTimeout(r, 300)))
+      .then(() => startEmbeddedRedis({ dataDir, port: server.port, logger: silent }))
+      .then((s) => void (server = s));
+  });
+  const w = makeWriter(client, tempDir(t, 'spool'), prefix, {}, { registry, indexers: [killer] });
+  await w.start();
+  const records = makeRecords(20_000);
+  await pushAll(w, records, 'tcp');
+  await until(() => restarted !== undefined, 'killed');
+  await restarted;
+  await until(() => w.stats().stored === records.length, 'all stored', 30_000);
+  t.ok((await failures(registry)) > 0, 'batches in flight failed and were retried');
+  checkExactlyOnceInOrder(t, await readStreams(client, storeKeys(prefix).streams), records.length);
+  const s = w.stats();
+  t.equal(s.pushed.tcp, s.stored);
+  t.equal(s.spooled, 0, 'TCP never spools while running');
+  await w.close(1000);
+});
+
+t.test('Redis killed mid-stream (AOF): UDP overflows to the spool and is replayed in order', async (t) => {
+  const dataDir = tempDir(t, 'aof');
+  let server = await startEmbeddedRedis({ dataDir, logger: silent });
+  t.teardown(() => server.stop());
+  const client = connectRedis(server.url, silent);
+  t.teardown(() => client.disconnect());
+  await until(() => client.status === 'ready', 'ready');
+  const prefix = `o${n++}`;
+  const spoolDir = tempDir(t, 'spool');
+  const w = makeWriter(client, spoolDir, prefix, { spoolSegmentBytes: 64 * 1024 });
+  await w.start();
+  const records = makeRecords(20_000);
+  let restarted: Promise<void> | undefined;
+  await pushAll(w, records, 'udp', async (i) => {
+    if (i === 3000) await killEmbedded(server);
+    // Restarted while UDP keeps coming: new records must queue behind the spool, not overtake it.
+    if (i === 12_000) restarted = startEmbeddedRedis({ dataDir, port: server.port, logger: silent }).then((s) => void (server = s));
+  });
+  await restarted;
+  await until(() => w.stats().stored === records.length, 'all stored', 30_000);
+  const s = w.stats();
+  t.ok(s.spooled > 5000, `overflow went to the spool (${s.spooled})`);
+  t.equal(s.replayed, s.spooled, 'all of it replayed');
+  t.equal(s.pushed.udp, s.stored, 'nothing dropped');
+  checkExactlyOnceInOrder(t, await readStreams(client, storeKeys(prefix).streams), records.length);
+  await until(() => readdirSync(spoolDir).length === 0, 'replayed segments deleted');
+  t.equal(w.stats().spoolBytes, 0);
+  await w.close(1000);
+});
+
+t.test('Redis killed (helper kill/restart): TCP waits for drain, then everything lands in order', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const client = connectRedis(redis.url, silent);
+  t.teardown(() => client.disconnect());
+  await until(() => client.status === 'ready', 'ready');
+  const prefix = `o${n++}`;
+  const w = makeWriter(client, tempDir(t, 'spool'), prefix, { maxQueueRecords: 500 });
+  await w.start();
+  await redis.kill();
+  await until(() => !w.stats().redisUp, 'writer sees Redis down');
+  let restartedAt = -1;
+  let pushed = 0;
+  setTimeout(() => {
+    restartedAt = pushed;
+    void redis.restart();
+  }, 500);
+  await pushAll(w, makeRecords(3000), 'tcp', (i) => void (pushed = i));
+  t.ok(restartedAt >= 499 && restartedAt < 600, `pushing paused at the queue bound while down (${restartedAt})`);
+  await until(() => w.stats().stored === 3000, 'all stored');
+  checkExactlyOnceInOrder(t, await readStreams(client, storeKeys(prefix).streams), 3000);
+  await w.close(1000);
+});
+
+t.test('spool full: UDP beyond queue and spool is dropped and counted; the counts add up', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const client = connectRedis(redis.url, silent);
+  t.teardown(() => client.disconnect());
+  await until(() => client.status === 'ready', 'ready');
+  const prefix = `o${n++}`;
+  const records = makeRecords(1000);
+  // Room in the spool for exactly the 200 records after the first 100 (which fill the queue).
+  const spoolMaxBytes = records.slice(100, 300).reduce((sum, r) => sum + Buffer.byteLength(`{"r":${encodeRecord(r)}}`) + 1, 0);
+  const w = makeWriter(client, tempDir(t, 'spool'), prefix, { maxQueueRecords: 100, spoolMaxBytes });
+  await w.start();
+  await redis.kill();
+  await until(() => !w.stats().redisUp, 'down');
+  await pushAll(w, records, 'udp');
+  const down = w.stats();
+  t.equal(down.queued, 100);
+  t.equal(down.spooled, 200, 'spool took what fit');
+  t.equal(down.dropped['spool-full'], 700);
+  await redis.restart();
+  await until(() => w.stats().stored === 300, 'queue and spool stored');
+  const s = w.stats();
+  t.equal(s.pushed.udp, s.stored + s.dropped['spool-full'], 'pushed = stored + dropped');
+  const entries = await readStreams(client, storeKeys(prefix).streams);
+  t.same(
+    entries.map((e) => seqOf(e.record)).sort((a, b) => a - b),
+    Array.from({ length: 300 }, (_, i) => i),
+    'the first 300 stored, the rest dropped',
+  );
+  await w.close(1000);
+});
+
+t.test('close() with Redis down writes the rest to the spool; the next writer replays it', async (t) => {
+  const dataDir = tempDir(t, 'aof');
+  let server = await startEmbeddedRedis({ dataDir, logger: silent });
+  t.teardown(() => server.stop());
+  const client = connectRedis(server.url, silent);
+  t.teardown(() => client.disconnect());
+  await until(() => client.status === 'ready', 'ready');
+  const prefix = `o${n++}`;
+  const spoolDir = tempDir(t, 'spool');
+  const registry = new Registry();
+  // Killed while batches are in flight: some were stored, some not, some unknown.
+  let killed: Promise<void> | undefined;
+  const killer = onDispatch(2500, () => (killed = killEmbedded(server)));
+  const first = makeWriter(client, spoolDir, prefix, { maxQueueRecords: 2000 }, { registry, indexers: [killer] });
+  await first.start();
+  const records = makeRecords(6000);
+  await pushAll(first, records.slice(0, 4000), 'tcp');
+  await killed;
+  await pushAll(first, records.slice(4000), 'udp');
+  await first.close(300);
+  const s1 = first.stats();
+  t.ok((await failures(registry)) > 0, 'batches in flight failed');
+  t.ok(s1.spooled > 0, `left in the spool at close (${s1.spooled})`);
+  t.ok(readdirSync(spoolDir).length > 0, 'spool on disk');
+
+  server = await startEmbeddedRedis({ dataDir, port: server.port, logger: silent });
+  await until(() => client.status === 'ready', 'ready again');
+  const second = makeWriter(client, spoolDir, prefix);
+  await second.start();
+  await until(async () => (await readStreams(client, storeKeys(prefix).streams)).length >= 6000 && second.stats().queued === 0, 'replayed', 30_000);
+  checkExactlyOnceInOrder(t, await readStreams(client, storeKeys(prefix).streams), 6000);
+  const s2 = second.stats();
+  t.equal(s1.stored + s2.stored, 6000, 'stored by one run or the other, once');
+  await until(() => readdirSync(spoolDir).length === 0, 'spool emptied');
+  await second.close(1000);
+});
+
+t.test('a torn spool line left by a crash is counted, the rest replayed', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const client = connectRedis(redis.url, silent);
+  t.teardown(() => client.disconnect());
+  await until(() => client.status === 'ready', 'ready');
+  const spoolDir = tempDir(t, 'spool');
+  const records = makeRecords(4);
+  const lines = records.map((r) => `{"r":${encodeRecord(r)}}`);
+  writeFileSync(join(spoolDir, '0000001000000000.ndjson'), `${lines.slice(0, 3).join('\n')}\n${lines[3]!.slice(0, 50)}`);
+  const prefix = `o${n++}`;
+  const w = makeWriter(client, spoolDir, prefix);
+  await w.start();
+  await until(() => w.stats().stored === 3, 'replayed');
+  t.equal(w.stats().dropped['spool-torn'], 1);
+  t.same(
+    (await readStreams(client, storeKeys(prefix).streams)).map((e) => seqOf(e.record)).sort(),
+    [0, 1, 2],
+  );
+  await w.close(1000);
+});
+
+t.test('records a previous run sent without an answer are looked up, not sent twice', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const client = connectRedis(redis.url, silent);
+  t.teardown(() => client.disconnect());
+  await until(() => client.status === 'ready', 'ready');
+  const prefix = `o${n++}`;
+  const keys = storeKeys(prefix);
+  const [a, b, c] = makeRecords(3).map((r) => ({ ...r, network: { ...r.network, direction: 'egress' as const } })) as [FlowRecord, FlowRecord, FlowRecord];
+  // The previous run's XADD of `a` reached Redis, that of `b` did not; neither was answered before it stopped.
+  await client.xadd(keys.stream('egress'), '1000-0', 'r', encodeRecord(a));
+  const spoolDir = tempDir(t, 'spool');
+  const lines = [`{"r":${encodeRecord(a)},"id":"1000-0"}`, `{"r":${encodeRecord(b)},"id":"1000-1"}`, `{"r":${encodeRecord(c)}}`];
+  writeFileSync(join(spoolDir, '0000001000000000.ndjson'), lines.join('\n') + '\n');
+  const seen: string[] = [];
+  const w = makeWriter(client, spoolDir, prefix, {}, { indexers: [{ add: (_p, r, _s, id) => void seen.push(`${seqOf(r)}@${id}`) }] });
+  await w.start();
+  await until(() => w.stats().stored === 3, 'stored');
+  const entries = await readStreams(client, [keys.stream('egress')]);
+  t.same(
+    entries.map((e) => seqOf(e.record)),
+    [0, 1, 2],
+    'a once (found), then b and c',
+  );
+  t.equal(entries[0]!.id, '1000-0');
+  t.ok(seen.includes('0@1000-0'), 'the found record is indexed again under its ID');
+  t.equal(w.stats().replayed, 3);
+  await w.close(1000);
+});

@@ -1,0 +1,185 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ChainableCommander, Redis } from 'ioredis';
+import { Registry } from 'prom-client';
+import t, { type Test } from 'tap';
+import type { FlowRecord } from '../../src/record.js';
+import { connectRedis } from '../../src/store/connect.js';
+import { storeKeys } from '../../src/store/keys.js';
+import { StreamWriter, type StreamWriterOptions } from '../../src/store/stream-writer.js';
+import type { StreamIndexer } from '../../src/store/types.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { makeRecords, plain, readStreams, seqOf, silent, until } from './records.js';
+
+let redis: TestRedis;
+let client: Redis;
+let n = 0;
+
+t.before(async () => {
+  redis = await startRedis();
+  client = connectRedis(redis.url, silent);
+  await until(() => client.status === 'ready', 'redis ready');
+});
+t.teardown(async () => {
+  client.disconnect();
+  await redis.stop();
+});
+
+/** A writer on its own key prefix and spool directory. */
+function writer(t: Test, opts: Partial<StreamWriterOptions> = {}, deps: { indexers?: StreamIndexer[]; now?: () => number } = {}) {
+  const prefix = opts.keyPrefix ?? `t${n++}`;
+  const spoolDir = opts.spoolDir ?? mkdtempSync(join(tmpdir(), 'dockflow-writer-'));
+  t.teardown(() => rmSync(spoolDir, { recursive: true, force: true }));
+  const registry = new Registry();
+  const w = new StreamWriter(client, { batchMaxRecords: 100, flushIntervalMs: 5, ...opts, keyPrefix: prefix, spoolDir }, { logger: silent, registry, ...deps });
+  return { w, keys: storeKeys(prefix), registry, spoolDir };
+}
+
+const idNum = (id: string): [number, number] => id.split('-').map(Number) as [number, number];
+const increasing = (ids: string[]): boolean =>
+  ids.every((id, i) => {
+    if (i === 0) return true;
+    const [a, b] = [idNum(ids[i - 1]!), idNum(id)];
+    return b[0] > a[0] || (b[0] === a[0] && b[1] > a[1]);
+  });
+
+t.test('records land in batches, one stream per direction, decoding back equal and in order', async (t) => {
+  const { w, keys, registry } = writer(t);
+  await w.start();
+  const records = makeRecords(1234);
+  for (const r of records) w.push(r, 'tcp');
+  await until(() => w.stats().stored === records.length, 'all stored');
+  const entries = await readStreams(client, keys.streams);
+  t.equal(entries.length, records.length);
+  t.equal(entries.filter((e) => e.stream !== keys.stream(e.record.network.direction)).length, 0, 'stream matches direction');
+  t.ok(new Set(entries.map((e) => e.stream)).size >= 4, 'several directions present');
+  for (const stream of keys.streams) {
+    const list = entries.filter((e) => e.stream === stream);
+    t.ok(increasing(list.map((e) => e.id)), 'IDs increase');
+    const seqs = list.map((e) => seqOf(e.record));
+    t.same(seqs, [...seqs].sort((a, b) => a - b), 'order kept within a stream');
+  }
+  const bySeq = new Map(entries.map((e) => [seqOf(e.record), e.record]));
+  t.ok(records.every((r) => JSON.stringify(bySeq.get(seqOf(r))) === JSON.stringify(plain(r))), 'every record decodes back equal');
+  const s = w.stats();
+  t.equal(s.pushed.tcp, records.length);
+  t.equal(s.storedByDirection.egress + s.storedByDirection.ingress + s.storedByDirection['container-to-host'] + s.storedByDirection['host-to-container'], records.length);
+  const metrics = await registry.metrics();
+  t.match(metrics, /dockflow_store_records_stored_total\{direction="egress"\} \d+/);
+  t.match(metrics, /dockflow_store_redis_up 1/);
+  t.match(metrics, /dockflow_store_redis_write_seconds_count \d+/);
+  await w.close(1000);
+  t.equal(w.push(records[0]!, 'tcp'), false, 'closed');
+  t.equal(w.stats().dropped.closed, 1);
+});
+
+t.test('a partial batch is written after flushIntervalMs', async (t) => {
+  const { w, keys } = writer(t, { batchMaxRecords: 500 });
+  await w.start();
+  for (const r of makeRecords(3)) w.push(r, 'udp');
+  await until(() => w.stats().stored === 3, 'partial batch flushed');
+  t.equal((await readStreams(client, keys.streams)).length, 3);
+  await w.close(1000);
+});
+
+t.test('MAXLEN ~ bounds each stream; 0 means no bound', async (t) => {
+  const records = makeRecords(3000).map((r) => ({ ...r, network: { ...r.network, direction: 'egress' as const } }));
+  for (const [maxLen, bounded] of [
+    [200, true],
+    [0, false],
+  ] as const) {
+    const { w, keys } = writer(t, { maxLenPerStream: maxLen });
+    await w.start();
+    for (const r of records) w.push(r, 'file');
+    await until(() => w.stats().stored === records.length, 'stored');
+    const len = await client.xlen(keys.stream('egress'));
+    if (bounded) t.ok(len >= 200 && len < 1000, `trimmed to about 200 (${len})`);
+    else t.equal(len, records.length);
+    await w.close(1000);
+  }
+});
+
+t.test('MINID ~ retention trims old entries and calls the indexers', async (t) => {
+  let clock = Date.now() - 3600_000;
+  const trims: number[] = [];
+  const indexer: StreamIndexer = { add() {}, trim: (_p, minTimeMs) => void trims.push(minTimeMs) };
+  const { w, keys } = writer(t, { retentionMs: 600_000, trimIntervalMs: 20 }, { now: () => clock, indexers: [indexer] });
+  await w.start();
+  // An hour ago: beyond retention. Enough entries to fill several radix-tree nodes (MINID ~ trims whole nodes).
+  for (const r of makeRecords(2000)) w.push({ ...r, network: { ...r.network, direction: 'egress' } }, 'tcp');
+  await until(() => w.stats().stored === 2000, 'old stored');
+  clock = Date.now();
+  for (const r of makeRecords(10, 5000)) w.push({ ...r, network: { ...r.network, direction: 'egress' } }, 'tcp');
+  await until(() => w.stats().stored === 2010, 'new stored');
+  await until(async () => (await client.xlen(keys.stream('egress'))) < 200, 'old entries trimmed');
+  const left = await readStreams(client, [keys.stream('egress')]);
+  t.ok(left.some((e) => seqOf(e.record) >= 5000), 'recent entries kept');
+  t.ok(trims.length > 0 && trims.every((m) => m <= clock - 600_000 + 1000), 'indexer trim called with the cut-off');
+  await w.close(1000);
+});
+
+t.test('IDs strictly increase across a restart, even with the clock going backwards', async (t) => {
+  let clock = Date.now() + 60_000; // the first writer's clock is a minute ahead
+  const first = writer(t, {}, { now: () => clock });
+  await first.w.start();
+  for (const r of makeRecords(500)) first.w.push(r, 'tcp');
+  await until(() => first.w.stats().stored === 500, 'first stored');
+  await first.w.close(1000);
+  clock -= 120_000; // then the clock is set back
+  const second = writer(t, { keyPrefix: first.keys.prefix }, { now: () => clock });
+  await second.w.start();
+  for (const r of makeRecords(300, 500)) second.w.push(r, 'tcp');
+  clock -= 1; // and steps back once more mid-run
+  for (const r of makeRecords(300, 800)) second.w.push(r, 'tcp');
+  await until(() => second.w.stats().stored === 600, 'second stored');
+  const entries = await readStreams(client, first.keys.streams);
+  t.equal(entries.length, 1100);
+  for (const stream of first.keys.streams) {
+    const list = entries.filter((e) => e.stream === stream);
+    t.ok(increasing(list.map((e) => e.id)), `${stream}: IDs strictly increase`);
+    t.same(
+      list.map((e) => seqOf(e.record)),
+      list.map((e) => seqOf(e.record)).sort((a, b) => a - b),
+      `${stream}: in push order`,
+    );
+  }
+  await second.w.close(1000);
+});
+
+t.test('indexers get the IDs Redis stored, in the same pipeline', async (t) => {
+  const seen: Array<[string, string, number]> = [];
+  const indexer: StreamIndexer = {
+    add(pipeline: ChainableCommander, record: FlowRecord, stream: string, id: string) {
+      seen.push([stream, id, seqOf(record)]);
+      pipeline.zadd(`${stream}:by-seq`, String(seqOf(record)), id);
+    },
+  };
+  const { w, keys } = writer(t, {}, { indexers: [indexer] });
+  await w.start();
+  for (const r of makeRecords(777)) w.push(r, 'tcp');
+  await until(() => w.stats().stored === 777, 'stored');
+  const entries = await readStreams(client, keys.streams);
+  t.same(
+    seen.map(([s, id, seq]) => `${s} ${id} ${seq}`).sort(),
+    entries.map((e) => `${e.stream} ${e.id} ${seqOf(e.record)}`).sort(),
+  );
+  for (const stream of keys.streams) {
+    const ids = entries.filter((e) => e.stream === stream).map((e) => e.id);
+    t.same(await client.zrange(`${stream}:by-seq`, '0', '-1'), ids, `${stream} index written with the stored IDs`);
+  }
+  await w.close(1000);
+});
+
+t.test('push returns false when the queue is full and drain follows', async (t) => {
+  const { w } = writer(t, { maxQueueRecords: 300, batchMaxRecords: 100, maxBatchesInFlight: 1 });
+  await w.start();
+  let drains = 0;
+  w.onDrain(() => drains++);
+  const results = makeRecords(400).map((r) => w.push(r, 'tcp'));
+  t.equal(results.indexOf(false), 299, 'false from the record that fills the queue');
+  t.equal(w.stats().queued, 400, 'the record given is still taken');
+  await until(() => w.stats().stored === 400, 'stored');
+  t.ok(drains >= 1, 'drain called');
+  await w.close(1000);
+});
