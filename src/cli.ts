@@ -1,0 +1,75 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { runParse } from './cli/parse.js';
+
+const USAGE = `Usage: dockflow <command> [options]
+
+Commands:
+  parse [FILE...]   netfilter LOG lines from syslog files, captures or stdin → NDJSON flow records
+  serve             receive syslog over UDP/TCP, enrich and store flow records in Redis, serve them over HTTP
+
+Options:
+  -h, --help        show this help (dockflow <command> --help for a command's options)
+  --version         print the version
+`;
+
+/** The package version, from the package.json above this file (src/ when run from source, dist/src/ built). */
+function version(): string {
+  for (const rel of ['../package.json', '../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'dockflow' && pkg.version !== undefined) return pkg.version;
+    } catch {
+      // not at this level
+    }
+  }
+  return 'unknown';
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { tokens } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: false,
+    tokens: true,
+    options: { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean' } },
+  });
+  // Options before the command are global; everything from the command on belongs to it.
+  const command = tokens.find((t) => t.kind === 'positional');
+  const globals = tokens.filter((t) => t.kind === 'option' && (command === undefined || t.index < command.index));
+  for (const t of globals) {
+    if (t.kind === 'option' && t.name !== 'help' && t.name !== 'version') {
+      process.stderr.write(`dockflow: unknown option ${t.rawName}\n\n${USAGE}`);
+      return 2;
+    }
+  }
+  const has = (name: string): boolean => globals.some((t) => t.kind === 'option' && t.name === name);
+  if (has('help')) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  if (has('version')) {
+    process.stdout.write(`${version()}\n`);
+    return 0;
+  }
+  if (command === undefined || command.kind !== 'positional') {
+    process.stderr.write(`dockflow: missing command\n\n${USAGE}`);
+    return 2;
+  }
+  const rest = argv.slice(command.index + 1);
+  switch (command.value) {
+    case 'parse':
+      return runParse(rest);
+    case 'serve': {
+      // Loaded on demand: `parse` must not pull in the service's dependencies (Redis, HTTP, GeoIP).
+      const { runServe } = await import('./cli/serve.js');
+      return runServe(rest);
+    }
+    default:
+      process.stderr.write(`dockflow: unknown command "${command.value}"\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));
