@@ -123,6 +123,25 @@ export class ReceiveMetrics {
     });
   }
 
+  /** Drops on both transports, keyed `receive-<reason>` to tell them from parse and store drops in loss reports. */
+  droppedByReason(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const transport of ['tcp', 'udp'] as const) {
+      for (const reason of DROP_REASONS[transport]) out[`receive-${reason}`] = (out[`receive-${reason}`] ?? 0) + this[transport].dropped[reason];
+    }
+    return out;
+  }
+
+  /** Sum over the UDP sockets; undefined when no socket's count can be read. */
+  async udpKernelDrops(): Promise<number | undefined> {
+    let total: number | undefined;
+    for (const s of this.udpSockets) {
+      const drops = await this.kernelDrops(s);
+      if (drops !== undefined) total = (total ?? 0) + drops;
+    }
+    return total;
+  }
+
   addUdpSocket(id: UdpSocketId, receiveBufferBytes: number): void {
     this.udpSockets.push({ ...id, label: listenLabel(id.address, id.port), receiveBufferBytes });
   }

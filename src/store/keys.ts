@@ -16,13 +16,17 @@ export interface StoreKeys {
   key(...parts: string[]): string;
 }
 
-export function storeKeys(keyPrefix: string = DEFAULT_KEY_PREFIX): StoreKeys {
+/**
+ * `singleStream` puts every direction into that one stream, for consumers that want one feed (and for the peers'
+ * benchmark harness, which counts one key); the HTTP API's indexes then stay empty.
+ */
+export function storeKeys(keyPrefix: string = DEFAULT_KEY_PREFIX, singleStream?: string): StoreKeys {
   const key = (...parts: string[]): string => [keyPrefix, ...parts].join(':');
-  const byDirection = new Map<Direction, string>(DIRECTIONS.map((d) => [d, key('flows', d)]));
+  const byDirection = new Map<Direction, string>(DIRECTIONS.map((d) => [d, singleStream ?? key('flows', d)]));
   return {
     prefix: keyPrefix,
     stream: (direction) => byDirection.get(direction) ?? key('flows', direction),
-    streams: DIRECTIONS.map((d) => key('flows', d)),
+    streams: [...new Set(byDirection.values())],
     key,
   };
 }

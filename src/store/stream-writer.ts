@@ -14,6 +14,8 @@ export const STORE_DROP_REASONS: readonly StoreDropReason[] = ['spool-full', 'sp
 export interface StreamWriterOptions {
   /** Key prefix (`<prefix>:flows:<direction>`). Default `dockflow`. */
   keyPrefix?: string;
+  /** One stream for every direction instead of one per direction (see `storeKeys`). */
+  singleStream?: string | undefined;
   /** Records waiting for Redis before `push` asks callers to pause (UDP overflows to the spool). Default 50,000. */
   maxQueueRecords?: number;
   /** Records per pipeline. Default 250. */
@@ -182,9 +184,9 @@ export class StreamWriter {
     this.logger = deps.logger;
     this.indexers = deps.indexers ?? [];
     this.now = deps.now ?? Date.now;
-    const keys = storeKeys(opts.keyPrefix);
+    const keys = storeKeys(opts.keyPrefix, opts.singleStream);
     this.streams = keys.streams;
-    this.streamOf = new Map(DIRECTIONS.map((d, i) => [d, i]));
+    this.streamOf = new Map(DIRECTIONS.map((d) => [d, this.streams.indexOf(keys.stream(d))]));
     this.lastIds = this.streams.map(() => [0, 0]);
     this.maxQueue = opts.maxQueueRecords ?? 50_000;
     this.batchMax = opts.batchMaxRecords ?? 250;

@@ -1,0 +1,64 @@
+import { Counter, type Registry } from 'prom-client';
+import type { Enricher } from './enrich/enricher.js';
+import { parseLine, type LineOptions } from './parse/line.js';
+import { SKIP_REASONS, type SkipReason } from './record.js';
+import type { MessageMeta, MessageSink } from './receive/types.js';
+import type { StreamWriter } from './store/stream-writer.js';
+
+/**
+ * The ingest hot path between receivers and the stream writer: parse, enrich, hand over. Synchronous, so the only
+ * queue is the writer's, and its back-pressure reaches the TCP sockets through `accept`'s return value.
+ */
+export class IngestPipeline implements MessageSink {
+  readonly parsed = { records: 0 };
+  readonly skipped: Record<SkipReason, number>;
+
+  constructor(
+    private readonly lineOptions: LineOptions,
+    private readonly enricher: Enricher,
+    private readonly writer: Pick<StreamWriter, 'push' | 'onDrain'>,
+    registry: Registry,
+  ) {
+    this.skipped = Object.fromEntries(SKIP_REASONS.map((r) => [r, 0])) as Record<SkipReason, number>;
+    const skipped = this.skipped;
+    const parsed = this.parsed;
+    new Counter({
+      name: 'dockflow_lines_skipped_total',
+      help: 'Received messages that produced no flow record, by reason',
+      labelNames: ['reason'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const reason of SKIP_REASONS) this.labels(reason).inc(skipped[reason]);
+      },
+    });
+    new Counter({
+      name: 'dockflow_records_parsed_total',
+      help: 'Flow records parsed from received messages',
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(parsed.records);
+      },
+    });
+  }
+
+  accept(message: string, meta: MessageMeta): boolean {
+    const record = parseLine(message, this.lineOptions, meta.receivedAtMs);
+    if (typeof record === 'string') {
+      this.skipped[record]++;
+      return true;
+    }
+    this.parsed.records++;
+    // Senders that put no hostname in the header (bare kernel text over syslog) are known by their address, which
+    // is also what multi-host attribution maps when configured so.
+    if (record.host === undefined) record.host = { name: meta.remoteAddress };
+    record.event = { ingested: new Date(meta.receivedAtMs).toISOString() };
+    this.enricher.enrich(record);
+    return this.writer.push(record, meta.transport);
+  }
+
+  onDrain(listener: () => void): void {
+    this.writer.onDrain(listener);
+  }
+}
