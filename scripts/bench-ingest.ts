@@ -1,0 +1,265 @@
+/**
+ * Ingest benchmark: the real `dockflow serve` as a child process with its own redis-server, fed the burst corpus
+ * (real rsyslog frames) over TCP at full speed and over UDP at fixed rates. Prints records stored per second, UDP
+ * loss, the service's CPU and peak RSS, and redis-benchmark's XADD rate measured in the same run (the ceiling).
+ *
+ *   npm run bench:ingest -- [--runs 3] [--tcp-messages 200000] [--udp-rates 20000,50000,100000] [--udp-seconds 5]
+ *                          [--env KEY=VALUE ...]   (extra environment for the service, e.g. GEOIP=false)
+ */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { once } from 'node:events';
+import dgram from 'node:dgram';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gunzipSync } from 'node:zlib';
+import { parseArgs } from 'node:util';
+import { Redis } from 'ioredis';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const benchFixtures = join(root, 'test', 'fixtures', 'bench');
+const clockTicks = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
+
+const { values: args } = parseArgs({
+  options: {
+    runs: { type: 'string', default: '3' },
+    'tcp-messages': { type: 'string', default: '200000' },
+    'udp-rates': { type: 'string', default: '20000,50000,100000' },
+    'udp-seconds': { type: 'string', default: '5' },
+    env: { type: 'string', multiple: true, default: [] },
+    only: { type: 'string', default: 'tcp-lf,tcp-octet,udp' },
+  },
+});
+const runs = Number(args.runs);
+const tcpMessages = Number(args['tcp-messages']);
+const udpRates = args['udp-rates']!.split(',').map(Number);
+const udpSeconds = Number(args['udp-seconds']);
+const only = new Set(args.only!.split(','));
+const extraEnv = Object.fromEntries(args.env!.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+
+/** LF-framed rsyslog output → one Buffer per frame, without the LF. */
+function lfFrames(file: string): Buffer[] {
+  const data = gunzipSync(readFileSync(join(benchFixtures, file)));
+  const frames: Buffer[] = [];
+  let start = 0;
+  for (let i = data.indexOf(10); i !== -1; i = data.indexOf(10, start)) {
+    frames.push(data.subarray(start, i));
+    start = i + 1;
+  }
+  return frames;
+}
+
+const frames = lfFrames('burst-5000.rsyslog-rfc3164-tcp-lf.bin.gz');
+
+function buildStream(n: number, octet: boolean): Buffer {
+  const parts: Buffer[] = [];
+  for (let i = 0; i < n; i++) {
+    const f = frames[i % frames.length]!;
+    parts.push(octet ? Buffer.concat([Buffer.from(`${f.length} `), f]) : Buffer.concat([f, Buffer.from('\n')]));
+  }
+  return Buffer.concat(parts);
+}
+
+async function freePort(): Promise<number> {
+  const s = net.createServer().listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const { port } = s.address() as net.AddressInfo;
+  s.close();
+  return port;
+}
+
+function procStat(pid: number): { cpuSeconds: number; peakRssMb: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const cpuSeconds = (Number(fields[11]) + Number(fields[12])) / clockTicks;
+  const hwm = /VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return { cpuSeconds, peakRssMb: Number(hwm?.[1] ?? 0) / 1024 };
+}
+
+async function waitPort(port: number): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.once('connect', () => (s.destroy(), resolve(true)));
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`nothing listening on ${port}`);
+}
+
+interface Env {
+  redisPort: number;
+  redis: ChildProcess;
+  dir: string;
+}
+
+async function startRedis(): Promise<Env> {
+  const redisPort = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'dockflow-bench-'));
+  const redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
+  await waitPort(redisPort);
+  return { redisPort, redis, dir };
+}
+
+async function startService(env: Env): Promise<{ child: ChildProcess; syslogPort: number }> {
+  const syslogPort = await freePort();
+  const httpPort = await freePort();
+  const child = spawn(process.execPath, [join(root, 'dist', 'src', 'cli.js'), 'serve'], {
+    env: {
+      ...process.env,
+      REDIS_URL: `redis://127.0.0.1:${env.redisPort}`,
+      SYSLOG_HOST: '127.0.0.1',
+      SYSLOG_UDP_PORT: String(syslogPort),
+      SYSLOG_TCP_PORT: String(syslogPort),
+      HTTP_PORT: String(httpPort),
+      DOCKFLOW_SPOOL_DIR: join(env.dir, 'spool'),
+      DOCKFLOW_DOCKER: 'false',
+      LOG_LEVEL: 'warn',
+      ...extraEnv,
+    },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  await waitPort(syslogPort);
+  await waitPort(httpPort);
+  return { child, syslogPort };
+}
+
+async function stored(redis: Redis): Promise<number> {
+  const keys = await redis.keys('dockflow:flows:*');
+  let n = 0;
+  for (const k of keys) n += await redis.xlen(k);
+  return n;
+}
+
+/** Polls until the stored count stops growing for `idleMs`; returns the count and when it last changed. */
+async function settle(redis: Redis, expect: number, idleMs = 1500): Promise<{ count: number; lastChangeMs: number }> {
+  let count = -1;
+  let lastChangeMs = Date.now();
+  for (;;) {
+    const now = await stored(redis);
+    if (now !== count) {
+      count = now;
+      lastChangeMs = Date.now();
+    }
+    if (count >= expect || Date.now() - lastChangeMs > idleMs) return { count, lastChangeMs };
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+async function sendTcp(port: number, payload: Buffer): Promise<void> {
+  const s = net.connect(port, '127.0.0.1');
+  await once(s, 'connect');
+  const chunk = 256 * 1024;
+  for (let off = 0; off < payload.length; off += chunk) {
+    if (!s.write(payload.subarray(off, off + chunk))) await once(s, 'drain');
+  }
+  s.end();
+  await once(s, 'close');
+}
+
+async function sendUdp(port: number, rate: number, n: number): Promise<void> {
+  const sock = dgram.createSocket('udp4');
+  const start = Date.now();
+  let sent = 0;
+  while (sent < n) {
+    const due = Math.min(n, Math.floor(((Date.now() - start) / 1000) * rate) + 1);
+    while (sent < due) {
+      sock.send(frames[sent % frames.length]!, port, '127.0.0.1');
+      sent++;
+    }
+    await new Promise((r) => setImmediate(r));
+  }
+  await new Promise<void>((r) => sock.close(() => r()));
+}
+
+interface Row {
+  test: string;
+  run: number;
+  sent: number;
+  stored: number;
+  seconds: number;
+  rate: number;
+  lossPct: number;
+  cpuSeconds: number;
+  peakRssMb: number;
+}
+
+async function one(test: string, run: number, udpRate?: number): Promise<Row> {
+  const env = await startRedis();
+  const redis = new Redis(`redis://127.0.0.1:${env.redisPort}`);
+  const svc = await startService(env);
+  try {
+    const cpu0 = procStat(svc.child.pid!).cpuSeconds;
+    let sent: number;
+    const t0 = Date.now();
+    if (udpRate === undefined) {
+      const payload = buildStream(tcpMessages, test === 'tcp-octet');
+      sent = tcpMessages;
+      await sendTcp(svc.syslogPort, payload);
+    } else {
+      sent = udpRate * udpSeconds;
+      await sendUdp(svc.syslogPort, udpRate, sent);
+    }
+    const { count, lastChangeMs } = await settle(redis, sent);
+    const { cpuSeconds, peakRssMb } = procStat(svc.child.pid!);
+    const seconds = (lastChangeMs - t0) / 1000;
+    return { test, run, sent, stored: count, seconds, rate: count / seconds, lossPct: (100 * (sent - count)) / sent, cpuSeconds: cpuSeconds - cpu0, peakRssMb };
+  } finally {
+    svc.child.kill('SIGTERM');
+    await once(svc.child, 'exit');
+    redis.disconnect();
+    env.redis.kill('SIGKILL');
+    await once(env.redis, 'exit');
+    rmSync(env.dir, { recursive: true, force: true });
+  }
+}
+
+function xaddCeiling(): number {
+  // The same record size the service writes: one field holding a record's JSON (~900 bytes).
+  const out = execFileSync('bash', [
+    '-c',
+    'port=$(( (RANDOM % 20000) + 30000 )); dir=$(mktemp -d); redis-server --port $port --bind 127.0.0.1 --save "" --appendonly no --dir $dir --daemonize yes --pidfile $dir/p >/dev/null; sleep 0.3; ' +
+      'redis-benchmark -p $port -n 500000 -P 100 -c 4 -q -d 900 XADD s "*" r __data__ 2>/dev/null | tail -1; kill $(cat $dir/p); rm -rf $dir',
+  ]).toString();
+  const m = /([\d.]+) requests per second/.exec(out);
+  return m ? Number(m[1]) : NaN;
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+const rows: Row[] = [];
+const ceilings: number[] = [];
+for (let run = 1; run <= runs; run++) {
+  ceilings.push(xaddCeiling());
+  for (const test of ['tcp-lf', 'tcp-octet']) {
+    if (!only.has(test)) continue;
+    const r = await one(test, run);
+    rows.push(r);
+    console.error(`${test} run ${run}: ${r.stored}/${r.sent} in ${r.seconds.toFixed(2)} s = ${Math.round(r.rate)}/s, cpu ${r.cpuSeconds.toFixed(2)} s, rss ${r.peakRssMb.toFixed(0)} MB`);
+  }
+  if (only.has('udp')) {
+    for (const rate of udpRates) {
+      const r = await one(`udp-${rate}`, run, rate);
+      rows.push(r);
+      console.error(`udp ${rate}/s run ${run}: ${r.stored}/${r.sent}, loss ${r.lossPct.toFixed(3)} %, cpu ${r.cpuSeconds.toFixed(2)} s, rss ${r.peakRssMb.toFixed(0)} MB`);
+    }
+  }
+}
+
+console.log(`\nredis-benchmark XADD (one ~900-byte field, pipelined 100): median ${Math.round(median(ceilings))}/s over ${runs} runs`);
+console.log('| test | runs | stored/sent (last run) | records/s (median) | loss % (median) | CPU µs/record | peak RSS MB |');
+console.log('|---|---:|---:|---:|---:|---:|---:|');
+for (const test of [...new Set(rows.map((r) => r.test))]) {
+  const rs = rows.filter((r) => r.test === test);
+  const last = rs[rs.length - 1]!;
+  console.log(
+    `| ${test} | ${rs.length} | ${last.stored}/${last.sent} | ${Math.round(median(rs.map((r) => r.rate)))} | ${median(rs.map((r) => r.lossPct)).toFixed(3)} | ${median(rs.map((r) => (r.cpuSeconds * 1e6) / Math.max(1, r.stored))).toFixed(1)} | ${Math.round(Math.max(...rs.map((r) => r.peakRssMb)))} |`,
+  );
+}
