@@ -4,7 +4,13 @@
  * loss, the service's CPU and peak RSS, and redis-benchmark's XADD rate measured in the same run (the ceiling).
  *
  *   npm run bench:ingest -- [--runs 3] [--tcp-messages 200000] [--udp-rates 20000,50000,100000] [--udp-seconds 5]
- *                          [--env KEY=VALUE ...]   (extra environment for the service, e.g. GEOIP=false)
+ *                          [--variants full,plain,geo] [--only tcp-lf,tcp-octet,udp] [--env KEY=VALUE ...]
+ *
+ * Variants (TCP-LF runs; the other tests use the first variant):
+ *   full   GeoIP (embedded database) and container attribution, against a stand-in Docker Engine API serving one
+ *          container for each container address in the corpus
+ *   geo    GeoIP only
+ *   plain  neither: receive, parse, store
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
@@ -17,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
+import { FakeDocker } from '../test/helpers/fake-docker.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const benchFixtures = join(root, 'test', 'fixtures', 'bench');
@@ -30,8 +37,10 @@ const { values: args } = parseArgs({
     'udp-seconds': { type: 'string', default: '5' },
     env: { type: 'string', multiple: true, default: [] },
     only: { type: 'string', default: 'tcp-lf,tcp-octet,udp' },
+    variants: { type: 'string', default: 'full,geo,plain' },
   },
 });
+const variants = args.variants!.split(',');
 const runs = Number(args.runs);
 const tcpMessages = Number(args['tcp-messages']);
 const udpRates = args['udp-rates']!.split(',').map(Number);
@@ -105,7 +114,22 @@ async function startRedis(): Promise<Env> {
   return { redisPort, redis, dir };
 }
 
-async function startService(env: Env): Promise<{ child: ChildProcess; syslogPort: number }> {
+const containerIps = [...new Set(frames.map((f) => /SRC=(172\.1[78]\.\d+\.\d+)/.exec(f.toString('latin1'))?.[1]).filter((ip): ip is string => ip !== undefined))];
+
+function variantEnv(variant: string, docker: FakeDocker): Record<string, string> {
+  switch (variant) {
+    case 'full':
+      return { GEOIP: 'true', DOCKFLOW_DOCKER: 'true', DOCKER_HOST: docker.unixHost };
+    case 'geo':
+      return { GEOIP: 'true', DOCKFLOW_DOCKER: 'false' };
+    case 'plain':
+      return { GEOIP: 'false', DOCKFLOW_DOCKER: 'false' };
+    default:
+      throw new Error(`unknown variant ${variant}`);
+  }
+}
+
+async function startService(env: Env, variant: string): Promise<{ child: ChildProcess; syslogPort: number }> {
   const syslogPort = await freePort();
   const httpPort = await freePort();
   const child = spawn(process.execPath, [join(root, 'dist', 'src', 'cli.js'), 'serve'], {
@@ -117,8 +141,8 @@ async function startService(env: Env): Promise<{ child: ChildProcess; syslogPort
       SYSLOG_TCP_PORT: String(syslogPort),
       HTTP_PORT: String(httpPort),
       DOCKFLOW_SPOOL_DIR: join(env.dir, 'spool'),
-      DOCKFLOW_DOCKER: 'false',
       LOG_LEVEL: 'warn',
+      ...variantEnv(variant, docker),
       ...extraEnv,
     },
     stdio: ['ignore', 'inherit', 'inherit'],
@@ -188,10 +212,10 @@ interface Row {
   peakRssMb: number;
 }
 
-async function one(test: string, run: number, udpRate?: number): Promise<Row> {
+async function one(test: string, variant: string, run: number, udpRate?: number): Promise<Row> {
   const env = await startRedis();
   const redis = new Redis(`redis://127.0.0.1:${env.redisPort}`);
-  const svc = await startService(env);
+  const svc = await startService(env, variant);
   try {
     const cpu0 = procStat(svc.child.pid!).cpuSeconds;
     let sent: number;
@@ -207,7 +231,7 @@ async function one(test: string, run: number, udpRate?: number): Promise<Row> {
     const { count, lastChangeMs } = await settle(redis, sent);
     const { cpuSeconds, peakRssMb } = procStat(svc.child.pid!);
     const seconds = (lastChangeMs - t0) / 1000;
-    return { test, run, sent, stored: count, seconds, rate: count / seconds, lossPct: (100 * (sent - count)) / sent, cpuSeconds: cpuSeconds - cpu0, peakRssMb };
+    return { test: `${test} ${variant}`, run, sent, stored: count, seconds, rate: count / seconds, lossPct: (100 * (sent - count)) / sent, cpuSeconds: cpuSeconds - cpu0, peakRssMb };
   } finally {
     svc.child.kill('SIGTERM');
     await once(svc.child, 'exit');
@@ -234,25 +258,33 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 
+const docker = await FakeDocker.start();
+containerIps.forEach((ip, i) =>
+  // Started well before the corpus was captured, so that attribution as of each packet's time finds them.
+  docker.run({ name: `bench-${i}`, image: 'busybox:latest', labels: { 'com.docker.compose.service': `svc${i % 7}` }, networks: { bridge: { ip } } }, Date.parse('2026-01-01T00:00:00Z')),
+);
 const rows: Row[] = [];
 const ceilings: number[] = [];
 for (let run = 1; run <= runs; run++) {
   ceilings.push(xaddCeiling());
   for (const test of ['tcp-lf', 'tcp-octet']) {
     if (!only.has(test)) continue;
-    const r = await one(test, run);
-    rows.push(r);
-    console.error(`${test} run ${run}: ${r.stored}/${r.sent} in ${r.seconds.toFixed(2)} s = ${Math.round(r.rate)}/s, cpu ${r.cpuSeconds.toFixed(2)} s, rss ${r.peakRssMb.toFixed(0)} MB`);
+    for (const variant of test === 'tcp-lf' ? variants : variants.slice(0, 1)) {
+      const r = await one(test, variant, run);
+      rows.push(r);
+      console.error(`${r.test} run ${run}: ${r.stored}/${r.sent} in ${r.seconds.toFixed(2)} s = ${Math.round(r.rate)}/s, cpu ${r.cpuSeconds.toFixed(2)} s, rss ${r.peakRssMb.toFixed(0)} MB`);
+    }
   }
   if (only.has('udp')) {
     for (const rate of udpRates) {
-      const r = await one(`udp-${rate}`, run, rate);
+      const r = await one(`udp-${rate}`, variants[0]!, run, rate);
       rows.push(r);
       console.error(`udp ${rate}/s run ${run}: ${r.stored}/${r.sent}, loss ${r.lossPct.toFixed(3)} %, cpu ${r.cpuSeconds.toFixed(2)} s, rss ${r.peakRssMb.toFixed(0)} MB`);
     }
   }
 }
 
+await docker.dispose();
 console.log(`\nredis-benchmark XADD (one ~900-byte field, pipelined 100): median ${Math.round(median(ceilings))}/s over ${runs} runs`);
 console.log('| test | runs | stored/sent (last run) | records/s (median) | loss % (median) | CPU µs/record | peak RSS MB |');
 console.log('|---|---:|---:|---:|---:|---:|---:|');

@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import type { Redis } from 'ioredis';
@@ -31,6 +32,16 @@ export interface Service {
 export interface ServiceDeps {
   logger: Logger;
   env?: NodeJS.ProcessEnv;
+}
+
+async function waitForRedis(redis: Redis, url: string, logger: Logger): Promise<void> {
+  if (redis.status === 'ready') return;
+  const nag = setInterval(() => logger.warn({ redis: redactUrl(url) }, 'waiting for Redis before starting'), 5000);
+  try {
+    await once(redis, 'ready');
+  } finally {
+    clearInterval(nag);
+  }
 }
 
 /** Where attribution asks Docker: the configured endpoints, else the local socket when there is one. */
@@ -67,6 +78,9 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
     cleanups.push(async () => {
       await redis.quit().catch(() => redis.disconnect());
     });
+    // The attribution ledger and the writer's stream IDs are loaded from Redis, so start-up waits for it; once
+    // running, an outage no longer stops ingest (TCP is paused, UDP spooled).
+    await waitForRedis(redis, redisUrl, logger);
 
     const indexer = new FlowIndexer({ keyPrefix: config.store.keyPrefix, redis });
     const writer = new StreamWriter(

@@ -1,4 +1,4 @@
-import type { ChainableCommander, Redis } from 'ioredis';
+import { ReplyError, type ChainableCommander, type Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { DIRECTIONS, type Direction, type FlowRecord } from '../record.js';
@@ -96,6 +96,33 @@ function spoolLine(json: string, id?: string): string {
 }
 
 const MAX_BACKOFF_MS = 5000;
+
+const XADD_BATCH_COMMAND = 'dockflowXaddBatch';
+type XaddBatchCommand = (numKeys: number, ...keysAndArgs: string[]) => unknown;
+/**
+ * KEYS: the streams. ARGV: MAXLEN (empty: none), then (stream number, id, record JSON) per entry. Each XADD runs under
+ * pcall so one refused entry (an ID conflict, OOM) neither aborts the rest nor hides which one it was.
+ */
+const XADD_BATCH_SCRIPT = `
+local maxlen = ARGV[1]
+local refused = {}
+for i = 2, #ARGV, 3 do
+  local key = KEYS[tonumber(ARGV[i])]
+  local reply
+  if maxlen == '' then
+    reply = redis.pcall('XADD', key, ARGV[i + 1], '${RECORD_FIELD}', ARGV[i + 2])
+  else
+    reply = redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, ARGV[i + 1], '${RECORD_FIELD}', ARGV[i + 2])
+  end
+  if type(reply) == 'table' and reply.err then
+    refused[#refused + 1] = (i - 2) / 3
+    refused[#refused + 1] = reply.err
+  end
+end
+return refused
+`;
+/** Lua's 1-based stream numbers, as strings, made once. */
+const STREAM_INDEX_ARG = Array.from({ length: 16 }, (_, i) => String(i + 1));
 const CONFLICT_RE = /equal or smaller than the target stream top item/i;
 
 /**
@@ -181,6 +208,7 @@ export class StreamWriter {
 
   constructor(redis: Redis, opts: StreamWriterOptions, deps: StreamWriterDeps) {
     this.redis = redis;
+    if (!(XADD_BATCH_COMMAND in redis)) redis.defineCommand(XADD_BATCH_COMMAND, { lua: XADD_BATCH_SCRIPT });
     this.logger = deps.logger;
     this.indexers = deps.indexers ?? [];
     this.now = deps.now ?? Date.now;
@@ -332,52 +360,58 @@ export class StreamWriter {
 
   private dispatch(items: Item[]): void {
     const pipeline = this.redis.pipeline();
-    const xaddAt: number[] = new Array(items.length);
-    for (let i = 0; i < items.length; i++) {
+    // One script call carries the whole batch: per-command client overhead, not Redis, bounds pipelined XADDs.
+    const args: string[] = new Array(1 + items.length * 3);
+    args[0] = this.maxLen ?? '';
+    for (let i = 0, a = 1; i < items.length; i++) {
       const item = items[i] as Item;
-      const stream = this.streams[item.stream] as string;
       const id = this.nextId(item.stream);
       item.id = id;
       item.json ??= encodeRecord(item.record);
-      xaddAt[i] = pipeline.length;
-      if (this.maxLen) pipeline.xadd(stream, 'MAXLEN', '~', this.maxLen, id, RECORD_FIELD, item.json);
-      else pipeline.xadd(stream, id, RECORD_FIELD, item.json);
-      this.index(pipeline, item, stream, id);
+      args[a++] = STREAM_INDEX_ARG[item.stream] as string;
+      args[a++] = id;
+      args[a++] = item.json;
     }
+    (pipeline as unknown as Record<string, XaddBatchCommand>)[XADD_BATCH_COMMAND]!(this.streams.length, ...this.streams, ...args);
+    this.index(pipeline, items);
     const batch: Batch = { seq: this.batchSeq++, items };
     this.inFlight.set(batch.seq, batch);
     const endTimer = this.writeSeconds.startTimer();
     pipeline.exec().then(
-      (results) => this.settle(batch, xaddAt, results ?? null, endTimer),
-      (err: unknown) => this.settle(batch, xaddAt, null, endTimer, err),
+      (results) => this.settle(batch, results ?? null, endTimer),
+      (err: unknown) => this.settle(batch, null, endTimer, err),
     );
   }
 
-  private index(pipeline: ChainableCommander, item: Item, stream: string, id: string): void {
+  private index(pipeline: ChainableCommander, items: readonly Item[]): void {
+    if (this.indexers.length === 0) return;
+    const entries = items.map((item) => ({ record: item.record, stream: this.streams[item.stream] as string, id: item.id as string }));
     for (const indexer of this.indexers) {
       try {
-        indexer.add(pipeline, item.record, stream, id);
+        indexer.add(pipeline, entries);
       } catch (err) {
         this.counts.indexErrors++;
-        this.logger.error({ err, stream, id }, 'indexer failed; the record is stored without that index entry');
+        this.logger.error({ err, records: entries.length }, 'indexer failed; the records are stored without those index entries');
       }
     }
   }
 
-  private settle(batch: Batch, xaddAt: number[], results: Array<[Error | null, unknown]> | null, endTimer: () => number, execErr?: unknown): void {
+  private settle(batch: Batch, results: Array<[Error | null, unknown]> | null, endTimer: () => number, execErr?: unknown): void {
     if (this.closed) return; // close() has already spooled this batch, its IDs kept for the next run to look up
     this.inFlight.delete(batch.seq);
+    const [batchErr, reply] = results?.[0] ?? [execErr ?? new Error('no reply'), undefined];
+    // The script answers the items Redis refused, as [index, error, index, error, …]; the rest are stored.
+    const refused = new Map<number, Error>();
+    if (!batchErr && Array.isArray(reply)) {
+      for (let i = 0; i + 1 < reply.length; i += 2) refused.set(Number(reply[i]), new ReplyError(String(reply[i + 1])));
+    }
     const notStored: Item[] = [];
-    let firstErr: unknown = execErr;
-    let indexErrors = 0;
+    let firstErr: unknown;
     for (let i = 0; i < batch.items.length; i++) {
       const item = batch.items[i] as Item;
-      const at = xaddAt[i] as number;
-      const err = results ? results[at]?.[0] : (execErr ?? new Error('no reply'));
+      const err = batchErr ?? refused.get(i);
       if (!err) {
         this.stored(item);
-        const end = xaddAt[i + 1] ?? results?.length ?? at + 1;
-        for (let j = at + 1; j < end; j++) if (results?.[j]?.[0]) indexErrors++;
         continue;
       }
       firstErr ??= err;
@@ -388,6 +422,7 @@ export class StreamWriter {
       } else item.uncertain = true;
       notStored.push(item);
     }
+    const indexErrors = batchErr ? 0 : (results?.slice(1).filter(([err]) => err !== null).length ?? 0);
     if (indexErrors > 0) {
       this.counts.indexErrors += indexErrors;
       this.logger.warn({ indexErrors }, 'index writes failed for stored records');
@@ -405,7 +440,7 @@ export class StreamWriter {
   }
 
   private stored(item: Item): void {
-    this.counts.stored[DIRECTIONS[item.stream] as Direction]++;
+    this.counts.stored[item.record.network.direction]++;
     const ticket = item.ticket;
     if (ticket && --ticket.pending === 0) this.spool.release(ticket.segment);
   }
@@ -484,7 +519,7 @@ export class StreamWriter {
     if (this.indexers.length > 0) {
       // Their index writes followed the XADD in the lost pipeline and may not have run.
       const reindex = this.redis.pipeline();
-      for (const item of found) this.index(reindex, item, this.streams[item.stream] as string, item.id as string);
+      this.index(reindex, [...found]);
       reindex.exec().catch((err: unknown) => this.logger.warn({ err }, 're-indexing recovered records failed'));
     }
   }

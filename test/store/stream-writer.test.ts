@@ -8,7 +8,7 @@ import type { FlowRecord } from '../../src/record.js';
 import { connectRedis } from '../../src/store/connect.js';
 import { storeKeys } from '../../src/store/keys.js';
 import { StreamWriter, type StreamWriterOptions } from '../../src/store/stream-writer.js';
-import type { StreamIndexer } from '../../src/store/types.js';
+import type { IndexEntry, StreamIndexer } from '../../src/store/types.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { makeRecords, plain, readStreams, seqOf, silent, until } from './records.js';
 
@@ -150,9 +150,11 @@ t.test('IDs strictly increase across a restart, even with the clock going backwa
 t.test('indexers get the IDs Redis stored, in the same pipeline', async (t) => {
   const seen: Array<[string, string, number]> = [];
   const indexer: StreamIndexer = {
-    add(pipeline: ChainableCommander, record: FlowRecord, stream: string, id: string) {
-      seen.push([stream, id, seqOf(record)]);
-      pipeline.zadd(`${stream}:by-seq`, String(seqOf(record)), id);
+    add(pipeline: ChainableCommander, entries: readonly IndexEntry[]) {
+      for (const { record, stream, id } of entries) {
+        seen.push([stream, id, seqOf(record)]);
+        pipeline.zadd(`${stream}:by-seq`, String(seqOf(record)), id);
+      }
     },
   };
   const { w, keys } = writer(t, {}, { indexers: [indexer] });
