@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { buildApp, type LossReport } from './api/app.js';
 import { containersRoutes } from './api/containers.js';
+import { DASHBOARD_PUBLIC_PATHS, dashboardRoutes, defaultDashboardDir } from './api/dashboard.js';
 import { healthRoutes } from './api/health.js';
 import { isLoopback, type Config } from './config/index.js';
 import { startAttribution } from './enrich/attribution.js';
@@ -184,9 +185,10 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
       redis,
       logger,
       keyPrefix: config.store.keyPrefix,
-      auth: { token: config.http.apiToken, required: !isLoopback(config.http.host) },
+      // The page and its assets load without a token (a browser cannot send one then); the page asks for it.
+      auth: { token: config.http.apiToken, required: !isLoopback(config.http.host), publicPaths: ['/healthz', ...DASHBOARD_PUBLIC_PATHS] },
       lossReport,
-      plugins: [healthRoutes({ health, registry }), ...extraRoutes],
+      plugins: [healthRoutes({ health, registry }), dashboardRoutes({ distDir: defaultDashboardDir() }), ...extraRoutes],
     });
     await app.listen({ host: config.http.host, port: config.http.port });
     cleanups.push(() => app.close());
