@@ -1,0 +1,312 @@
+/**
+ * Query latency and index memory with millions of stored records.
+ *
+ *   npx tsc && node dist/scripts/bench-query.js [--records 5000000] [--hours 3] [--iterations 200]
+ *
+ * Starts its own redis-server on a free loopback port (removed at the end), loads synthetic records shaped like
+ * parsed LOG lines (varied containers, addresses, ports, countries, ASNs over a few hours) the way the stream writer
+ * does (XADD with client-side IDs and the real indexer's writes; sent as raw RESP so the load is quick), then times a container query, an IP query
+ * and a top query over a one-hour window through the HTTP routes (`inject`), and prints p50/p99 and Redis memory per
+ * million records. Heavy: run it once, not in a loop.
+ */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Redis, type ChainableCommander } from 'ioredis';
+import { pino } from 'pino';
+import { buildApp } from '../src/api/app.js';
+import type { Direction, FlowRecord } from '../src/record.js';
+import { FlowIndexer, INDEX_COMMAND, INDEX_SCRIPT } from '../src/store/indexer.js';
+import type { IndexEntry } from '../src/store/types.js';
+
+const { values } = parseArgs({
+  options: {
+    records: { type: 'string', default: '5000000' },
+    hours: { type: 'string', default: '3' },
+    iterations: { type: 'string', default: '500' },
+    'batch-size': { type: 'string', default: '500' },
+  },
+});
+const RECORDS = Number(values.records);
+const HOURS = Number(values.hours);
+const ITERATIONS = Number(values.iterations);
+const BATCH = Number(values['batch-size']);
+const PREFIX = 'bench';
+
+async function freePort(): Promise<number> {
+  const srv = net.createServer().listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  const { port } = srv.address() as net.AddressInfo;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
+
+async function startRedisServer(): Promise<{ port: number; stop: () => Promise<void> }> {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'dockflow-bench-'));
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
+  for (let i = 0; ; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.once('connect', () => (s.end(), resolve(true)));
+      s.once('error', () => resolve(false));
+    });
+    if (ok) break;
+    if (i > 200) throw new Error('redis-server did not start');
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  return {
+    port,
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill('SIGKILL');
+        await once(child, 'exit');
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Deterministic PRNG so two runs load the same data. */
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const rand = rng(42);
+/** Skewed pick: a few values are very common, most are rare, like real destinations. */
+const skewed = (n: number): number => Math.floor(n * rand() ** 3);
+
+const CONTAINERS = Array.from({ length: 200 }, (_, i) => ({
+  id: (i + 1).toString(16).padStart(4, '0').repeat(16),
+  name: `svc${i % 40}-${Math.floor(i / 40) + 1}`,
+  service: `svc${i % 40}`,
+  image: `registry.example/svc${i % 40}:1.${i % 7}`,
+  ip: `172.${17 + (i % 4)}.${Math.floor(i / 250)}.${(i % 250) + 2}`,
+}));
+const REMOTES = Array.from({ length: 20_000 }, (_, i) => ({
+  ip: `${11 + (i % 200)}.${(i * 7) % 256}.${(i * 13) % 256}.${(i % 250) + 1}`,
+  country: ['US', 'DE', 'NL', 'FR', 'GB', 'JP', 'IE', 'SG', 'BR', 'CA'][i % 10]!,
+  asn: 64_512 + (i % 500),
+}));
+const PORTS = [443, 443, 443, 80, 53, 25, 587, 5432, 6379, 9200, 8080, 123, 22];
+
+function makeRecord(timeMs: number): FlowRecord {
+  const c = CONTAINERS[skewed(CONTAINERS.length)]!;
+  const remote = REMOTES[skewed(REMOTES.length)]!;
+  const roll = rand();
+  const direction: Direction = roll < 0.8 ? 'egress' : roll < 0.95 ? 'ingress' : 'internal';
+  const port = PORTS[Math.floor(rand() * PORTS.length)]!;
+  const transport = port === 53 || port === 123 ? 'udp' : 'tcp';
+  const eph = 32768 + Math.floor(rand() * 28000);
+  const containerEnd = { ip: c.ip, port: direction === 'ingress' ? 8080 : eph, mac: '02:42:ac:11:00:02' };
+  const remoteEnd = {
+    ip: remote.ip,
+    port: direction === 'ingress' ? eph : port,
+    geo: { country_iso_code: remote.country },
+    as: { number: remote.asn, organization: { name: `AS${remote.asn} Example Networks` } },
+  };
+  const [source, destination] = direction === 'ingress' ? [remoteEnd, containerEnd] : [containerEnd, remoteEnd];
+  return {
+    '@timestamp': new Date(timeMs).toISOString(),
+    event: { ingested: new Date(timeMs + 3).toISOString(), kind: 'event', category: ['network'], type: ['connection', 'start'] },
+    log: { prefix: 'dockflow:', syslog: { priority: 4, facility: { code: 0, name: 'kern' }, severity: { code: 4, name: 'Warning' } }, format: 'rfc5424' },
+    host: { name: 'docker-host-1' },
+    observer: { ingress: { interface: { name: direction === 'ingress' ? 'eth0' : 'docker0' } }, egress: { interface: { name: direction === 'ingress' ? 'docker0' : 'eth0' } } },
+    source,
+    destination,
+    network: { type: 'ipv4', transport, iana_number: transport === 'udp' ? 17 : 6, direction, bytes: 60 },
+    iptables: { ttl: 63, id: Math.floor(rand() * 65535), length: 60, tos: 0, precedence_bits: 0, fragment_flags: ['DF'], ...(transport === 'tcp' ? { tcp: { flags: ['SYN'], window: 64240, reserved_bits: 0, urgent_pointer: 0 } } : { udp: { length: 40 } }) },
+    container: { id: c.id, name: c.name, image: { name: c.image }, labels: { 'com.docker.compose.service': c.service }, match: 'ip' },
+  };
+}
+
+/**
+ * Raw RESP on a socket of its own, for loading only: with millions of records, ioredis' per-command objects and
+ * promises would make the client, not Redis, the thing measured. Replies are counted (and errors kept), not decoded.
+ */
+class RespLoader {
+  private out: string[] = [];
+  private outstanding = 0;
+  private buf = '';
+  private error: string | undefined;
+  private waiter: (() => void) | undefined;
+  private limit = 0;
+
+  private constructor(private readonly socket: net.Socket) {
+    socket.setEncoding('utf8');
+    socket.on('data', (d: string) => this.onData(d));
+  }
+
+  static async connect(port: number): Promise<RespLoader> {
+    const socket = net.connect(port, '127.0.0.1');
+    await once(socket, 'connect');
+    return new RespLoader(socket);
+  }
+
+  command(...args: (string | number)[]): void {
+    let s = `*${args.length}\r\n`;
+    for (const a of args) {
+      const v = String(a);
+      s += `$${Buffer.byteLength(v)}\r\n${v}\r\n`;
+    }
+    this.out.push(s);
+    this.outstanding += 1;
+  }
+
+  /** Sends what is queued and waits until at most `maxOutstanding` replies are still due. */
+  async flush(maxOutstanding = 20_000): Promise<void> {
+    if (this.out.length > 0) {
+      this.socket.write(this.out.join(''));
+      this.out = [];
+    }
+    if (this.outstanding > maxOutstanding) {
+      this.limit = maxOutstanding;
+      await new Promise<void>((resolve) => (this.waiter = resolve));
+    }
+    if (this.error !== undefined) throw new Error(`redis: ${this.error}`);
+  }
+
+  close(): void {
+    this.socket.end();
+  }
+
+  private onData(d: string): void {
+    this.buf += d;
+    let at = 0;
+    for (;;) {
+      const eol = this.buf.indexOf('\r\n', at);
+      if (eol < 0) break;
+      const type = this.buf[at];
+      if (type === '$') {
+        const len = Number(this.buf.slice(at + 1, eol));
+        const end = len < 0 ? eol + 2 : eol + 2 + len + 2;
+        if (end > this.buf.length) break;
+        at = end;
+      } else {
+        if (type === '-') this.error ??= this.buf.slice(at + 1, eol);
+        at = eol + 2;
+      }
+      this.outstanding -= 1;
+    }
+    this.buf = this.buf.slice(at);
+    if (this.waiter !== undefined && this.outstanding <= this.limit) {
+      const w = this.waiter;
+      this.waiter = undefined;
+      w();
+    }
+  }
+}
+
+async function usedMemory(redis: Redis): Promise<number> {
+  const info = await redis.info('memory');
+  return Number(/used_memory:(\d+)/.exec(info)?.[1]);
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+async function main(): Promise<void> {
+  const server = await startRedisServer();
+  const redis = new Redis({ port: server.port, host: '127.0.0.1' });
+  try {
+    const indexer = new FlowIndexer({ keyPrefix: PREFIX, redis });
+    const before = await usedMemory(redis);
+    const end = Date.now() - 60_000;
+    const start = end - HOURS * 3_600_000;
+    const step = (end - start) / RECORDS;
+    let lastMs = 0;
+    let seq = 0;
+    const t0 = performance.now();
+    const sha = (await redis.script('LOAD', INDEX_SCRIPT)) as string;
+    const loader = await RespLoader.connect(server.port);
+    // Quacks like a pipeline for the one method the indexer calls, so the real indexer code builds every write.
+    const pipeline = {
+      [INDEX_COMMAND]: (numKeys: number, ...rest: (string | number)[]) => loader.command('EVALSHA', sha, numKeys, ...rest),
+    } as unknown as ChainableCommander;
+    let batch: IndexEntry[] = [];
+    for (let j = 0; j < RECORDS; j++) {
+      const timeMs = Math.floor(start + j * step);
+      if (timeMs > lastMs) {
+        lastMs = timeMs;
+        seq = 0;
+      } else seq++;
+      const id = `${lastMs}-${seq}`;
+      const r = makeRecord(timeMs);
+      const stream = `${PREFIX}:flows:${r.network.direction}`;
+      loader.command('XADD', stream, id, 'r', JSON.stringify(r));
+      batch.push({ record: r, stream, id });
+      if (batch.length === BATCH) {
+        indexer.add(pipeline, batch);
+        batch = [];
+        await loader.flush();
+      }
+      if (j % 100_000 === 0) process.stderr.write(`\rloaded ${j.toLocaleString()}`);
+    }
+    indexer.add(pipeline, batch);
+    await loader.flush(0);
+    loader.close();
+    const loadS = (performance.now() - t0) / 1000;
+    process.stderr.write('\n');
+    const after = await usedMemory(redis);
+    let streamBytes = 0;
+    for (const d of ['egress', 'ingress', 'internal'] as const) streamBytes += Number(await redis.call('MEMORY', 'USAGE', `${PREFIX}:flows:${d}`, 'SAMPLES', '0'));
+    const perMillion = (b: number): string => `${((b / RECORDS) * 1e6 / 2 ** 20).toFixed(0)} MiB`;
+    console.log(`records: ${RECORDS.toLocaleString()} over ${HOURS} h; load ${loadS.toFixed(1)} s (${Math.round(RECORDS / loadS).toLocaleString()} records/s incl. indexing)`);
+    console.log(`redis memory per million records: total ${perMillion(after - before)}; streams ${perMillion(streamBytes)}; indexes and counters ${perMillion(after - before - streamBytes)}`);
+
+    const app = await buildApp({
+      redis,
+      logger: pino({ level: 'silent' }),
+      keyPrefix: PREFIX,
+      auth: { required: false },
+      lossReport: () => ({ dropped: {}, spooled: 0, pending: 0 }),
+    });
+    const window = (): string => {
+      const from = start + rand() * (end - start - 3_600_000);
+      return `since=${new Date(from).toISOString()}&until=${new Date(from + 3_600_000).toISOString()}`;
+    };
+    const queries: [string, () => string][] = [
+      ['container query (1 h, limit 100)', () => `/api/flows?container=${CONTAINERS[skewed(CONTAINERS.length)]!.name}&${window()}&limit=100`],
+      ['IP query (1 h, limit 100)', () => `/api/flows?ip=${REMOTES[skewed(REMOTES.length)]!.ip}&${window()}&limit=100`],
+      ['top query (by=dst, 1 h)', () => `/api/stats/top?by=dst&${window()}&limit=10`],
+      ['top query (by=container, 1 h)', () => `/api/stats/top?by=container&${window()}&limit=10`],
+    ];
+    for (const [name, url] of queries) {
+      const times: number[] = [];
+      let items = 0;
+      for (let i = 0; i < ITERATIONS + 10; i++) {
+        const u = url();
+        const q0 = performance.now();
+        const res = await app.inject({ method: 'GET', url: u });
+        const ms = performance.now() - q0;
+        if (res.statusCode !== 200) throw new Error(`${u}: ${res.statusCode} ${res.body}`);
+        if (i >= 10) times.push(ms); // the first few warm up the JIT
+        const body = res.json() as { count?: number; top?: unknown[] };
+        items += body.count ?? body.top?.length ?? 0;
+      }
+      times.sort((a, b) => a - b);
+      console.log(`${name.padEnd(32)} p50 ${percentile(times, 50).toFixed(1)} ms  p99 ${percentile(times, 99).toFixed(1)} ms  (mean ${Math.round(items / (ITERATIONS + 10))} items)`);
+    }
+    await app.close();
+  } finally {
+    redis.disconnect();
+    await server.stop();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exitCode = 1;
+});
