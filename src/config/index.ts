@@ -121,6 +121,8 @@ export const SETTINGS: readonly Setting[] = [
   { path: 'store.singleStream', env: 'REDIS_STREAM', flag: 'stream', kind: 'string', help: 'one stream for all records instead of one per direction' },
   { path: 'store.retentionMs', env: 'DOCKFLOW_RETENTION_MS', flag: 'retention-ms', kind: 'int', help: 'keep records this long' },
   { path: 'store.maxLenPerStream', env: 'DOCKFLOW_MAX_LEN_PER_STREAM', flag: 'max-len-per-stream', kind: 'int', help: 'approximate cap per stream (0: none)' },
+  { path: 'store.maxQueueRecords', env: 'DOCKFLOW_MAX_QUEUE_RECORDS', flag: 'max-queue-records', kind: 'int', help: 'records waiting for Redis before TCP senders are paused' },
+  { path: 'store.batchMaxRecords', env: 'DOCKFLOW_BATCH_MAX_RECORDS', flag: 'batch-max-records', kind: 'int', help: 'records per Redis write' },
   { path: 'store.spoolDir', env: 'DOCKFLOW_SPOOL_DIR', flag: 'spool-dir', kind: 'string', help: 'on-disk spool for Redis outages' },
   { path: 'store.spoolMaxBytes', env: 'DOCKFLOW_SPOOL_MAX_BYTES', flag: 'spool-max-bytes', kind: 'int', help: 'spool size limit' },
   { path: 'http.host', env: 'HTTP_HOST', flag: 'http-host', kind: 'string', help: 'HTTP API listen address' },
