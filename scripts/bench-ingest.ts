@@ -5,6 +5,7 @@
  *
  *   npm run bench:ingest -- [--runs 3] [--tcp-messages 200000] [--udp-rates 20000,50000,100000] [--udp-seconds 5]
  *                          [--variants full,plain,geo] [--only tcp-lf,tcp-octet,udp] [--env KEY=VALUE ...]
+ *                          [--cpu-prof-dir DIR]   (V8 CPU profiles of the service, one per run)
  *
  * Variants (TCP-LF runs; the other tests use the first variant):
  *   full   GeoIP (embedded database) and container attribution, against a stand-in Docker Engine API serving one
@@ -38,8 +39,10 @@ const { values: args } = parseArgs({
     env: { type: 'string', multiple: true, default: [] },
     only: { type: 'string', default: 'tcp-lf,tcp-octet,udp' },
     variants: { type: 'string', default: 'full,geo,plain' },
+    'cpu-prof-dir': { type: 'string' },
   },
 });
+const serviceNodeArgs = args['cpu-prof-dir'] === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${args['cpu-prof-dir']}`];
 const variants = args.variants!.split(',');
 const runs = Number(args.runs);
 const tcpMessages = Number(args['tcp-messages']);
@@ -132,7 +135,7 @@ function variantEnv(variant: string, docker: FakeDocker): Record<string, string>
 async function startService(env: Env, variant: string): Promise<{ child: ChildProcess; syslogPort: number }> {
   const syslogPort = await freePort();
   const httpPort = await freePort();
-  const child = spawn(process.execPath, [join(root, 'dist', 'src', 'cli.js'), 'serve'], {
+  const child = spawn(process.execPath, [...serviceNodeArgs, join(root, 'dist', 'src', 'cli.js'), 'serve'], {
     env: {
       ...process.env,
       REDIS_URL: `redis://127.0.0.1:${env.redisPort}`,

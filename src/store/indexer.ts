@@ -327,11 +327,15 @@ return removed
  * its ZADD to the time index, and only when that adds a new member are its counter increments applied (ZADD and HSET
  * are idempotent by themselves).
  *
- * ARGV: record count, then per record: time-index key number, score, member, op count, ops. Ops (key numbers index
- * KEYS): `z <key> <flag> <score> <member>` ZADD with flag `-` (none), GT, LT or NX; `i <key> <member>` +1;
- * `h <key> <field> <value>` HSET.
+ * ARGV[1]: one string of fields, each ended by the unit separator (0x1f), because ioredis' per-argument cost would
+ * otherwise dominate: record count, then per record: time-index key number, score, member, op count, ops. Ops (key
+ * numbers index KEYS): `z <key> <flag> <score> <member>` ZADD with flag `-` (none), GT, LT or NX; `i <key> <member>`
+ * +1; `h <key> <field> <value>` HSET. No field can hold 0x1f: key parts are escaped, metadata is JSON (which escapes
+ * control characters), the rest are numbers, codes and addresses.
  */
 export const INDEX_SCRIPT = `
+local A = {}
+for token in string.gmatch(ARGV[1], '([^\\31]*)\\31') do A[#A + 1] = token end
 local a = 2
 local zadds, incr = {}, {}
 local function push(k, flag, score, member)
@@ -344,24 +348,24 @@ local function push(k, flag, score, member)
   t[#t + 1] = score
   t[#t + 1] = member
 end
-for _ = 1, tonumber(ARGV[1]) do
-  local fresh = redis.call('ZADD', KEYS[tonumber(ARGV[a])], ARGV[a + 1], ARGV[a + 2]) == 1
-  local n = tonumber(ARGV[a + 3])
+for _ = 1, tonumber(A[1]) do
+  local fresh = redis.call('ZADD', KEYS[tonumber(A[a])], A[a + 1], A[a + 2]) == 1
+  local n = tonumber(A[a + 3])
   a = a + 4
   for _ = 1, n do
-    local op, k = ARGV[a], ARGV[a + 1]
+    local op, k = A[a], A[a + 1]
     if op == 'i' then
       if fresh then
         local t = incr[k] or {}
         incr[k] = t
-        t[ARGV[a + 2]] = (t[ARGV[a + 2]] or 0) + 1
+        t[A[a + 2]] = (t[A[a + 2]] or 0) + 1
       end
       a = a + 3
     elseif op == 'h' then
-      redis.call('HSET', KEYS[tonumber(k)], ARGV[a + 2], ARGV[a + 3])
+      redis.call('HSET', KEYS[tonumber(k)], A[a + 2], A[a + 3])
       a = a + 4
     else
-      push(k, ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
+      push(k, A[a + 2], A[a + 3], A[a + 4])
       a = a + 5
     end
   end
@@ -381,6 +385,8 @@ for k, t in pairs(incr) do
 end
 return 0
 `;
+
+const FIELD_END = '\x1f';
 
 /** The command name the indexer defines on the writer's client (ioredis loads it per connection, EVAL then EVALSHA). */
 export const INDEX_COMMAND = 'dockflowIndex';
@@ -457,7 +463,7 @@ export class FlowIndexer implements StreamIndexer {
     if (command === undefined) {
       throw new DockflowError(ErrorCode.CONFIG_INVALID, 'FlowIndexer: the pipeline does not come from the Redis client the indexer was built with');
     }
-    command.call(pl, ops.keys.length, ...ops.keys, ...ops.args);
+    command.call(pl, ops.keys.length, ...ops.keys, `${ops.args.join(FIELD_END)}${FIELD_END}`);
   }
 
   private addOne(ops: BatchOps, record: FlowRecord, id: string): void {
