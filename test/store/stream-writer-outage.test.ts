@@ -219,7 +219,9 @@ t.test('close() with Redis down writes the rest to the spool; the next writer re
   // Killed while batches are in flight: some were stored, some not, some unknown.
   let killed: Promise<void> | undefined;
   const killer = onDispatch(2500, () => (killed = killEmbedded(server)));
-  const first = makeWriter(client, spoolDir, prefix, { maxQueueRecords: 2000 }, { registry, indexers: [killer] });
+  // A queue that holds every record: this test is about close(), and a TCP push must not wait for a drain that a
+  // dead Redis never brings.
+  const first = makeWriter(client, spoolDir, prefix, { maxQueueRecords: 10_000 }, { registry, indexers: [killer] });
   await first.start();
   const records = makeRecords(6000);
   await pushAll(first, records.slice(0, 4000), 'tcp');
