@@ -42,7 +42,8 @@ export function connectRedis(url: string, logger: Logger, overrides: RedisOption
     wasReady = true;
     logger.info({ redis: where }, 'Redis connected');
   });
-  client.on('close', () => {
+  // 'reconnecting', not 'close': a quit() at shutdown closes the connection too, and that is no loss.
+  client.on('reconnecting', () => {
     if (wasReady) logger.warn({ redis: where }, 'Redis connection lost; reconnecting');
     wasReady = false;
   });
