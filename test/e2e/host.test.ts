@@ -1,12 +1,12 @@
 /**
  * End to end with the real kernel: a Docker-like host in network namespaces, scripts/install-iptables-rule.sh run
- * inside it, a real rsyslogd reading the kernel log and forwarding over TCP (octet-counted RFC 5424) to a collector
+ * inside it, a real rsyslogd reading the kernel log and forwarding over TCP (octet-counted RFC 5424) to dockflow
  * on 127.0.0.1, and real traffic. Every flow must arrive exactly once (one LOG line per new connection) with the
  * right direction, addresses and ports. Then the same with --nft, and --uninstall must leave the host as it was.
  * Skips where it cannot run (not root, no netns, tools missing).
  *
- * The collector stands in for `dockflow serve`: all it is asked is `syslogPort`, `flows()` and `waitForLine()`, so
- * pointing the test at the service replaces those three and nothing else.
+ * The receiving end is the real `dockflow serve` with its own redis-server, and every flow is read back through
+ * `GET /api/flows`; regenerating the fixture files (DOCKFLOW_E2E_SAVE_FIXTURES=1) uses a plain collector instead.
  */
 import t, { type Test } from 'tap';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -18,6 +18,10 @@ import { isRecord, type Direction, type FlowRecord } from '../../src/record.js';
 import { repoRoot, fixture } from '../helpers/paths.js';
 import { ADDR, createDockerLikeHost, netnsUnsupported, setSysctl, startReaper, startRsyslog, type Netns } from '../helpers/netns.js';
 import { startCollector } from './collector.js';
+import { pino } from 'pino';
+import { loadConfig } from '../../src/config/index.js';
+import { startService } from '../../src/service.js';
+import { startRedis } from '../helpers/redis.js';
 
 const SCRIPT = join(repoRoot, 'scripts', 'install-iptables-rule.sh');
 /** Lines go kernel → rsyslog → TCP; a generous bound for a loaded 2-core CI machine, not a timing assertion. */
@@ -52,6 +56,75 @@ function matches(rec: FlowRecord, f: Flow): boolean {
   );
 }
 
+/** Where rsyslog forwards to, and how the test reads back what arrived (this run's prefix only). */
+interface ReceivingEnd {
+  syslogPort: number;
+  flows(): Promise<FlowRecord[]>;
+  waitForFlow(what: string, done: (r: FlowRecord) => boolean): Promise<void>;
+  /** Frames that were not octet-counted, or lines that did not parse. */
+  badFrames(): number;
+  /** The raw messages with their records, where the end keeps them (for the fixture files). */
+  received?: () => Array<{ message: string; record: FlowRecord }>;
+}
+
+async function serviceEnd(t: Test, prefix: string, dir: string): Promise<ReceivingEnd> {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const config = loadConfig({
+    file: {
+      syslog: { host: '127.0.0.1', udpEnabled: false, tcpPort: 0 },
+      http: { port: 0 },
+      redis: { url: redis.url },
+      store: { spoolDir: join(dir, 'dockflow-spool'), flushIntervalMs: 5 },
+      docker: { enabled: false },
+      logLevel: 'silent',
+    },
+  });
+  const service = await startService(config, { logger: pino({ level: 'silent' }) });
+  t.teardown(() => service.close());
+  const api = `http://127.0.0.1:${service.httpAddress().port}/api/flows?prefix=${encodeURIComponent(prefix.trim())}&limit=5000`;
+  const flows = async (): Promise<FlowRecord[]> => {
+    const out: FlowRecord[] = [];
+    for (let cursor: string | null = null; ; ) {
+      const res = await fetch(cursor === null ? api : `${api}&cursor=${cursor}`);
+      const body = (await res.json()) as { items: FlowRecord[]; next_cursor: string | null };
+      out.push(...body.items);
+      if (body.next_cursor === null || body.items.length === 0) return out;
+      cursor = body.next_cursor;
+    }
+  };
+  return {
+    syslogPort: service.syslogAddresses().find((a) => a.transport === 'tcp')!.port,
+    flows,
+    async waitForFlow(what, done) {
+      const deadline = Date.now() + ARRIVAL_TIMEOUT_MS;
+      while (!(await flows()).some(done)) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    },
+    badFrames: () => 0,
+  };
+}
+
+async function collectorEnd(prefix: string): Promise<ReceivingEnd> {
+  const collector = await startCollector();
+  t.teardown(() => collector.close());
+  const parseOpts = createLineOptions({});
+  const received = (): Array<{ message: string; record: FlowRecord }> =>
+    collector.messages.flatMap((message) => {
+      const record = parseLine(message, parseOpts);
+      return isRecord(record) && record.log?.prefix === prefix.trim() ? [{ message, record }] : [];
+    });
+  return {
+    syslogPort: collector.port,
+    flows: async () => received().map((r) => r.record),
+    waitForFlow: (what, done) => collector.waitFor(what, () => received().some((r) => done(r.record)), ARRIVAL_TIMEOUT_MS),
+    badFrames: () => collector.badFrames,
+    received,
+  };
+}
+
 const unsupported = await netnsUnsupported();
 if (unsupported !== undefined) {
   t.plan(0, `end-to-end host test skipped: ${unsupported}`);
@@ -73,21 +146,11 @@ if (unsupported !== undefined) {
     // runs or tests may log at the same time. iptables caps prefixes at 29 characters.
     const prefix = `dfe${randomBytes(3).toString('hex')}: `;
 
-    // --- the receiving end: today a plain collector, later `dockflow serve` (see the report / README) ---
-    const collector = await startCollector();
-    t.teardown(() => collector.close());
-    const syslogPort = collector.port;
-    const parseOpts = createLineOptions({});
-    /** This run's messages with their parsed records (the parser under test runs only here). */
-    const received = (): Array<{ message: string; record: FlowRecord }> =>
-      collector.messages.flatMap((message) => {
-        const record = parseLine(message, parseOpts);
-        return isRecord(record) && record.log?.prefix === prefix.trim() ? [{ message, record }] : [];
-      });
-    const flows = async (): Promise<FlowRecord[]> => received().map((r) => r.record);
-    /** Waits on the raw text, so a parser problem shows as a failed assertion rather than a hang here. */
-    const waitForLine = (what: string, ...parts: string[]): Promise<void> =>
-      collector.waitFor(what, () => collector.messages.some((m) => parts.every((p) => m.includes(p))), ARRIVAL_TIMEOUT_MS);
+    // --- the receiving end: the real `dockflow serve` (its own Redis), read back through the HTTP API; with
+    // DOCKFLOW_E2E_SAVE_FIXTURES=1 a plain collector instead, which keeps the raw frames for the fixture files ---
+    const end = process.env.DOCKFLOW_E2E_SAVE_FIXTURES === '1' ? await collectorEnd(prefix) : await serviceEnd(t, prefix, dir);
+    const syslogPort = end.syslogPort;
+    const flows = (): Promise<FlowRecord[]> => end.flows();
     // ---
 
     const script = (...args: string[]) => h.host.exec(['bash', SCRIPT, ...args]);
@@ -167,21 +230,21 @@ if (unsupported !== undefined) {
       t.ok(port > 0, 'check reports the port of its test datagram');
       t.match(check.stdout, /kernel logged: .*DPT=\d+/, 'check saw its line in the kernel log');
       t.match(check.stdout, `target="127.0.0.1" port="${syslogPort}"`);
-      await waitForLine('the --check line', `${prefix}IN= OUT=lo `, ` DPT=${port} `);
+      await end.waitForFlow('the --check line', (r) => r.destination.port === port && r.observer?.egress?.interface?.name === 'lo');
       const got = await flows();
       const checkFlow = got.find((r) => r.destination.port === port && r.destination.ip === '127.0.0.1');
       t.equal(checkFlow?.network.direction, 'other', 'the check datagram on lo is neither container side');
       for (const f of expected) {
         const hits = got.filter((r) => matches(r, f));
-        t.equal(hits.length, 1, `${f.name}: exactly one line`, { flows: got.length, messages: collector.messages.length });
+        t.equal(hits.length, 1, `${f.name}: exactly one line`, { flows: got.length });
         t.equal(hits[0]?.network.direction, f.direction, `${f.name}: ${f.direction}`);
       }
     };
 
     const saveFixtures = (expected: Flow[], filePrefix: string): void => {
-      if (process.env.DOCKFLOW_E2E_SAVE_FIXTURES !== '1') return;
+      if (end.received === undefined) return;
       const byFile = new Map<string, string[]>();
-      for (const { message, record } of received()) {
+      for (const { message, record } of end.received()) {
         const name = expected.find((f) => matches(record, f))?.fixture;
         if (name !== undefined) byFile.set(name, [...(byFile.get(name) ?? []), message]);
       }
@@ -192,7 +255,7 @@ if (unsupported !== undefined) {
     await t.test('iptables rules: every flow arrives with its direction, addresses and ports', async (t) => {
       const expected = await traffic(56);
       await verify(t, expected);
-      t.equal(collector.badFrames, 0, 'every frame was octet-counted');
+      t.equal(end.badFrames(), 0, 'every frame was octet-counted');
       saveFixtures(expected, 'observed-');
     });
 
