@@ -100,6 +100,7 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
       { logger, registry, indexers: config.store.singleStream === undefined ? [indexer] : [] },
     );
     await writer.start();
+    cleanups.push(() => writer.close(0));
 
     const enrichers: Enricher[] = [];
     const extraRoutes: FastifyPluginAsync[] = [];
@@ -115,6 +116,7 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
         env: deps.env ?? process.env,
       });
       enrichers.push(attribution.enricher);
+      cleanups.push(async () => attribution.enricher.close?.());
       extraRoutes.push(async (app) => containersRoutes(app, { ledger: attribution.ledger, hostMap: { ...config.docker.endpoints } }));
       logger.info({ endpoints: attribution.watchers.length }, 'container attribution on');
     } else {
@@ -133,9 +135,9 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
         { logger, registry },
       );
       enrichers.push(geo);
+      cleanups.push(async () => geo.close());
     }
     const enricher = chainEnrichers(enrichers);
-    cleanups.push(async () => enricher.close?.());
 
     const pipeline = new IngestPipeline(
       createLineOptions({ bridges: config.parse.bridges, timeZone: config.parse.timeZone, maxLineBytes: config.syslog.maxMessageBytes }),
