@@ -51,8 +51,12 @@ export type BucketResolution = keyof typeof BUCKET_MS;
 const PREFIX_RE = /^[A-Za-z0-9_.-]+(?::[A-Za-z0-9_.-]+)*$/;
 export const CONTAINER_ID_RE = /^[0-9a-f]{12,64}$/;
 
+const KEY_SAFE_RE = /^[A-Za-z0-9._-]*$/;
+
 /** Percent-escapes everything outside [A-Za-z0-9._-]; reversible with decodeURIComponent. */
 export function keyPart(value: string): string {
+  // Per record on the ingest path: IPv4 addresses, ports and container IDs need no escaping.
+  if (KEY_SAFE_RE.test(value)) return value;
   return encodeURIComponent(value).replace(/[!'()*~]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
 }
 
