@@ -250,12 +250,15 @@ class WriteMemo {
   private readonly map = new Map<string, number | string>();
   private epoch = -1;
   constructor(private readonly maxEntries: number) {}
-  get(key: string): number | string | undefined {
+  /** Forgets everything once a minute; called once per batch, not per lookup (the clock costs more than the map). */
+  tick(): void {
     const now = Math.floor(Date.now() / 60_000);
     if (now !== this.epoch) {
       this.epoch = now;
       this.map.clear();
     }
+  }
+  get(key: string): number | string | undefined {
     return this.map.get(key);
   }
   set(key: string, value: number | string): void {
@@ -426,7 +429,7 @@ class BatchOps {
     }
     return n;
   }
-  record(timeKey: string, score: number, member: string): void {
+  record(timeKey: string, score: string, member: string): void {
     this.records += 1;
     this.args[0] = this.records;
     this.args.push(this.key(timeKey), score, member, 0);
@@ -436,7 +439,7 @@ class BatchOps {
     this.args.push(...a);
     (this.args[this.opCountAt] as number) += 1;
   }
-  zadd(key: string, flag: '-' | 'GT' | 'LT' | 'NX', score: number, member: string): void {
+  zadd(key: string, flag: '-' | 'GT' | 'LT' | 'NX', score: number | string, member: string): void {
     this.op('z', this.key(key), flag, score, member);
   }
   /**
@@ -472,6 +475,7 @@ export class FlowIndexer implements StreamIndexer {
   }
 
   add(pl: ChainableCommander, entries: readonly IndexEntry[]): void {
+    this.memo.tick();
     const ops = new BatchOps();
     for (const e of entries) this.addOne(ops, e.record, e.id);
     if (ops.empty) return;
@@ -489,23 +493,25 @@ export class FlowIndexer implements StreamIndexer {
     if (member === undefined) return;
     const k = this.keys;
     const score = recordTimeMs(record, id);
+    // Converted once: the batch goes to Redis as one string, and a record's score appears in up to six of its ops.
+    const at = String(score);
     const minute = Math.floor(score / BUCKET_MS.m);
 
-    ops.record(k.time(dir), score, member);
+    ops.record(k.time(dir), at, member);
 
     const src = record.source.ip !== undefined ? canonicalIp(record.source.ip) : undefined;
     const dst = record.destination.ip !== undefined ? canonicalIp(record.destination.ip) : undefined;
     for (const ip of src === dst ? [src] : [src, dst]) {
       if (ip === undefined) continue;
       const part = keyPart(ip);
-      ops.zadd(k.ip(ip), '-', score, member);
-      if (this.advance(`ip:${part}`, minute)) ops.zadd(k.ipRegistry, 'GT', score, part);
+      ops.zadd(k.ip(ip), '-', at, member);
+      if (this.advance(`ip:${part}`, minute)) ops.zadd(k.ipRegistry, 'GT', at, part);
     }
 
     const cid = attributedContainerId(record);
     if (cid !== undefined) {
-      ops.zadd(k.container(cid), '-', score, member);
-      if (this.advance(`ctr:${cid}`, minute)) ops.zadd(k.containerRegistry, 'GT', score, cid);
+      ops.zadd(k.container(cid), '-', at, member);
+      if (this.advance(`ctr:${cid}`, minute)) ops.zadd(k.containerRegistry, 'GT', at, cid);
       const meta = JSON.stringify({ n: record.container?.name, s: composeService(record), i: record.container?.image?.name });
       if (this.memo.get(`meta:${cid}`) !== meta) {
         this.memo.set(`meta:${cid}`, meta);
@@ -517,9 +523,9 @@ export class FlowIndexer implements StreamIndexer {
         const first = this.memo.get(firstKey);
         if (first === undefined || (first as number) > score) {
           this.memo.set(firstKey, score);
-          ops.zadd(k.inventoryFirst(cid), 'LT', score, inv);
+          ops.zadd(k.inventoryFirst(cid), 'LT', at, inv);
         }
-        ops.zadd(k.inventoryLast(cid), 'GT', score, inv);
+        ops.zadd(k.inventoryLast(cid), 'GT', at, inv);
       }
     }
 
