@@ -1,0 +1,62 @@
+/**
+ * Client-side cost of the query indexes per record: `FlowIndexer.add` over the burst corpus in batches of 500, with
+ * container fields set (as attribution sets them), against a pipeline that only takes the command. The Redis side
+ * is measured by `bench:ingest` and `bench:query`. One core, in-process; median of several runs.
+ *
+ *   npm run bench:index -- [--runs 7] [--containers 40]
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { gunzipSync } from 'node:zlib';
+import type { ChainableCommander, Redis } from 'ioredis';
+import { createLineOptions, parseLine } from '../src/parse/line.js';
+import { isRecord, type FlowRecord } from '../src/record.js';
+import { FlowIndexer, INDEX_COMMAND } from '../src/store/indexer.js';
+import type { IndexEntry } from '../src/store/types.js';
+import { fixture } from '../test/helpers/paths.js';
+
+const { values } = parseArgs({ options: { runs: { type: 'string', default: '7' }, containers: { type: 'string', default: '40' } } });
+const runs = Number(values.runs);
+const containers = Number(values.containers);
+
+const opts = createLineOptions({});
+const records: FlowRecord[] = [];
+const lines = gunzipSync(readFileSync(fixture('bench', 'burst-5000.rsyslog-rfc3164-tcp-lf.bin.gz'))).toString('utf8').split('\n');
+for (const line of lines) {
+  const r = parseLine(line, opts);
+  if (!isRecord(r)) continue;
+  const c = records.length % containers;
+  r.container = {
+    id: c.toString(16).padStart(64, 'a'),
+    name: `bench-${c}`,
+    image: { name: 'busybox:latest' },
+    labels: { 'com.docker.compose.service': `svc${c % 7}` },
+    match: 'ip',
+  };
+  records.push(r);
+}
+
+let sent = 0;
+const pipeline = { [INDEX_COMMAND]: () => void sent++ } as unknown as ChainableCommander;
+const indexer = new FlowIndexer({ keyPrefix: 'dockflow', redis: { defineCommand() {} } as unknown as Redis });
+const baseMs = Date.parse(records[0]!['@timestamp']);
+const batches: IndexEntry[][] = [];
+for (let i = 0; i < records.length; i += 500) {
+  batches.push(records.slice(i, i + 500).map((record, j) => ({ record, stream: 'dockflow:flows:egress', id: `${baseMs + i + j}-0` })));
+}
+
+const pass = (): void => {
+  for (const batch of batches) indexer.add(pipeline, batch);
+};
+pass();
+pass();
+const perRecordUs: number[] = [];
+for (let r = 0; r < runs; r++) {
+  const start = process.hrtime.bigint();
+  for (let p = 0; p < 3; p++) pass();
+  perRecordUs.push(Number(process.hrtime.bigint() - start) / 1000 / (records.length * 3));
+}
+perRecordUs.sort((a, b) => a - b);
+const median = perRecordUs[Math.floor(perRecordUs.length / 2)]!;
+console.log(`node ${process.version}; ${records.length} records, ${containers} containers, batches of 500, ${sent} index commands`);
+console.log(`FlowIndexer.add: ${median.toFixed(2)} µs per record (median of ${runs}), ${Math.round(1e6 / median).toLocaleString('en-US')} records/s`);
