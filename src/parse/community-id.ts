@@ -137,6 +137,18 @@ export function parseIPv6(s: string, from: number, to: number, out: Uint16Array,
 }
 
 /** Formats eight 16-bit units at `a[off]` the RFC 5952 way (lowercase, no leading zeros, longest zero run as `::`). */
+const CANONICAL_SCRATCH = new Uint16Array(8);
+
+/**
+ * One textual form per address, shared by everything that keys on addresses (indexes, the attribution ledger): IPv4
+ * as it is, IPv6 in RFC 5952 form (the kernel prints it fully expanded); undefined when it is neither.
+ */
+export function canonicalIp(ip: string): string | undefined {
+  if (parseIPv4(ip, 0, ip.length, CANONICAL_SCRATCH, 0)) return ip;
+  if (parseIPv6(ip, 0, ip.length, CANONICAL_SCRATCH, 0)) return formatIPv6(CANONICAL_SCRATCH, 0);
+  return undefined;
+}
+
 export function formatIPv6(a: Uint16Array, off: number): string {
   let bestAt = -1;
   let bestLen = 1; // a single zero group is never compressed

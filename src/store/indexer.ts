@@ -1,5 +1,5 @@
 import type { ChainableCommander, Redis } from 'ioredis';
-import { isIP } from 'node:net';
+import { canonicalIp } from '../parse/community-id.js';
 import { DIRECTIONS, type Direction, type FlowRecord } from '../record.js';
 import { DockflowError, ErrorCode } from '../errors.js';
 import { storeKeys, type StoreKeys } from './keys.js';
@@ -68,19 +68,7 @@ export function validateKeyPrefix(prefix: string): string {
   return prefix;
 }
 
-/** One textual form per address, so that `fd00:0017::2` and `fd00:17::2` share an index key. */
-export function canonicalIp(ip: string): string | undefined {
-  const v = isIP(ip);
-  if (v === 4) return ip;
-  if (v === 6) {
-    try {
-      return new URL(`http://[${ip}]/`).hostname.slice(1, -1);
-    } catch {
-      return undefined;
-    }
-  }
-  return undefined;
-}
+export { canonicalIp };
 
 /** All key names, built in one place from validated parts. */
 export class IndexKeys {

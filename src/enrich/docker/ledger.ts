@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { canonicalIp as canonicalAddress } from '../../parse/community-id.js';
 import type { Logger } from 'pino';
 import { compareNanoText } from './ndjson.js';
 
@@ -88,42 +89,12 @@ interface StoredHolding {
   closedBy?: 'event' | 'observed';
 }
 
-function hexValue(group: string): number {
-  return group === '' ? Number.NaN : parseInt(group, 16);
-}
-
 /**
- * The one spelling of an address used as a ledger key: IPv4 as is, IPv6 compressed and lower-case (RFC 5952), since
- * the kernel prints IPv6 fully expanded and Docker prints it compressed.
+ * The one spelling of an address used as a ledger key (the kernel prints IPv6 fully expanded, Docker compressed); an
+ * unreadable address keeps its own.
  */
 export function canonicalIp(ip: string): string {
-  if (ip.indexOf(':') === -1) return ip;
-  const halves = ip.toLowerCase().split('::');
-  if (halves.length > 2) return ip;
-  const head = halves[0] === '' ? [] : halves[0]!.split(':');
-  const tail = halves.length === 2 && halves[1] !== '' ? halves[1]!.split(':') : [];
-  const missing = 8 - head.length - tail.length;
-  if ((halves.length === 1 && missing !== 0) || missing < 0) return ip;
-  const groups = [...head, ...new Array<string>(missing).fill('0'), ...tail].map(hexValue);
-  if (groups.some((g) => !(g >= 0 && g <= 0xffff))) return ip;
-  let bestAt = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestAt = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (bestAt === -1) return hex.join(':');
-  return `${hex.slice(0, bestAt).join(':')}::${hex.slice(bestAt + bestLen).join(':')}`;
+  return canonicalAddress(ip) ?? ip;
 }
 
 function holdingKey(h: Holding): string {
