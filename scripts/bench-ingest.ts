@@ -14,17 +14,17 @@
  *   plain  neither: receive, parse, store
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { FakeDocker } from '../test/helpers/fake-docker.js';
+import { freePort, startRedis, waitForPort, type TestRedis } from '../test/helpers/redis.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const benchFixtures = join(root, 'test', 'fixtures', 'bench');
@@ -74,47 +74,12 @@ function buildStream(n: number, octet: boolean): Buffer {
   return Buffer.concat(parts);
 }
 
-async function freePort(): Promise<number> {
-  const s = net.createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address() as net.AddressInfo;
-  s.close();
-  return port;
-}
-
 function procStat(pid: number): { cpuSeconds: number; peakRssMb: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const cpuSeconds = (Number(fields[11]) + Number(fields[12])) / clockTicks;
   const hwm = /VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return { cpuSeconds, peakRssMb: Number(hwm?.[1] ?? 0) / 1024 };
-}
-
-async function waitPort(port: number): Promise<void> {
-  for (let i = 0; i < 400; i++) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1');
-      s.once('connect', () => (s.destroy(), resolve(true)));
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`nothing listening on ${port}`);
-}
-
-interface Env {
-  redisPort: number;
-  redis: ChildProcess;
-  dir: string;
-}
-
-async function startRedis(): Promise<Env> {
-  const redisPort = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'dockflow-bench-'));
-  const redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
-  await waitPort(redisPort);
-  return { redisPort, redis, dir };
 }
 
 const containerIps = [...new Set(frames.map((f) => /SRC=(172\.1[78]\.\d+\.\d+)/.exec(f.toString('latin1'))?.[1]).filter((ip): ip is string => ip !== undefined))];
@@ -132,13 +97,13 @@ function variantEnv(variant: string, docker: FakeDocker): Record<string, string>
   }
 }
 
-async function startService(env: Env, variant: string): Promise<{ child: ChildProcess; syslogPort: number }> {
+async function startService(env: TestRedis, variant: string): Promise<{ child: ChildProcess; syslogPort: number }> {
   const syslogPort = await freePort();
   const httpPort = await freePort();
   const child = spawn(process.execPath, [...serviceNodeArgs, join(root, 'dist', 'src', 'cli.js'), 'serve'], {
     env: {
       ...process.env,
-      REDIS_URL: `redis://127.0.0.1:${env.redisPort}`,
+      REDIS_URL: env.url,
       SYSLOG_HOST: '127.0.0.1',
       SYSLOG_UDP_PORT: String(syslogPort),
       SYSLOG_TCP_PORT: String(syslogPort),
@@ -150,8 +115,8 @@ async function startService(env: Env, variant: string): Promise<{ child: ChildPr
     },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
-  await waitPort(syslogPort);
-  await waitPort(httpPort);
+  await waitForPort(syslogPort, 20_000);
+  await waitForPort(httpPort, 20_000);
   return { child, syslogPort };
 }
 
@@ -217,7 +182,7 @@ interface Row {
 
 async function one(test: string, variant: string, run: number, udpRate?: number): Promise<Row> {
   const env = await startRedis();
-  const redis = new Redis(`redis://127.0.0.1:${env.redisPort}`);
+  const redis = new Redis(env.url);
   const svc = await startService(env, variant);
   try {
     const cpu0 = procStat(svc.child.pid!).cpuSeconds;
@@ -239,9 +204,7 @@ async function one(test: string, variant: string, run: number, udpRate?: number)
     svc.child.kill('SIGTERM');
     await once(svc.child, 'exit');
     redis.disconnect();
-    env.redis.kill('SIGKILL');
-    await once(env.redis, 'exit');
-    rmSync(env.dir, { recursive: true, force: true });
+    await env.stop();
   }
 }
 

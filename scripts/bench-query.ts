@@ -9,12 +9,8 @@
  * and a top query over a one-hour window through the HTTP routes (`inject`), and prints p50/p99 and Redis memory per
  * million records. Heavy: run it once, not in a loop.
  */
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Redis, type ChainableCommander } from 'ioredis';
 import { pino } from 'pino';
@@ -22,6 +18,7 @@ import { buildApp } from '../src/api/app.js';
 import type { Direction, FlowRecord } from '../src/record.js';
 import { FlowIndexer, INDEX_COMMAND, INDEX_SCRIPT } from '../src/store/indexer.js';
 import type { IndexEntry } from '../src/store/types.js';
+import { startRedis } from '../test/helpers/redis.js';
 
 const { values } = parseArgs({
   options: {
@@ -37,39 +34,6 @@ const ITERATIONS = Number(values.iterations);
 const BATCH = Number(values['batch-size']);
 const PREFIX = 'bench';
 
-async function freePort(): Promise<number> {
-  const srv = net.createServer().listen(0, '127.0.0.1');
-  await once(srv, 'listening');
-  const { port } = srv.address() as net.AddressInfo;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
-
-async function startRedisServer(): Promise<{ port: number; stop: () => Promise<void> }> {
-  const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'dockflow-bench-'));
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
-  for (let i = 0; ; i++) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1');
-      s.once('connect', () => (s.end(), resolve(true)));
-      s.once('error', () => resolve(false));
-    });
-    if (ok) break;
-    if (i > 200) throw new Error('redis-server did not start');
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  return {
-    port,
-    async stop() {
-      if (child.exitCode === null) {
-        child.kill('SIGKILL');
-        await once(child, 'exit');
-      }
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
 
 /** Deterministic PRNG so two runs load the same data. */
 function rng(seed: number): () => number {
@@ -218,7 +182,7 @@ function percentile(sorted: number[], p: number): number {
 }
 
 async function main(): Promise<void> {
-  const server = await startRedisServer();
+  const server = await startRedis();
   const redis = new Redis({ port: server.port, host: '127.0.0.1' });
   try {
     const indexer = new FlowIndexer({ keyPrefix: PREFIX, redis });

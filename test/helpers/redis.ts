@@ -26,7 +26,8 @@ export interface TestRedis {
   stop(): Promise<void>;
 }
 
-async function waitForPort(port: number, timeoutMs: number): Promise<void> {
+/** Resolves once something accepts TCP connections on 127.0.0.1:`port`. */
+export async function waitForPort(port: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const ok = await new Promise<boolean>((resolve) => {
@@ -38,7 +39,7 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
       s.once('error', () => resolve(false));
     });
     if (ok) return;
-    if (Date.now() > deadline) throw new Error(`redis-server did not open port ${port}`);
+    if (Date.now() > deadline) throw new Error(`nothing listening on port ${port}`);
     await new Promise((r) => setTimeout(r, 25));
   }
 }
