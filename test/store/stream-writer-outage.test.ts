@@ -73,7 +73,7 @@ function checkExactlyOnceInOrder(t: Test, entries: Awaited<ReturnType<typeof rea
   t.equal(outOfOrder.length, 0, 'order kept within each stream');
 }
 
-/** An embedded (AOF) redis-server killed with SIGKILL and started again on the same port and data. */
+/** SIGKILL, then waits until the process is gone. */
 async function killEmbedded(server: EmbeddedRedis): Promise<void> {
   process.kill(server.pid, 'SIGKILL');
   await until(() => {
@@ -86,24 +86,39 @@ async function killEmbedded(server: EmbeddedRedis): Promise<void> {
   }, 'redis-server gone');
 }
 
-// The helper's server runs without persistence: what Redis acknowledged before a kill is gone after it. Exactly-once
-// across a kill *in the middle of writing* is therefore checked against the embedded server (AOF on), which is also
-// what the service runs.
-t.test('Redis killed mid-stream (AOF): every TCP record lands exactly once, in order', async (t) => {
+/**
+ * An embedded redis-server with AOF on (what the service runs), a client on it and a fresh key prefix; `kill()` is
+ * SIGKILL, `restart()` starts it again on the same port and data.
+ */
+async function aofRedis(t: Test) {
   const dataDir = tempDir(t, 'aof');
   let server = await startEmbeddedRedis({ dataDir, logger: silent });
   t.teardown(() => server.stop());
   const client = connectRedis(server.url, silent);
   t.teardown(() => client.disconnect());
   await until(() => client.status === 'ready', 'ready');
-  const prefix = `o${n++}`;
+  return {
+    client,
+    prefix: `o${n++}`,
+    kill: () => killEmbedded(server),
+    restart: async (): Promise<void> => {
+      server = await startEmbeddedRedis({ dataDir, port: server.port, logger: silent });
+    },
+  };
+}
+
+// The helper's server runs without persistence: what Redis acknowledged before a kill is gone after it. Exactly-once
+// across a kill *in the middle of writing* is therefore checked against the embedded server (AOF on), which is also
+// what the service runs.
+t.test('Redis killed mid-stream (AOF): every TCP record lands exactly once, in order', async (t) => {
+  const { client, prefix, ...aof } = await aofRedis(t);
   const registry = new Registry();
   let restarted: Promise<void> | undefined;
   const killer = onDispatch(6000, () => {
-    restarted = killEmbedded(server)
+    restarted = aof
+      .kill()
       .then(() => new Promise((r) => setTimeout(r, 300)))
-      .then(() => startEmbeddedRedis({ dataDir, port: server.port, logger: silent }))
-      .then((s) => void (server = s));
+      .then(() => aof.restart());
   });
   const w = makeWriter(client, tempDir(t, 'spool'), prefix, {}, { registry, indexers: [killer] });
   await w.start();
@@ -121,22 +136,16 @@ t.test('Redis killed mid-stream (AOF): every TCP record lands exactly once, in o
 });
 
 t.test('Redis killed mid-stream (AOF): UDP overflows to the spool and is replayed in order', async (t) => {
-  const dataDir = tempDir(t, 'aof');
-  let server = await startEmbeddedRedis({ dataDir, logger: silent });
-  t.teardown(() => server.stop());
-  const client = connectRedis(server.url, silent);
-  t.teardown(() => client.disconnect());
-  await until(() => client.status === 'ready', 'ready');
-  const prefix = `o${n++}`;
+  const { client, prefix, ...aof } = await aofRedis(t);
   const spoolDir = tempDir(t, 'spool');
   const w = makeWriter(client, spoolDir, prefix, { spoolSegmentBytes: 64 * 1024 });
   await w.start();
   const records = makeRecords(20_000);
   let restarted: Promise<void> | undefined;
   await pushAll(w, records, 'udp', async (i) => {
-    if (i === 3000) await killEmbedded(server);
+    if (i === 3000) await aof.kill();
     // Restarted while UDP keeps coming: new records must queue behind the spool, not overtake it.
-    if (i === 12_000) restarted = startEmbeddedRedis({ dataDir, port: server.port, logger: silent }).then((s) => void (server = s));
+    if (i === 12_000) restarted = aof.restart();
   });
   await restarted;
   await until(() => w.stats().stored === records.length, 'all stored', 30_000);
@@ -207,18 +216,12 @@ t.test('spool full: UDP beyond queue and spool is dropped and counted; the count
 });
 
 t.test('close() with Redis down writes the rest to the spool; the next writer replays it', async (t) => {
-  const dataDir = tempDir(t, 'aof');
-  let server = await startEmbeddedRedis({ dataDir, logger: silent });
-  t.teardown(() => server.stop());
-  const client = connectRedis(server.url, silent);
-  t.teardown(() => client.disconnect());
-  await until(() => client.status === 'ready', 'ready');
-  const prefix = `o${n++}`;
+  const { client, prefix, ...aof } = await aofRedis(t);
   const spoolDir = tempDir(t, 'spool');
   const registry = new Registry();
   // Killed while batches are in flight: some were stored, some not, some unknown.
   let killed: Promise<void> | undefined;
-  const killer = onDispatch(2500, () => (killed = killEmbedded(server)));
+  const killer = onDispatch(2500, () => (killed = aof.kill()));
   // A queue that holds every record: this test is about close(), and a TCP push must not wait for a drain that a
   // dead Redis never brings.
   const first = makeWriter(client, spoolDir, prefix, { maxQueueRecords: 10_000 }, { registry, indexers: [killer] });
@@ -233,7 +236,7 @@ t.test('close() with Redis down writes the rest to the spool; the next writer re
   t.ok(s1.spooled > 0, `left in the spool at close (${s1.spooled})`);
   t.ok(readdirSync(spoolDir).length > 0, 'spool on disk');
 
-  server = await startEmbeddedRedis({ dataDir, port: server.port, logger: silent });
+  await aof.restart();
   await until(() => client.status === 'ready', 'ready again');
   const second = makeWriter(client, spoolDir, prefix);
   await second.start();
