@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { DIRECTIONS, type Direction, type FlowRecord } from '../record.js';
 import { encodeRecord, looksLikeRecord, RECORD_FIELD } from './encode.js';
+import { FieldBlob, LUA_FIELDS } from './field-blob.js';
 import { storeKeys } from './keys.js';
 import { Spool, type SpoolSegment } from './spool.js';
 import type { StreamIndexer } from './types.js';
@@ -98,26 +99,32 @@ function spoolLine(json: string, id?: string): string {
 const MAX_BACKOFF_MS = 5000;
 
 const XADD_BATCH_COMMAND = 'dockflowXaddBatch';
-type XaddBatchCommand = (numKeys: number, ...keysAndArgs: string[]) => unknown;
+type XaddBatchCommand = (numKeys: number, ...keysAndArgs: Array<string | Buffer>) => unknown;
 /**
- * KEYS: the streams. ARGV: MAXLEN (empty: none), then (stream number, id, record JSON) per entry. Each XADD runs under
- * pcall so one refused entry (an ID conflict, OOM) neither aborts the rest nor hides which one it was.
+ * KEYS: the streams. ARGV[1]: MAXLEN (empty: none). ARGV[2]: a FieldBlob of (stream number, id, record JSON) per
+ * entry. Each XADD runs under pcall so one refused entry (an ID conflict, OOM) neither aborts the rest nor hides
+ * which one it was.
  */
-const XADD_BATCH_SCRIPT = `
+const XADD_BATCH_SCRIPT = `${LUA_FIELDS}
 local maxlen = ARGV[1]
+local nextField = fields(ARGV[2])
 local refused = {}
-for i = 2, #ARGV, 3 do
-  local key = KEYS[tonumber(ARGV[i])]
+local n = 0
+while true do
+  local stream = nextField()
+  if not stream then break end
+  local key, id, value = KEYS[tonumber(stream)], nextField(), nextField()
   local reply
   if maxlen == '' then
-    reply = redis.pcall('XADD', key, ARGV[i + 1], '${RECORD_FIELD}', ARGV[i + 2])
+    reply = redis.pcall('XADD', key, id, '${RECORD_FIELD}', value)
   else
-    reply = redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, ARGV[i + 1], '${RECORD_FIELD}', ARGV[i + 2])
+    reply = redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, id, '${RECORD_FIELD}', value)
   end
   if type(reply) == 'table' and reply.err then
-    refused[#refused + 1] = (i - 2) / 3
+    refused[#refused + 1] = n
     refused[#refused + 1] = reply.err
   end
+  n = n + 1
 end
 return refused
 `;
@@ -361,18 +368,20 @@ export class StreamWriter {
   private dispatch(items: Item[]): void {
     const pipeline = this.redis.pipeline();
     // One script call carries the whole batch: per-command client overhead, not Redis, bounds pipelined XADDs.
-    const args: string[] = new Array(1 + items.length * 3);
-    args[0] = this.maxLen ?? '';
-    for (let i = 0, a = 1; i < items.length; i++) {
-      const item = items[i] as Item;
+    let jsonChars = 0;
+    for (const item of items) {
+      item.json ??= encodeRecord(item.record);
+      jsonChars += item.json.length;
+    }
+    const blob = new FieldBlob(jsonChars + items.length * 32);
+    for (const item of items) {
       const id = this.nextId(item.stream);
       item.id = id;
-      item.json ??= encodeRecord(item.record);
-      args[a++] = STREAM_INDEX_ARG[item.stream] as string;
-      args[a++] = id;
-      args[a++] = item.json;
+      blob.field(STREAM_INDEX_ARG[item.stream] as string);
+      blob.field(id);
+      blob.field(item.json as string);
     }
-    (pipeline as unknown as Record<string, XaddBatchCommand>)[XADD_BATCH_COMMAND]!(this.streams.length, ...this.streams, ...args);
+    (pipeline as unknown as Record<string, XaddBatchCommand>)[XADD_BATCH_COMMAND]!(this.streams.length, ...this.streams, this.maxLen ?? '', blob.bytes());
     this.index(pipeline, items);
     const batch: Batch = { seq: this.batchSeq++, items };
     this.inFlight.set(batch.seq, batch);
