@@ -6,6 +6,7 @@
  *   npm run bench:ingest -- [--runs 3] [--tcp-messages 200000] [--udp-rates 20000,50000,100000] [--udp-seconds 5]
  *                          [--variants full,plain,geo] [--only tcp-lf,tcp-octet,udp] [--env KEY=VALUE ...]
  *                          [--cpu-prof-dir DIR]   (V8 CPU profiles of the service, one per run)
+ *                          [--redis-stats]        (Redis' time per command, from COMMANDSTATS, after each run)
  *
  * Variants (TCP-LF runs; the other tests use the first variant):
  *   full   GeoIP (embedded database) and container attribution, against a stand-in Docker Engine API serving one
@@ -40,6 +41,7 @@ const { values: args } = parseArgs({
     only: { type: 'string', default: 'tcp-lf,tcp-octet,udp' },
     variants: { type: 'string', default: 'full,geo,plain' },
     'cpu-prof-dir': { type: 'string' },
+    'redis-stats': { type: 'boolean', default: false },
   },
 });
 const serviceNodeArgs = args['cpu-prof-dir'] === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${args['cpu-prof-dir']}`];
@@ -177,7 +179,26 @@ interface Row {
   rate: number;
   lossPct: number;
   cpuSeconds: number;
+  redisCpuSeconds: number;
   peakRssMb: number;
+}
+
+/** redis-server's own CPU (all its threads), from INFO: the store's share of the cost of each record. */
+async function redisCpuSeconds(redis: Redis): Promise<number> {
+  const info = await redis.info('cpu');
+  const field = (name: string): number => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? NaN);
+  return field('used_cpu_user') + field('used_cpu_sys');
+}
+
+/** Where Redis spent its time, per command (commands run by scripts are counted too): the top entries of COMMANDSTATS. */
+async function redisCommandStats(redis: Redis): Promise<string> {
+  const info = await redis.info('commandstats');
+  const rows = [...info.matchAll(/^cmdstat_(\S+?):calls=(\d+),usec=(\d+),usec_per_call=([\d.]+)/gm)].map((m) => ({ cmd: m[1]!, calls: Number(m[2]), usec: Number(m[3]), per: Number(m[4]) }));
+  rows.sort((a, b) => b.usec - a.usec);
+  return rows
+    .slice(0, 8)
+    .map((r) => `${r.cmd} ${r.calls} calls ${(r.usec / 1e6).toFixed(2)} s (${r.per.toFixed(1)} µs/call)`)
+    .join('; ');
 }
 
 async function one(test: string, variant: string, run: number, udpRate?: number): Promise<Row> {
@@ -186,6 +207,7 @@ async function one(test: string, variant: string, run: number, udpRate?: number)
   const svc = await startService(env, variant);
   try {
     const cpu0 = procStat(svc.child.pid!).cpuSeconds;
+    const redisCpu0 = await redisCpuSeconds(redis);
     let sent: number;
     const t0 = Date.now();
     if (udpRate === undefined) {
@@ -198,8 +220,21 @@ async function one(test: string, variant: string, run: number, udpRate?: number)
     }
     const { count, lastChangeMs } = await settle(redis, sent);
     const { cpuSeconds, peakRssMb } = procStat(svc.child.pid!);
+    const redisCpu = (await redisCpuSeconds(redis)) - redisCpu0;
+    if (args['redis-stats']) console.error(`  redis: ${await redisCommandStats(redis)}`);
     const seconds = (lastChangeMs - t0) / 1000;
-    return { test: `${test} ${variant}`, run, sent, stored: count, seconds, rate: count / seconds, lossPct: (100 * (sent - count)) / sent, cpuSeconds: cpuSeconds - cpu0, peakRssMb };
+    return {
+      test: `${test} ${variant}`,
+      run,
+      sent,
+      stored: count,
+      seconds,
+      rate: count / seconds,
+      lossPct: (100 * (sent - count)) / sent,
+      cpuSeconds: cpuSeconds - cpu0,
+      redisCpuSeconds: redisCpu,
+      peakRssMb,
+    };
   } finally {
     svc.child.kill('SIGTERM');
     await once(svc.child, 'exit');
@@ -252,12 +287,12 @@ for (let run = 1; run <= runs; run++) {
 
 await docker.dispose();
 console.log(`\nredis-benchmark XADD (one ~900-byte field, pipelined 100): median ${Math.round(median(ceilings))}/s over ${runs} runs`);
-console.log('| test | runs | stored/sent (last run) | records/s (median) | loss % (median) | CPU µs/record | peak RSS MB |');
-console.log('|---|---:|---:|---:|---:|---:|---:|');
+console.log('| test | runs | stored/sent (last run) | records/s (median) | loss % (median) | CPU µs/record | Redis CPU µs/record | peak RSS MB |');
+console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
 for (const test of [...new Set(rows.map((r) => r.test))]) {
   const rs = rows.filter((r) => r.test === test);
   const last = rs[rs.length - 1]!;
   console.log(
-    `| ${test} | ${rs.length} | ${last.stored}/${last.sent} | ${Math.round(median(rs.map((r) => r.rate)))} | ${median(rs.map((r) => r.lossPct)).toFixed(3)} | ${median(rs.map((r) => (r.cpuSeconds * 1e6) / Math.max(1, r.stored))).toFixed(1)} | ${Math.round(Math.max(...rs.map((r) => r.peakRssMb)))} |`,
+    `| ${test} | ${rs.length} | ${last.stored}/${last.sent} | ${Math.round(median(rs.map((r) => r.rate)))} | ${median(rs.map((r) => r.lossPct)).toFixed(3)} | ${median(rs.map((r) => (r.cpuSeconds * 1e6) / Math.max(1, r.stored))).toFixed(1)} | ${median(rs.map((r) => (r.redisCpuSeconds * 1e6) / Math.max(1, r.stored))).toFixed(1)} | ${Math.round(Math.max(...rs.map((r) => r.peakRssMb)))} |`,
   );
 }
