@@ -12,11 +12,12 @@
 import { once } from 'node:events';
 import net from 'node:net';
 import { parseArgs } from 'node:util';
-import { Redis, type ChainableCommander } from 'ioredis';
+import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { buildApp } from '../src/api/app.js';
 import type { Direction, FlowRecord } from '../src/record.js';
-import { FlowIndexer, INDEX_COMMAND, INDEX_SCRIPT } from '../src/store/indexer.js';
+import { INDEX_OPS_SCRIPT } from '../src/store/index-ops.js';
+import { FlowIndexer } from '../src/store/indexer.js';
 import type { IndexEntry } from '../src/store/types.js';
 import { startRedis } from '../test/helpers/redis.js';
 
@@ -185,7 +186,7 @@ async function main(): Promise<void> {
   const server = await startRedis();
   const redis = new Redis({ port: server.port, host: '127.0.0.1' });
   try {
-    const indexer = new FlowIndexer({ keyPrefix: PREFIX, redis });
+    const indexer = new FlowIndexer({ keyPrefix: PREFIX });
     const before = await usedMemory(redis);
     const end = Date.now() - 60_000;
     const start = end - HOURS * 3_600_000;
@@ -193,12 +194,13 @@ async function main(): Promise<void> {
     let lastMs = 0;
     let seq = 0;
     const t0 = performance.now();
-    const sha = (await redis.script('LOAD', INDEX_SCRIPT)) as string;
+    const sha = (await redis.script('LOAD', INDEX_OPS_SCRIPT)) as string;
     const loader = await RespLoader.connect(server.port);
-    // Quacks like a pipeline for the one method the indexer calls, so the real indexer code builds every write.
-    const pipeline = {
-      [INDEX_COMMAND]: (numKeys: number, ...rest: (string | number)[]) => loader.command('EVALSHA', sha, numKeys, ...rest),
-    } as unknown as ChainableCommander;
+    // The real indexer builds every write.
+    const index = (entries: IndexEntry[]): void => {
+      const ops = indexer.build(entries);
+      if (ops !== undefined) loader.command('EVALSHA', sha, ops.keys.length, ...ops.keys, ops.encode().toString());
+    };
     let batch: IndexEntry[] = [];
     for (let j = 0; j < RECORDS; j++) {
       const timeMs = Math.floor(start + j * step);
@@ -212,13 +214,13 @@ async function main(): Promise<void> {
       loader.command('XADD', stream, id, 'r', JSON.stringify(r));
       batch.push({ record: r, stream, id });
       if (batch.length === BATCH) {
-        indexer.add(pipeline, batch);
+        index(batch);
         batch = [];
         await loader.flush();
       }
       if (j % 100_000 === 0) process.stderr.write(`\rloaded ${j.toLocaleString()}`);
     }
-    indexer.add(pipeline, batch);
+    index(batch);
     await loader.flush(0);
     loader.close();
     const loadS = (performance.now() - t0) / 1000;

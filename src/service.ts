@@ -83,7 +83,7 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
     // running, an outage no longer stops ingest (TCP is paused, UDP spooled).
     await waitForRedis(redis, redisUrl, logger);
 
-    const indexer = new FlowIndexer({ keyPrefix: config.store.keyPrefix, redis });
+    const indexer = new FlowIndexer({ keyPrefix: config.store.keyPrefix });
     const writer = new StreamWriter(
       redis,
       {
@@ -97,7 +97,7 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
         spoolDir: config.store.spoolDir,
         spoolMaxBytes: config.store.spoolMaxBytes,
       },
-      { logger, registry, indexers: config.store.singleStream === undefined ? [indexer] : [] },
+      { logger, registry, indexer: config.store.singleStream === undefined ? indexer : undefined },
     );
     await writer.start();
     cleanups.push(() => writer.close(0));

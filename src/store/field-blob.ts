@@ -8,6 +8,17 @@
  */
 export const FIELD_END = 0x1f;
 
+/**
+ * Buffer's native UTF-8 writer, without `Buffer#write`'s argument handling, which cost more than the copy for the
+ * short fields an index blob is made of (the same method msgpackr and protobufjs use). Falls back to `write`.
+ */
+type Utf8Write = (this: Buffer, value: string, offset: number) => number;
+const utf8Write: Utf8Write =
+  (Buffer.prototype as unknown as { utf8Write?: Utf8Write }).utf8Write ??
+  function (this: Buffer, value: string, offset: number): number {
+    return this.write(value, offset);
+  };
+
 export class FieldBlob {
   private buf: Buffer;
   private len = 0;
@@ -19,7 +30,7 @@ export class FieldBlob {
   field(value: string): void {
     // UTF-8 takes at most 3 bytes per UTF-16 unit (a surrogate pair: 4 bytes for 2 units).
     if (this.len + value.length * 3 + 1 > this.buf.length) this.grow(value.length * 3 + 1);
-    this.len += this.buf.write(value, this.len);
+    this.len += utf8Write.call(this.buf, value, this.len);
     this.buf[this.len++] = FIELD_END;
   }
 

@@ -1,8 +1,9 @@
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { ChainableCommander } from 'ioredis';
 import { canonicalIp } from '../parse/community-id.js';
 import { DIRECTIONS, type Direction, type FlowRecord } from '../record.js';
 import { DockflowError, ErrorCode } from '../errors.js';
 import { storeKeys, type StoreKeys } from './keys.js';
+import { IndexOps } from './index-ops.js';
 import type { IndexEntry, StreamIndexer } from './types.js';
 
 /*
@@ -124,13 +125,21 @@ export interface EntryRef {
   id: string;
 }
 
-const ID_RE = /^(\d{1,15})-(\d{1,15})$/;
+/** Stream entry IDs as the writer makes them: `<ms>-<seq>`, each 1–15 digits. */
+function digitsEnd(id: string, from: number): number {
+  let i = from;
+  for (; i < id.length; i++) {
+    const c = id.charCodeAt(i);
+    if (c < 48 || c > 57) break;
+  }
+  return i - from >= 1 && i - from <= 15 ? i : -1;
+}
 
 export function encodeMember(dir: Direction, id: string): string | undefined {
-  const m = ID_RE.exec(id);
-  if (!m) return undefined;
-  const seq = Number(m[2]);
-  return `${DIRECTION_CODE[dir]}${Number(m[1]).toString(36)}${seq === 0 ? '' : `.${seq.toString(36)}`}`;
+  const dash = digitsEnd(id, 0);
+  if (dash < 0 || id.charCodeAt(dash) !== 45 || digitsEnd(id, dash + 1) !== id.length) return undefined;
+  const seq = Number(id.slice(dash + 1));
+  return `${DIRECTION_CODE[dir]}${Number(id.slice(0, dash)).toString(36)}${seq === 0 ? '' : `.${seq.toString(36)}`}`;
 }
 
 export function decodeMember(member: string): EntryRef | undefined {
@@ -159,23 +168,6 @@ export function composeService(record: FlowRecord): string | undefined {
 export function recordTimeMs(record: FlowRecord, id: string): number {
   const t = Date.parse(record['@timestamp']);
   return Number.isFinite(t) ? t : Number(id.slice(0, id.indexOf('-')));
-}
-
-/** The counted value of one top-N dimension for a record, or undefined when the record has none. */
-export function topValue(record: FlowRecord, dim: TopDimension): string | undefined {
-  const remote = record[remoteSide(record.network.direction)];
-  switch (dim) {
-    case 'dst':
-      return record.destination.ip !== undefined ? canonicalIp(record.destination.ip) : undefined;
-    case 'port':
-      return record.destination.port !== undefined ? `${record.network.transport ?? 'unknown'}/${record.destination.port}` : undefined;
-    case 'country':
-      return remote.geo?.country_iso_code;
-    case 'asn':
-      return remote.as?.number !== undefined ? String(remote.as.number) : undefined;
-    case 'container':
-      return attributedContainerId(record);
-  }
 }
 
 export function attributedContainerId(record: FlowRecord): string | undefined {
@@ -229,29 +221,39 @@ export function parseInventoryMember(member: string): { direction: Direction; ip
   };
 }
 
+interface ContainerMemo {
+  /** Minute of the last registry write. */
+  minute: number;
+  name: string | undefined;
+  service: string | undefined;
+  image: string | undefined;
+  /** Inventory member → earliest first-seen written. */
+  inventoryFirst: Map<string, number>;
+}
+
 /**
- * Remembers the last value written per key so repeated writes of the same registry entry are skipped. Bounded by
- * clearing when full, and cleared every wall-clock minute: a pipeline that failed (Redis down) must not leave an entry
- * remembered as written for longer than that. A cleared memo only costs redundant, idempotent writes.
+ * Remembers what was last written so repeated writes of the same registry entry are skipped. Bounded by clearing when
+ * full, and cleared every wall-clock minute: a pipeline that failed (Redis down) must not leave an entry remembered as
+ * written for longer than that. A cleared memo only costs redundant, idempotent writes. One map per kind of entry,
+ * keyed by the value itself, because building a composite key string per lookup cost more than the lookup.
  */
 class WriteMemo {
-  private readonly map = new Map<string, number | string>();
+  /** Canonical address → minute of the last registry write. */
+  readonly ips = new Map<string, number>();
+  readonly containers = new Map<string, ContainerMemo>();
+  /** Counter buckets registered, as `bucket * 2 + (ten-minute ? 1 : 0)`. */
+  readonly buckets = new Set<number>();
   private epoch = -1;
-  constructor(private readonly maxEntries: number) {}
+  constructor(readonly maxEntries: number) {}
   /** Forgets everything once a minute; called once per batch, not per lookup (the clock costs more than the map). */
   tick(): void {
     const now = Math.floor(Date.now() / 60_000);
-    if (now !== this.epoch) {
+    if (now !== this.epoch || this.ips.size >= this.maxEntries || this.containers.size >= this.maxEntries) {
       this.epoch = now;
-      this.map.clear();
+      this.ips.clear();
+      this.containers.clear();
+      this.buckets.clear();
     }
-  }
-  get(key: string): number | string | undefined {
-    return this.map.get(key);
-  }
-  set(key: string, value: number | string): void {
-    if (this.map.size >= this.maxEntries) this.map.clear();
-    this.map.set(key, value);
   }
 }
 
@@ -314,144 +316,79 @@ end
 return removed
 `;
 
-/**
- * Applies a whole batch's index writes in one command: the writer's client spends its time on command objects and
- * promises, not bytes, so ~15 pipelined commands per record would dominate its cost. Server-side the script merges
- * what it can: all ZADDs to one key and flag become one ZADD, counter increments are summed per key and member.
- *
- * Idempotent, since the writer may index the same entries again after a lost connection: each record's first write is
- * its ZADD to the time index, and only when that adds a new member are its counter increments applied (ZADD and HSET
- * are idempotent by themselves).
- *
- * ARGV[1]: one string of fields, each ended by the unit separator (0x1f), because ioredis' per-argument cost would
- * otherwise dominate: record count, then per record: time-index key number, score, member, op count, ops. Ops (key
- * numbers index KEYS): `z <key> <flag> <score> <member>` ZADD with flag `-` (none), GT, LT or NX; `i <key> <member>`
- * +1; `h <key> <field> <value>` HSET. No field can hold 0x1f: key parts are escaped, metadata is JSON (which escapes
- * control characters), the rest are numbers, codes and addresses.
- */
-export const INDEX_SCRIPT = `
-local A = {}
-for token in string.gmatch(ARGV[1], '([^\\31]*)\\31') do A[#A + 1] = token end
-local a = 2
-local zadds, incr = {}, {}
-local function push(k, flag, score, member)
-  local id = k .. ' ' .. flag
-  local t = zadds[id]
-  if not t then
-    t = { k = tonumber(k), flag = flag }
-    zadds[id] = t
-  end
-  t[#t + 1] = score
-  t[#t + 1] = member
-end
-for _ = 1, tonumber(A[1]) do
-  local fresh = redis.call('ZADD', KEYS[tonumber(A[a])], A[a + 1], A[a + 2]) == 1
-  local n = tonumber(A[a + 3])
-  a = a + 4
-  for _ = 1, n do
-    local op, k = A[a], A[a + 1]
-    if op == 'i' then
-      if fresh then
-        local t = incr[k] or {}
-        incr[k] = t
-        t[A[a + 2]] = (t[A[a + 2]] or 0) + 1
-      end
-      a = a + 3
-    elseif op == 'h' then
-      redis.call('HSET', KEYS[tonumber(k)], A[a + 2], A[a + 3])
-      a = a + 4
-    else
-      push(k, A[a + 2], A[a + 3], A[a + 4])
-      a = a + 5
-    end
-  end
-end
-for _, t in pairs(zadds) do
-  for i = 1, #t, 1000 do
-    local last = math.min(i + 999, #t)
-    if t.flag == '-' then
-      redis.call('ZADD', KEYS[t.k], unpack(t, i, last))
-    else
-      redis.call('ZADD', KEYS[t.k], t.flag, unpack(t, i, last))
-    end
-  end
-end
-for k, t in pairs(incr) do
-  for member, n in pairs(t) do redis.call('ZINCRBY', KEYS[tonumber(k)], n, member) end
-end
-return 0
-`;
-
-const FIELD_END = '\x1f';
-
-/** The command name the indexer defines on the writer's client (ioredis loads it per connection, EVAL then EVALSHA). */
-export const INDEX_COMMAND = 'dockflowIndex';
-
-type IndexCommand = (numKeys: number, ...keysAndArgs: (string | number)[]) => unknown;
-
 export interface FlowIndexerOptions {
   keyPrefix: string;
-  /**
-   * The client whose pipelines will carry the index writes: the indexer defines its script command on it, and
-   * pipelines created from it afterwards have it.
-   */
-  redis: Redis;
   /** Entries remembered to skip redundant registry writes. */
   memoMaxEntries?: number;
 }
 
-/** Collects one batch's writes as script arguments, numbering each distinct key once. */
-class BatchOps {
-  readonly keys: string[] = [];
-  readonly args: (string | number)[] = [1];
-  private readonly keyNumber = new Map<string, number>();
-  private readonly topKeyNumber = new Map<number, number>();
-  private records = 0;
-  private opCountAt = 0;
+/** A container's keys in one batch, as key numbers. */
+interface ContainerKeys {
+  index: number;
+  inventoryFirst: number;
+  inventoryLast: number;
+}
 
-  private key(name: string): number {
-    let n = this.keyNumber.get(name);
+/** One batch's IndexOps, with caches from values to key numbers that spare building a key name per record. */
+class BatchKeys {
+  readonly ops = new IndexOps();
+  private readonly timeKey: Array<number | undefined> = [];
+  private readonly ipKey = new Map<string, number>();
+  private readonly containerKeys = new Map<string, ContainerKeys>();
+  private readonly topKey = new Map<number, number>();
+  private ipRegistryKey: number | undefined;
+  private containerRegistryKey: number | undefined;
+  private containerMetaKey: number | undefined;
+  private bucketRegistryKey: number | undefined;
+
+  constructor(private readonly names: IndexKeys) {}
+
+  time(dir: Direction): number {
+    const d = DIRECTION_INDEX[dir];
+    return (this.timeKey[d] ??= this.ops.key(this.names.time(dir)));
+  }
+  ip(canonical: string): number {
+    let n = this.ipKey.get(canonical);
     if (n === undefined) {
-      n = this.keys.push(name);
-      this.keyNumber.set(name, n);
+      n = this.ops.key(this.names.ip(canonical));
+      this.ipKey.set(canonical, n);
     }
     return n;
   }
-  record(timeKey: string, score: string, member: string): void {
-    this.records += 1;
-    this.args[0] = this.records;
-    this.args.push(this.key(timeKey), score, member, 0);
-    this.opCountAt = this.args.length - 1;
-  }
-  private op(...a: (string | number)[]): void {
-    this.args.push(...a);
-    (this.args[this.opCountAt] as number) += 1;
-  }
-  zadd(key: string, flag: '-' | 'GT' | 'LT' | 'NX', score: number | string, member: string): void {
-    this.op('z', this.key(key), flag, score, member);
-  }
-  /**
-   * +1 on a top-N counter key, numbered through a numeric cache: a batch touches a handful of these keys, ten times
-   * per record, and building and hashing the key string each time was a measurable share of ingest.
-   */
-  incrTop(keys: IndexKeys, res: BucketResolution, dir: Direction, dimIndex: number, bucket: number, member: string): void {
-    const id = bucket * 128 + (res === 'm' ? 0 : 64) + DIRECTION_INDEX[dir] * 8 + dimIndex;
-    let n = this.topKeyNumber.get(id);
-    if (n === undefined) {
-      n = this.key(keys.top(res, dir, TOP_DIMENSIONS[dimIndex] as TopDimension, bucket));
-      this.topKeyNumber.set(id, n);
+  container(id: string): ContainerKeys {
+    let c = this.containerKeys.get(id);
+    if (c === undefined) {
+      const { ops, names } = this;
+      c = { index: ops.key(names.container(id)), inventoryFirst: ops.key(names.inventoryFirst(id)), inventoryLast: ops.key(names.inventoryLast(id)) };
+      this.containerKeys.set(id, c);
     }
-    this.op('i', n, member);
+    return c;
   }
-  hset(key: string, field: string, value: string): void {
-    this.op('h', this.key(key), field, value);
+  /** A top-N counter key: ten per record, a handful per batch. */
+  top(res: BucketResolution, dir: Direction, dimIndex: number, bucket: number): number {
+    const id = bucket * 128 + (res === 'm' ? 0 : 64) + DIRECTION_INDEX[dir] * 8 + dimIndex;
+    let n = this.topKey.get(id);
+    if (n === undefined) {
+      n = this.ops.key(this.names.top(res, dir, TOP_DIMENSIONS[dimIndex] as TopDimension, bucket));
+      this.topKey.set(id, n);
+    }
+    return n;
   }
-  get empty(): boolean {
-    return this.records === 0;
+  get ipRegistry(): number {
+    return (this.ipRegistryKey ??= this.ops.key(this.names.ipRegistry));
+  }
+  get containerRegistry(): number {
+    return (this.containerRegistryKey ??= this.ops.key(this.names.containerRegistry));
+  }
+  get containerMeta(): number {
+    return (this.containerMetaKey ??= this.ops.key(this.names.containerMeta));
+  }
+  get bucketRegistry(): number {
+    return (this.bucketRegistryKey ??= this.ops.key(this.names.bucketRegistry));
   }
 }
 
-/** The StreamIndexer the stream writer runs in its pipeline: see the key layout at the top of this file. */
+/** The StreamIndexer the stream writer applies with each batch: see the key layout at the top of this file. */
 export class FlowIndexer implements StreamIndexer {
   readonly keys: IndexKeys;
   private readonly memo: WriteMemo;
@@ -459,86 +396,98 @@ export class FlowIndexer implements StreamIndexer {
   constructor(opts: FlowIndexerOptions) {
     this.keys = new IndexKeys(opts.keyPrefix);
     this.memo = new WriteMemo(opts.memoMaxEntries ?? 100_000);
-    if (!(INDEX_COMMAND in opts.redis)) opts.redis.defineCommand(INDEX_COMMAND, { lua: INDEX_SCRIPT });
   }
 
-  add(pl: ChainableCommander, entries: readonly IndexEntry[]): void {
+  build(entries: readonly IndexEntry[]): IndexOps | undefined {
     this.memo.tick();
-    const ops = new BatchOps();
-    for (const e of entries) this.addOne(ops, e.record, e.id);
-    if (ops.empty) return;
-    const command = (pl as unknown as Record<string, IndexCommand | undefined>)[INDEX_COMMAND];
-    if (command === undefined) {
-      throw new DockflowError(ErrorCode.CONFIG_INVALID, 'FlowIndexer: the pipeline does not come from the Redis client the indexer was built with');
-    }
-    command.call(pl, ops.keys.length, ...ops.keys, `${ops.args.join(FIELD_END)}${FIELD_END}`);
+    const batch = new BatchKeys(this.keys);
+    for (const e of entries) this.addOne(batch, e.record, e.id);
+    return batch.ops.empty ? undefined : batch.ops;
   }
 
-  private addOne(ops: BatchOps, record: FlowRecord, id: string): void {
+  private addOne(batch: BatchKeys, record: FlowRecord, id: string): void {
     const dir = record.network.direction;
     if (DIRECTION_CODE[dir] === undefined) return;
     const member = encodeMember(dir, id);
     if (member === undefined) return;
-    const k = this.keys;
+    const { ops } = batch;
+    const memo = this.memo;
     const score = recordTimeMs(record, id);
-    // Converted once: the batch goes to Redis as one string, and a record's score appears in up to six of its ops.
+    // Converted once: a record's score appears in several of its writes.
     const at = String(score);
     const minute = Math.floor(score / BUCKET_MS.m);
 
-    ops.record(k.time(dir), at, member);
+    ops.zadd(batch.time(dir), at, member);
 
     const src = record.source.ip !== undefined ? canonicalIp(record.source.ip) : undefined;
     const dst = record.destination.ip !== undefined ? canonicalIp(record.destination.ip) : undefined;
-    for (const ip of src === dst ? [src] : [src, dst]) {
-      if (ip === undefined) continue;
-      const part = keyPart(ip);
-      ops.zadd(k.ip(ip), '-', at, member);
-      if (this.advance(`ip:${part}`, minute)) ops.zadd(k.ipRegistry, 'GT', at, part);
-    }
+    if (src !== undefined) this.indexIp(batch, src, minute, score, at, member);
+    if (dst !== undefined && dst !== src) this.indexIp(batch, dst, minute, score, at, member);
 
     const cid = attributedContainerId(record);
     if (cid !== undefined) {
-      ops.zadd(k.container(cid), '-', at, member);
-      if (this.advance(`ctr:${cid}`, minute)) ops.zadd(k.containerRegistry, 'GT', at, cid);
-      const meta = JSON.stringify({ n: record.container?.name, s: composeService(record), i: record.container?.image?.name });
-      if (this.memo.get(`meta:${cid}`) !== meta) {
-        this.memo.set(`meta:${cid}`, meta);
-        ops.hset(k.containerMeta, cid, meta);
+      const keys = batch.container(cid);
+      ops.zadd(keys.index, at, member);
+      let c = memo.containers.get(cid);
+      if (c === undefined || c.minute < minute) {
+        if (c === undefined) {
+          c = { minute, name: undefined, service: undefined, image: undefined, inventoryFirst: new Map() };
+          memo.containers.set(cid, c);
+        }
+        c.minute = minute;
+        ops.zaddIf(batch.containerRegistry, 'GT', score, cid);
+      }
+      const container = record.container;
+      const name = container?.name;
+      const service = composeService(record);
+      const image = container?.image?.name;
+      if (c.name !== name || c.service !== service || c.image !== image) {
+        c.name = name;
+        c.service = service;
+        c.image = image;
+        ops.hset(batch.containerMeta, cid, JSON.stringify({ n: name, s: service, i: image }));
       }
       const inv = inventoryMember(record);
       if (inv !== undefined) {
-        const firstKey = `inv:${cid}:${inv}`;
-        const first = this.memo.get(firstKey);
-        if (first === undefined || (first as number) > score) {
-          this.memo.set(firstKey, score);
-          ops.zadd(k.inventoryFirst(cid), 'LT', at, inv);
+        const first = c.inventoryFirst.get(inv);
+        if (first === undefined || first > score) {
+          if (c.inventoryFirst.size >= memo.maxEntries) c.inventoryFirst.clear();
+          c.inventoryFirst.set(inv, score);
+          ops.zaddIf(keys.inventoryFirst, 'LT', score, inv);
         }
-        ops.zadd(k.inventoryLast(cid), 'GT', at, inv);
+        ops.zaddIf(keys.inventoryLast, 'GT', score, inv);
       }
     }
 
+    // Each dimension's value once; it is counted at both resolutions.
+    const remote = record[remoteSide(dir)];
+    const transport = record.network.transport;
+    const port = record.destination.port;
+    const asn = remote.as?.number;
+    const values = [dst, port !== undefined ? `${transport ?? 'unknown'}/${port}` : undefined, remote.geo?.country_iso_code, asn !== undefined ? String(asn) : undefined, cid];
     for (const res of ['m', 't'] as const) {
       const bucket = Math.floor(score / BUCKET_MS[res]);
-      if (this.memo.get(`b:${res}:${bucket}`) === undefined) {
-        this.memo.set(`b:${res}:${bucket}`, 1);
-        ops.zadd(k.bucketRegistry, 'NX', bucket * BUCKET_MS[res], `${res}:${bucket}`);
+      const bucketId = bucket * 2 + (res === 'm' ? 0 : 1);
+      if (!memo.buckets.has(bucketId)) {
+        memo.buckets.add(bucketId);
+        ops.zaddIf(batch.bucketRegistry, 'NX', bucket * BUCKET_MS[res], `${res}:${bucket}`);
       }
-      for (let d = 0; d < TOP_DIMENSIONS.length; d++) {
-        const v = topValue(record, TOP_DIMENSIONS[d] as TopDimension);
-        if (v !== undefined) ops.incrTop(k, res, dir, d, bucket, v);
+      for (let d = 0; d < values.length; d++) {
+        const v = values[d];
+        if (v !== undefined) ops.incr(batch.top(res, dir, d, bucket), v);
       }
     }
+  }
+
+  private indexIp(batch: BatchKeys, ip: string, minute: number, score: number, at: string, member: string): void {
+    batch.ops.zadd(batch.ip(ip), at, member);
+    const last = this.memo.ips.get(ip);
+    if (last !== undefined && last >= minute) return;
+    this.memo.ips.set(ip, minute);
+    batch.ops.zaddIf(batch.ipRegistry, 'GT', score, keyPart(ip));
   }
 
   trim(pl: ChainableCommander, minTimeMs: number): void {
     pl.eval(TRIM_SCRIPT, 0, this.keys.prefix, Math.floor(minTimeMs), DIRECTIONS.join(','), TOP_DIMENSIONS.join(','));
-  }
-
-  /** True when `minute` is newer than what was last written for `key` (registries keep minute-fresh last-seen). */
-  private advance(key: string, minute: number): boolean {
-    const last = this.memo.get(key);
-    if (last !== undefined && (last as number) >= minute) return false;
-    this.memo.set(key, minute);
-    return true;
   }
 }

@@ -3,10 +3,12 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { DIRECTIONS, type Direction, type FlowRecord } from '../record.js';
 import { encodeRecord, looksLikeRecord, RECORD_FIELD } from './encode.js';
-import { FieldBlob, LUA_FIELDS } from './field-blob.js';
+import { FieldBlob } from './field-blob.js';
+import { INDEX_OPS_SCRIPT, LUA_APPLY_INDEX } from './index-ops.js';
 import { storeKeys } from './keys.js';
 import { Spool, type SpoolSegment } from './spool.js';
 import type { StreamIndexer } from './types.js';
+import type { IndexOps } from './index-ops.js';
 
 export type Origin = 'tcp' | 'udp' | 'file';
 export type StoreDropReason = 'spool-full' | 'spool-torn' | 'spool-write-failed' | 'closed';
@@ -41,7 +43,7 @@ export interface StreamWriterOptions {
 export interface StreamWriterDeps {
   logger: Logger;
   registry: Registry;
-  indexers?: StreamIndexer[];
+  indexer?: StreamIndexer | undefined;
   /** Wall clock for stream IDs (tests move it backwards). */
   now?: () => number;
 }
@@ -98,16 +100,25 @@ function spoolLine(json: string, id?: string): string {
 
 const MAX_BACKOFF_MS = 5000;
 
-const XADD_BATCH_COMMAND = 'dockflowXaddBatch';
-type XaddBatchCommand = (numKeys: number, ...keysAndArgs: Array<string | Buffer>) => unknown;
+const WRITE_COMMAND = 'dockflowWrite';
+const INDEX_COMMAND = 'dockflowIndex';
+type ScriptCommand = (numKeys: number, ...keysAndArgs: Array<string | Buffer>) => unknown;
 /**
- * KEYS: the streams. ARGV[1]: MAXLEN (empty: none). ARGV[2]: a FieldBlob of (stream number, id, record JSON) per
- * entry. Each XADD runs under pcall so one refused entry (an ID conflict, OOM) neither aborts the rest nor hides
- * which one it was.
+ * One batch, atomically. KEYS: the streams, then the indexer's keys. ARGV[1]: MAXLEN (empty: none); ARGV[2]: the
+ * number of streams; ARGV[3]: a FieldBlob of (stream number, id, record JSON) per entry; ARGV[4]: the IndexOps blob
+ * (may be empty).
+ *
+ * Each XADD runs under pcall so one refused entry (an ID conflict, OOM) neither aborts the rest nor hides which one it
+ * was. The index writes run only when every XADD succeeded, so that a refused entry, resent later, is not counted
+ * twice; the writer then indexes the stored ones in a call of their own. Since the script is atomic, an entry found in
+ * Redis after a lost connection has its index writes too. They run under pcall as well: a failing index write must not
+ * turn stored entries into an error reply (the writer would resend them).
+ *
+ * Reply: { [index, error, index, error, …] refused entries, index error or '' }.
  */
-const XADD_BATCH_SCRIPT = `${LUA_FIELDS}
+const WRITE_SCRIPT = `${LUA_APPLY_INDEX}
 local maxlen = ARGV[1]
-local nextField = fields(ARGV[2])
+local nextField = fields(ARGV[3])
 local refused = {}
 local n = 0
 while true do
@@ -126,7 +137,12 @@ while true do
   end
   n = n + 1
 end
-return refused
+local indexError = ''
+if #refused == 0 and ARGV[4] ~= '' then
+  local ok, err = pcall(applyIndex, ARGV[4], tonumber(ARGV[2]))
+  if not ok then indexError = tostring(type(err) == 'table' and err.err or err) end
+end
+return { refused, indexError }
 `;
 /** Lua's 1-based stream numbers, as strings, made once. */
 const STREAM_INDEX_ARG = Array.from({ length: 16 }, (_, i) => String(i + 1));
@@ -139,21 +155,19 @@ const CONFLICT_RE = /equal or smaller than the target stream top item/i;
  *
  * Stream IDs are assigned here (`<ms>-<seq>`, strictly increasing per stream, seeded from the stream's
  * last-generated-id on every (re)connection, the clock taken as max(now, last) so it never goes backwards), so that
- * indexers can reference entries in the same pipeline, and so that after a lost connection the writer can ask Redis
+ * the indexer can reference entries in the same script call, and so that after a lost connection the writer can ask Redis
  * which of the unanswered entries it holds (`XRANGE id id`) instead of guessing: those are counted stored, the
  * others are resent, in order, under new IDs. Nothing new is sent until that is settled, so order within a stream is
  * kept across outages. (A definite error reply such as OOM can still reorder: the failed records are resent after
  * batches already in flight.)
- *
- * `StreamIndexer.add` may be called a second time for the same (stream, id) after a connection loss: index writes
- * must be idempotent.
  */
 export class StreamWriter {
   private readonly redis: Redis;
   private readonly logger: Logger;
-  private readonly indexers: StreamIndexer[];
+  private readonly indexer: StreamIndexer | undefined;
   private readonly now: () => number;
   private readonly streams: readonly string[];
+  private readonly streamCountArg: string;
   private readonly streamOf: Map<string, number>;
   private readonly spool: Spool;
 
@@ -215,12 +229,14 @@ export class StreamWriter {
 
   constructor(redis: Redis, opts: StreamWriterOptions, deps: StreamWriterDeps) {
     this.redis = redis;
-    if (!(XADD_BATCH_COMMAND in redis)) redis.defineCommand(XADD_BATCH_COMMAND, { lua: XADD_BATCH_SCRIPT });
+    if (!(WRITE_COMMAND in redis)) redis.defineCommand(WRITE_COMMAND, { lua: WRITE_SCRIPT });
+    if (!(INDEX_COMMAND in redis)) redis.defineCommand(INDEX_COMMAND, { lua: INDEX_OPS_SCRIPT });
     this.logger = deps.logger;
-    this.indexers = deps.indexers ?? [];
+    this.indexer = deps.indexer;
     this.now = deps.now ?? Date.now;
     const keys = storeKeys(opts.keyPrefix, opts.singleStream);
     this.streams = keys.streams;
+    this.streamCountArg = String(this.streams.length);
     this.streamOf = new Map(DIRECTIONS.map((d) => [d, this.streams.indexOf(keys.stream(d))]));
     this.lastIds = this.streams.map(() => [0, 0]);
     this.maxQueue = opts.maxQueueRecords ?? 50_000;
@@ -381,8 +397,10 @@ export class StreamWriter {
       blob.field(id);
       blob.field(item.json as string);
     }
-    (pipeline as unknown as Record<string, XaddBatchCommand>)[XADD_BATCH_COMMAND]!(this.streams.length, ...this.streams, this.maxLen ?? '', blob.bytes());
-    this.index(pipeline, items);
+    const ops = this.buildIndex(items);
+    const keys = ops === undefined ? this.streams : [...this.streams, ...ops.keys];
+    const write = (pipeline as unknown as Record<string, ScriptCommand>)[WRITE_COMMAND]!;
+    write.call(pipeline, keys.length, ...keys, this.maxLen ?? '', this.streamCountArg, blob.bytes(), ops?.encode() ?? '');
     const batch: Batch = { seq: this.batchSeq++, items };
     this.inFlight.set(batch.seq, batch);
     const endTimer = this.writeSeconds.startTimer();
@@ -392,27 +410,49 @@ export class StreamWriter {
     );
   }
 
-  private index(pipeline: ChainableCommander, items: readonly Item[]): void {
-    if (this.indexers.length === 0) return;
+  private buildIndex(items: readonly Item[]): IndexOps | undefined {
+    if (this.indexer === undefined) return undefined;
     const entries = items.map((item) => ({ record: item.record, stream: this.streams[item.stream] as string, id: item.id as string }));
-    for (const indexer of this.indexers) {
-      try {
-        indexer.add(pipeline, entries);
-      } catch (err) {
-        this.counts.indexErrors++;
-        this.logger.error({ err, records: entries.length }, 'indexer failed; the records are stored without those index entries');
-      }
+    try {
+      return this.indexer.build(entries);
+    } catch (err) {
+      this.counts.indexErrors++;
+      this.logger.error({ err, records: entries.length }, 'indexer failed; the records are stored without those index entries');
+      return undefined;
     }
+  }
+
+  /** Index writes for the stored part of a batch whose other entries Redis refused (the batch's own were skipped). */
+  private indexApart(items: readonly Item[]): void {
+    const ops = this.buildIndex(items);
+    if (ops === undefined) return;
+    const pipeline = this.redis.pipeline();
+    (pipeline as unknown as Record<string, ScriptCommand>)[INDEX_COMMAND]!.call(pipeline, ops.keys.length, ...ops.keys, ops.encode());
+    pipeline.exec().then(
+      (results) => {
+        const err = results?.[0]?.[0];
+        if (err) this.indexFailed(err);
+      },
+      (err: unknown) => this.indexFailed(err),
+    );
+  }
+
+  private indexFailed(err: unknown): void {
+    this.counts.indexErrors++;
+    this.logger.warn({ err }, 'index writes failed for stored records');
   }
 
   private settle(batch: Batch, results: Array<[Error | null, unknown]> | null, endTimer: () => number, execErr?: unknown): void {
     if (this.closed) return; // close() has already spooled this batch, its IDs kept for the next run to look up
     this.inFlight.delete(batch.seq);
     const [batchErr, reply] = results?.[0] ?? [execErr ?? new Error('no reply'), undefined];
-    // The script answers the items Redis refused, as [index, error, index, error, …]; the rest are stored.
+    // The script answers the items Redis refused, as [index, error, index, error, …] (the rest are stored), and
+    // whether the index writes failed.
     const refused = new Map<number, Error>();
     if (!batchErr && Array.isArray(reply)) {
-      for (let i = 0; i + 1 < reply.length; i += 2) refused.set(Number(reply[i]), new ReplyError(String(reply[i + 1])));
+      const [list, indexError] = reply as [unknown, unknown];
+      if (Array.isArray(list)) for (let i = 0; i + 1 < list.length; i += 2) refused.set(Number(list[i]), new ReplyError(String(list[i + 1])));
+      if (typeof indexError === 'string' && indexError !== '') this.indexFailed(new ReplyError(indexError));
     }
     const notStored: Item[] = [];
     let firstErr: unknown;
@@ -431,10 +471,9 @@ export class StreamWriter {
       } else item.uncertain = true;
       notStored.push(item);
     }
-    const indexErrors = batchErr ? 0 : (results?.slice(1).filter(([err]) => err !== null).length ?? 0);
-    if (indexErrors > 0) {
-      this.counts.indexErrors += indexErrors;
-      this.logger.warn({ indexErrors }, 'index writes failed for stored records');
+    if (refused.size > 0 && notStored.length < batch.items.length) {
+      const notStoredSet = new Set(notStored);
+      this.indexApart(batch.items.filter((item) => !notStoredSet.has(item)));
     }
     if (notStored.length > 0) {
       this.counts.failedBatches++;
@@ -525,12 +564,6 @@ export class StreamWriter {
     this.queue.remove(found);
     for (const item of found) this.stored(item);
     this.logger.info({ records: found.size }, 'records sent before the connection was lost were stored; not resending them');
-    if (this.indexers.length > 0) {
-      // Their index writes followed the XADD in the lost pipeline and may not have run.
-      const reindex = this.redis.pipeline();
-      this.index(reindex, [...found]);
-      reindex.exec().catch((err: unknown) => this.logger.warn({ err }, 're-indexing recovered records failed'));
-    }
   }
 
   /** Moves one spool segment into the queue when there is room and nothing else is pending. */
@@ -577,7 +610,7 @@ export class StreamWriter {
     const minTimeMs = this.now() - this.retentionMs;
     const pipeline = this.redis.pipeline();
     for (const stream of this.streams) pipeline.xtrim(stream, 'MINID', '~', `${minTimeMs}-0`);
-    for (const indexer of this.indexers) indexer.trim?.(pipeline, minTimeMs);
+    this.indexer?.trim?.(pipeline, minTimeMs);
     try {
       const results = (await pipeline.exec()) ?? [];
       const err = results.find(([e]) => e)?.[0];

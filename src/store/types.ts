@@ -1,5 +1,6 @@
 import type { ChainableCommander } from 'ioredis';
 import type { FlowRecord } from '../record.js';
+import type { IndexOps } from './index-ops.js';
 
 /**
  * Secondary indexes written in the same pipeline as the stream entry. The writer assigns stream IDs itself
@@ -13,11 +14,12 @@ export interface IndexEntry {
 
 export interface StreamIndexer {
   /**
-   * Queue the index writes for one batch of records, each stored as `id` in `stream`, into the pipeline that carries
-   * the batch (a batch at a time, so that writes can be merged: no I/O, no awaits). May run twice for the same
-   * entries after a lost connection: index writes must be idempotent.
+   * The index writes for one batch of records, each to be stored as `id` in `stream` (no I/O). The writer applies
+   * them in the same atomic script call as the batch's XADDs, and only if every XADD succeeded; otherwise it applies
+   * those of the entries that were stored in a call of their own. So each entry's writes are applied once (counters
+   * need that), except when that second call itself is lost with the connection.
    */
-  add(pipeline: ChainableCommander, entries: readonly IndexEntry[]): void;
+  build(entries: readonly IndexEntry[]): IndexOps | undefined;
   /** Queue the deletion of index entries older than `minId`/`minTimeMs` (retention). Runs once per trim cycle. */
   trim?(pipeline: ChainableCommander, minTimeMs: number): void;
 }

@@ -7,6 +7,7 @@ import { Redis } from 'ioredis';
 import { pino, type Logger } from 'pino';
 import { createLineOptions, parseLine } from '../../src/parse/line.js';
 import { isRecord, type FlowRecord } from '../../src/record.js';
+import { applyIndexOps } from '../../src/store/index-ops.js';
 import { FlowIndexer, IndexKeys, remoteSide } from '../../src/store/indexer.js';
 import { fixture } from '../helpers/paths.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
@@ -59,7 +60,7 @@ export function enrich(r: FlowRecord, timeMs: number, c: ContainerFixture | unde
   return out;
 }
 
-/** Writes like the stream writer: client-side `<ms>-<seq>` IDs, XADD and the indexer in one pipeline. */
+/** Writes like the stream writer: client-side `<ms>-<seq>` IDs, XADD, then the indexer's writes. */
 export class TestWriter {
   readonly indexer: FlowIndexer;
   readonly keys: IndexKeys;
@@ -70,7 +71,7 @@ export class TestWriter {
     readonly redis: Redis,
     prefix = PREFIX,
   ) {
-    this.indexer = new FlowIndexer({ keyPrefix: prefix, redis });
+    this.indexer = new FlowIndexer({ keyPrefix: prefix });
     this.keys = this.indexer.keys;
   }
 
@@ -92,10 +93,11 @@ export class TestWriter {
       pl.xadd(stream, id, 'r', JSON.stringify(record));
       return { record, stream, id };
     });
-    this.indexer.add(pl, entries);
     const refs = entries.map((e) => `${e.record.network.direction}/${e.id}`);
     const res = await pl.exec();
     for (const [err] of res ?? []) if (err) throw err;
+    const ops = this.indexer.build(entries);
+    if (ops !== undefined) await applyIndexOps(this.redis, ops);
     return refs;
   }
 }

@@ -1,11 +1,12 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
 import t, { type Test } from 'tap';
 import type { FlowRecord } from '../../src/record.js';
 import { connectRedis } from '../../src/store/connect.js';
+import { IndexOps } from '../../src/store/index-ops.js';
 import { storeKeys } from '../../src/store/keys.js';
 import { StreamWriter, type StreamWriterOptions } from '../../src/store/stream-writer.js';
 import type { IndexEntry, StreamIndexer } from '../../src/store/types.js';
@@ -27,7 +28,7 @@ t.teardown(async () => {
 });
 
 /** A writer on its own key prefix and spool directory. */
-function writer(t: Test, opts: Partial<StreamWriterOptions> = {}, deps: { indexers?: StreamIndexer[]; now?: () => number } = {}) {
+function writer(t: Test, opts: Partial<StreamWriterOptions> = {}, deps: { indexer?: StreamIndexer; now?: () => number } = {}) {
   const prefix = opts.keyPrefix ?? `t${n++}`;
   const spoolDir = opts.spoolDir ?? mkdtempSync(join(tmpdir(), 'dockflow-writer-'));
   t.teardown(() => rmSync(spoolDir, { recursive: true, force: true }));
@@ -100,11 +101,11 @@ t.test('MAXLEN ~ bounds each stream; 0 means no bound', async (t) => {
   }
 });
 
-t.test('MINID ~ retention trims old entries and calls the indexers', async (t) => {
+t.test('MINID ~ retention trims old entries and calls the indexer', async (t) => {
   let clock = Date.now() - 3600_000;
   const trims: number[] = [];
-  const indexer: StreamIndexer = { add() {}, trim: (_p, minTimeMs) => void trims.push(minTimeMs) };
-  const { w, keys } = writer(t, { retentionMs: 600_000, trimIntervalMs: 20 }, { now: () => clock, indexers: [indexer] });
+  const indexer: StreamIndexer = { build: () => undefined, trim: (_p, minTimeMs) => void trims.push(minTimeMs) };
+  const { w, keys } = writer(t, { retentionMs: 600_000, trimIntervalMs: 20 }, { now: () => clock, indexer });
   await w.start();
   // An hour ago: beyond retention. Enough entries to fill several radix-tree nodes (MINID ~ trims whole nodes).
   for (const r of makeRecords(2000)) w.push({ ...r, network: { ...r.network, direction: 'egress' } }, 'tcp');
@@ -147,17 +148,19 @@ t.test('IDs strictly increase across a restart, even with the clock going backwa
   await second.w.close(1000);
 });
 
-t.test('indexers get the IDs Redis stored, in the same pipeline', async (t) => {
+t.test('the indexer gets the IDs Redis stored, its writes applied in the same script call', async (t) => {
   const seen: Array<[string, string, number]> = [];
   const indexer: StreamIndexer = {
-    add(pipeline: ChainableCommander, entries: readonly IndexEntry[]) {
+    build(entries: readonly IndexEntry[]) {
+      const ops = new IndexOps();
       for (const { record, stream, id } of entries) {
         seen.push([stream, id, seqOf(record)]);
-        pipeline.zadd(`${stream}:by-seq`, String(seqOf(record)), id);
+        ops.zadd(ops.key(`${stream}:by-seq`), String(seqOf(record)), id);
       }
+      return ops;
     },
   };
-  const { w, keys } = writer(t, {}, { indexers: [indexer] });
+  const { w, keys } = writer(t, {}, { indexer });
   await w.start();
   for (const r of makeRecords(777)) w.push(r, 'tcp');
   await until(() => w.stats().stored === 777, 'stored');
@@ -170,6 +173,32 @@ t.test('indexers get the IDs Redis stored, in the same pipeline', async (t) => {
     const ids = entries.filter((e) => e.stream === stream).map((e) => e.id);
     t.same(await client.zrange(`${stream}:by-seq`, '0', '-1'), ids, `${stream} index written with the stored IDs`);
   }
+  await w.close(1000);
+});
+
+t.test('an entry Redis refuses: the rest of its batch is indexed apart, and each entry is counted once', async (t) => {
+  const counter = (entries: readonly IndexEntry[]): IndexOps => {
+    const ops = new IndexOps();
+    for (const { record } of entries) ops.incr(ops.key(`${prefix}:count`), record.network.direction);
+    return ops;
+  };
+  const { w, keys, registry } = writer(t, { flushIntervalMs: 50 }, { indexer: { build: counter } });
+  const prefix = keys.prefix;
+  await w.start();
+  const [first, a, b, c] = makeRecords(4).map((r, i) => ({ ...r, network: { ...r.network, direction: i === 2 ? ('ingress' as const) : ('egress' as const) } }));
+  w.push(first!, 'tcp');
+  await until(() => w.stats().stored === 1, 'the writer is running');
+  // XADD to a key of another type fails (WRONGTYPE): that one entry is refused, the others are stored.
+  await client.set(keys.stream('ingress'), 'not a stream');
+  for (const r of [a!, b!, c!]) w.push(r, 'tcp');
+  await until(() => w.stats().stored === 3, 'the egress ones stored');
+  await until(async () => (await client.zscore(`${prefix}:count`, 'egress')) === '3', 'indexed apart');
+  t.equal(await client.zscore(`${prefix}:count`, 'ingress'), null, 'the refused entry is not indexed');
+  t.ok((await registry.getSingleMetric('dockflow_store_batch_failures_total')?.get())!.values[0]!.value > 0, 'the failure is counted');
+  await client.del(keys.stream('ingress'));
+  await until(() => w.stats().stored === 4, 'the refused one stored when resent');
+  await until(async () => (await client.zscore(`${prefix}:count`, 'ingress')) === '1', 'indexed with its resend');
+  t.equal(await client.zscore(`${prefix}:count`, 'egress'), '3', 'the others are not counted again');
   await w.close(1000);
 });
 
