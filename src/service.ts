@@ -1,5 +1,6 @@
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -154,6 +155,9 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
         maxConnections: config.syslog.maxConnections,
         idleTimeoutMs: config.syslog.idleTimeoutMs,
         receiveBufferBytes: config.syslog.udpReceiveBufferBytes,
+        udpBacklogMemoryBytes: config.syslog.udpBacklogMemoryBytes,
+        udpBacklogDir: config.syslog.udpBacklogDiskBytes > 0 ? join(config.store.spoolDir, 'udp') : undefined,
+        udpBacklogDiskBytes: config.syslog.udpBacklogDiskBytes,
         allow: config.syslog.allowedSenders,
       },
       pipeline,

@@ -16,6 +16,10 @@ export const ConfigSchema = z
         udpEnabled: z.boolean().default(true),
         udpPort: port.default(5514),
         udpReceiveBufferBytes: positiveInt.default(8 * 1024 * 1024),
+        /** Datagrams read ahead of parsing, in memory; beyond it they go to `<spoolDir>/udp`. */
+        udpBacklogMemoryBytes: positiveInt.default(32 * 1024 * 1024),
+        /** The on-disk part of that backlog; beyond it datagrams are dropped and counted. */
+        udpBacklogDiskBytes: nonNegativeInt.default(1024 * 1024 * 1024),
         tcpEnabled: z.boolean().default(true),
         tcpPort: port.default(5514),
         maxConnections: positiveInt.default(1024),
@@ -111,6 +115,8 @@ export const SETTINGS: readonly Setting[] = [
   { path: 'syslog.udpEnabled', env: 'SYSLOG_UDP', flag: 'udp', kind: 'bool', help: 'listen on UDP' },
   { path: 'syslog.tcpEnabled', env: 'SYSLOG_TCP', flag: 'tcp', kind: 'bool', help: 'listen on TCP' },
   { path: 'syslog.udpReceiveBufferBytes', env: 'UDP_RCVBUF', flag: 'udp-rcvbuf', kind: 'int', help: 'UDP socket receive buffer' },
+  { path: 'syslog.udpBacklogMemoryBytes', env: 'DOCKFLOW_UDP_BACKLOG_MEMORY_BYTES', flag: 'udp-backlog-memory-bytes', kind: 'int', help: 'UDP datagrams read ahead of parsing, in memory' },
+  { path: 'syslog.udpBacklogDiskBytes', env: 'DOCKFLOW_UDP_BACKLOG_DISK_BYTES', flag: 'udp-backlog-disk-bytes', kind: 'int', help: 'then on disk under <spool-dir>/udp (0: none)' },
   { path: 'syslog.maxMessageBytes', env: 'SYSLOG_MAX_MESSAGE_BYTES', flag: 'max-message-bytes', kind: 'int', help: 'largest syslog message accepted' },
   { path: 'syslog.maxConnections', env: 'SYSLOG_MAX_CONNECTIONS', flag: 'max-connections', kind: 'int', help: 'concurrent TCP senders' },
   { path: 'syslog.idleTimeoutMs', env: 'SYSLOG_IDLE_TIMEOUT_MS', flag: 'idle-timeout-ms', kind: 'int', help: 'close silent TCP connections after' },

@@ -1,12 +1,13 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { readUdpDrops, type UdpSocketId } from './proc-net-udp.js';
 import type { Transport } from './types.js';
+import { BACKLOG_STATS } from './udp-wire.js';
 
-export type ReceiveDropReason = 'oversize' | 'not-allowed' | 'partial-frame' | 'bad-octet-count' | 'max-connections';
+export type ReceiveDropReason = 'oversize' | 'not-allowed' | 'partial-frame' | 'bad-octet-count' | 'max-connections' | 'backlog-full';
 
 const DROP_REASONS: Record<Transport, readonly ReceiveDropReason[]> = {
   tcp: ['oversize', 'not-allowed', 'partial-frame', 'bad-octet-count', 'max-connections'],
-  udp: ['oversize', 'not-allowed'],
+  udp: ['oversize', 'not-allowed', 'backlog-full'],
 };
 
 /** Plain numbers bumped on the hot path; prom-client reads them only when scraped. */
@@ -21,6 +22,7 @@ export class TransportCounts {
     'partial-frame': 0,
     'bad-octet-count': 0,
     'max-connections': 0,
+    'backlog-full': 0,
   };
 }
 
@@ -40,6 +42,8 @@ export class ReceiveMetrics {
   openConnections = 0;
   idleTimeouts = 0;
   private readonly udpSockets: UdpSocketState[] = [];
+  /** The UDP receive thread's counters (udp-wire.ts BACKLOG_STATS), shared memory it writes. */
+  private udpBacklog: Float64Array | undefined;
 
   constructor(
     registry: Registry,
@@ -76,6 +80,7 @@ export class ReceiveMetrics {
       registers,
       collect() {
         this.reset();
+        self.syncUdpBacklog();
         for (const transport of transports) {
           for (const reason of DROP_REASONS[transport]) this.inc({ transport, reason }, self[transport].dropped[reason]);
         }
@@ -109,6 +114,14 @@ export class ReceiveMetrics {
       },
     });
     new Gauge({
+      name: 'dockflow_receive_udp_backlog_bytes',
+      help: 'Datagrams read from the UDP sockets and waiting for the ingest thread (in memory, then on disk)',
+      registers,
+      collect() {
+        this.set(self.udpBacklog?.[BACKLOG_STATS.bytes] ?? 0);
+      },
+    });
+    new Gauge({
       name: 'dockflow_receive_udp_kernel_drops',
       help: 'Datagrams the kernel dropped on each syslog UDP socket (drops column of /proc/net/udp, udp6)',
       labelNames: ['listen'],
@@ -125,6 +138,7 @@ export class ReceiveMetrics {
 
   /** Drops on both transports, keyed `receive-<reason>` to tell them from parse and store drops in loss reports. */
   droppedByReason(): Record<string, number> {
+    this.syncUdpBacklog();
     const out: Record<string, number> = {};
     for (const transport of ['tcp', 'udp'] as const) {
       for (const reason of DROP_REASONS[transport]) out[`receive-${reason}`] = (out[`receive-${reason}`] ?? 0) + this[transport].dropped[reason];
@@ -140,6 +154,15 @@ export class ReceiveMetrics {
       if (drops !== undefined) total = (total ?? 0) + drops;
     }
     return total;
+  }
+
+  /** Counters written by the UDP receive thread, read at each scrape. */
+  setUdpBacklog(stats: Float64Array): void {
+    this.udpBacklog = stats;
+  }
+
+  syncUdpBacklog(): void {
+    if (this.udpBacklog !== undefined) this.udp.dropped['backlog-full'] = this.udpBacklog[BACKLOG_STATS.droppedDatagrams] ?? 0;
   }
 
   addUdpSocket(id: UdpSocketId, receiveBufferBytes: number): void {

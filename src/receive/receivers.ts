@@ -17,6 +17,10 @@ export interface ReceiverOptions {
   maxConnections: number;
   idleTimeoutMs: number;
   receiveBufferBytes: number;
+  /** UDP datagrams read ahead of parsing: in memory up to this, then in `udpBacklogDir` (undefined: memory only). */
+  udpBacklogMemoryBytes: number;
+  udpBacklogDir: string | undefined;
+  udpBacklogDiskBytes: number;
   /** Sender CIDRs (IPv4 or IPv6, bare address = one host); empty allows everyone. */
   allow: readonly string[];
 }
@@ -29,6 +33,9 @@ export const RECEIVER_DEFAULTS: ReceiverOptions = {
   maxConnections: 1024,
   idleTimeoutMs: 10 * 60_000,
   receiveBufferBytes: 8 * 1024 * 1024,
+  udpBacklogMemoryBytes: 32 * 1024 * 1024,
+  udpBacklogDir: undefined,
+  udpBacklogDiskBytes: 1024 * 1024 * 1024,
   allow: [],
 };
 
@@ -54,7 +61,16 @@ export async function startReceivers(opts: ReceiverOptions, sink: MessageSink, d
   const metrics = new ReceiveMetrics(deps.registry, deps.procNetDir);
   const ctx = { sink, logger: deps.logger, metrics, allowlist: Allowlist.parse(opts.allow), maxMessageBytes: opts.maxMessageBytes };
   const tcp = new TcpReceiver({ listen: opts.tcp, maxConnections: opts.maxConnections, idleTimeoutMs: opts.idleTimeoutMs }, ctx);
-  const udp = new UdpReceiver({ listen: opts.udp, receiveBufferBytes: opts.receiveBufferBytes }, ctx);
+  const udp = new UdpReceiver(
+    {
+      listen: opts.udp,
+      receiveBufferBytes: opts.receiveBufferBytes,
+      backlogMemoryBytes: opts.udpBacklogMemoryBytes,
+      backlogDir: opts.udpBacklogDir,
+      backlogDiskBytes: opts.udpBacklogDiskBytes,
+    },
+    ctx,
+  );
   const close = async (): Promise<void> => {
     await Promise.all([tcp.close(), udp.close()]);
   };

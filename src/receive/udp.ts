@@ -1,10 +1,9 @@
-import dgram from 'node:dgram';
-import { once } from 'node:events';
-import { isIP } from 'node:net';
+import { Worker } from 'node:worker_threads';
 import { unmapIPv4 } from './allowlist.js';
 import { contentEnd } from './framing.js';
 import { familyOf, listenFailed, type BoundAddress, type ListenAddress, type ReceiverContext } from './listen.js';
 import type { UdpSocketId } from './proc-net-udp.js';
+import { BACKLOG_STATS, BACKLOG_STATS_LENGTH, forEachDatagram, type FromUdpThread, type ToUdpThread, type UdpThreadData } from './udp-wire.js';
 
 export interface UdpReceiverOptions {
   listen: readonly ListenAddress[];
@@ -13,12 +12,29 @@ export interface UdpReceiverOptions {
    * `net.core.rmem_max` and reports twice what it granted; the granted value is logged and exported.
    */
   receiveBufferBytes: number;
+  /** Datagrams read but not yet parsed, held in memory before they go to `backlogDir`. */
+  backlogMemoryBytes: number;
+  /** Where the backlog goes beyond memory, and what is left of it at close; undefined: memory only. */
+  backlogDir: string | undefined;
+  backlogDiskBytes: number;
 }
 
-/** Syslog over UDP on `node:dgram`: one datagram is one message. UDP cannot push back, so the sink's answer is ignored. */
+/** Chunks handed to the ingest thread at once (each ~64 KiB): one being read while the next is on its way. */
+const MAX_CHUNKS_IN_FLIGHT = 2;
+
+/**
+ * Syslog over UDP: one datagram is one message. The sockets are read on a thread of their own (udp-thread.ts), so
+ * that the kernel's buffer keeps being drained while this thread parses and stores; what this thread has not caught
+ * up with waits in a bounded backlog there, in memory and then on disk. UDP cannot push back: the sink's answer is
+ * ignored.
+ */
 export class UdpReceiver {
-  private readonly sockets: dgram.Socket[] = [];
+  private worker: Worker | undefined;
   private readonly ids: UdpSocketId[] = [];
+  private readonly stats = new Float64Array(new SharedArrayBuffer(8 * BACKLOG_STATS_LENGTH));
+  private closing: Promise<void> | undefined;
+  private onClosed: (() => void) | undefined;
+  private unacked = 0;
 
   constructor(
     private readonly opts: UdpReceiverOptions,
@@ -26,66 +42,108 @@ export class UdpReceiver {
   ) {}
 
   async listen(): Promise<void> {
-    for (const at of this.opts.listen) {
-      const socket = dgram.createSocket({ type: isIP(at.host) === 6 ? 'udp6' : 'udp4' });
-      socket.on('message', (msg, rinfo) => this.receive(msg, rinfo.address));
-      socket.bind({ address: at.host, port: at.port });
-      try {
-        await once(socket, 'listening');
-      } catch (err) {
-        socket.close();
-        throw listenFailed('udp', at, err);
-      }
-      socket.on('error', (err) => this.ctx.logger.error({ err, listen: at }, 'syslog UDP socket error'));
-      this.sockets.push(socket);
-      this.ids.push(this.tuneBuffer(socket));
+    if (this.opts.listen.length === 0) return;
+    const workerData: UdpThreadData = {
+      listen: this.opts.listen,
+      receiveBufferBytes: this.opts.receiveBufferBytes,
+      maxChunksInFlight: MAX_CHUNKS_IN_FLIGHT,
+      backlogMemoryBytes: this.opts.backlogMemoryBytes,
+      backlogDir: this.opts.backlogDir,
+      backlogDiskBytes: this.opts.backlogDiskBytes,
+      stats: this.stats.buffer as SharedArrayBuffer,
+    };
+    const worker = new Worker(new URL('./udp-thread.js', import.meta.url), { workerData });
+    this.worker = worker;
+    const first = await new Promise<FromUdpThread>((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    }).catch((err: unknown) => ({ type: 'listen-failed', index: 0, message: err instanceof Error ? err.message : String(err) }) as const);
+    if (first.type !== 'listening') {
+      this.worker = undefined;
+      await worker.terminate();
+      const index = first.type === 'listen-failed' ? first.index : 0;
+      throw listenFailed('udp', this.opts.listen[index] ?? (this.opts.listen[0] as ListenAddress), new Error(first.type === 'listen-failed' ? first.message : 'unexpected answer'));
     }
-  }
-
-  /** Node can only size the buffer of a bound socket; the kernel may grant less than asked, so read it back. */
-  private tuneBuffer(socket: dgram.Socket): UdpSocketId {
-    const a = socket.address();
-    const id: UdpSocketId = { family: familyOf(a.family), address: a.address, port: a.port };
-    const requested = this.opts.receiveBufferBytes;
-    try {
-      socket.setRecvBufferSize(requested);
-    } catch (err) {
-      this.ctx.logger.warn({ err, requested }, 'cannot set the syslog UDP receive buffer');
+    this.ctx.metrics.setUdpBacklog(this.stats);
+    for (const s of first.sockets) {
+      const id: UdpSocketId = { family: familyOf(s.family), address: s.address, port: s.port };
+      this.ids.push(id);
+      this.ctx.metrics.addUdpSocket(id, s.receiveBufferBytes);
+      const log = { listen: { address: s.address, family: s.family, port: s.port }, receiveBufferBytes: s.receiveBufferBytes, requested: this.opts.receiveBufferBytes };
+      if (s.bufferError !== undefined) this.ctx.logger.warn({ ...log, err: s.bufferError }, 'cannot set the syslog UDP receive buffer');
+      if (s.receiveBufferBytes < this.opts.receiveBufferBytes) this.ctx.logger.warn(log, 'syslog UDP receive buffer smaller than asked: raise net.core.rmem_max');
+      else this.ctx.logger.info(log, 'syslog UDP listening');
     }
-    const granted = socket.getRecvBufferSize();
-    this.ctx.metrics.addUdpSocket(id, granted);
-    const log = { listen: a, receiveBufferBytes: granted, requested };
-    if (granted < requested) this.ctx.logger.warn(log, 'syslog UDP receive buffer smaller than asked: raise net.core.rmem_max');
-    else this.ctx.logger.info(log, 'syslog UDP listening');
-    return id;
+    if (this.stats[BACKLOG_STATS.replayedBytes]! > 0) {
+      this.ctx.logger.info({ bytes: this.stats[BACKLOG_STATS.replayedBytes], dir: this.opts.backlogDir }, 'UDP backlog left by the previous run: handed on first');
+    }
+    worker.on('message', (m: FromUdpThread) => this.onMessage(m));
+    worker.on('error', (err) => this.ctx.logger.error({ err }, 'syslog UDP receive thread failed'));
+    worker.on('exit', (code) => {
+      if (this.closing === undefined) this.ctx.logger.error({ code }, 'syslog UDP receive thread stopped: UDP is no longer received');
+    });
   }
 
   addresses(): BoundAddress[] {
     return this.ids.map((id) => ({ transport: 'udp', ...id }));
   }
 
-  private receive(msg: Buffer, from: string): void {
+  private onMessage(m: FromUdpThread): void {
+    if (m.type === 'chunk') {
+      const chunk = Buffer.from(m.buffer, 0, m.length);
+      forEachDatagram(chunk, (start, end, from, receivedAtMs) => this.receive(chunk, start, end, from, receivedAtMs));
+      // Acknowledged after the rest of the event loop has had its turn: a port drains every message it has in one
+      // go, and chunks answered at once would keep arriving there, starving timers, sockets and Redis replies.
+      if (this.unacked++ === 0) setImmediate(() => this.ack());
+    } else if (m.type === 'socket-error') this.ctx.logger.error({ err: m.message }, 'syslog UDP socket error');
+    else if (m.type === 'backlog-error') this.ctx.logger.error({ err: m.message, dir: this.opts.backlogDir }, 'UDP backlog cannot write to disk; datagrams beyond memory are dropped and counted');
+    else if (m.type === 'closed') {
+      if (m.leftBytes > 0) this.ctx.logger.warn({ bytes: m.leftBytes, dir: this.opts.backlogDir }, 'UDP backlog kept on disk for the next start');
+      this.onClosed?.();
+    }
+  }
+
+  private ack(): void {
+    this.worker?.postMessage({ type: 'ack', chunks: this.unacked } satisfies ToUdpThread);
+    this.unacked = 0;
+  }
+
+  private receive(buf: Buffer, start: number, stop: number, from: string, receivedAtMs: number): void {
     const counts = this.ctx.metrics.udp;
-    counts.bytes += msg.length;
+    counts.bytes += stop - start;
     const remoteAddress = unmapIPv4(from);
     if (!this.ctx.allowlist.allows(remoteAddress)) {
       counts.dropped['not-allowed']++;
       return;
     }
-    const end = contentEnd(msg, 0, msg.length);
-    if (end === 0) return;
-    if (end > this.ctx.maxMessageBytes) {
+    const end = contentEnd(buf, start, stop);
+    if (end === start) return;
+    if (end - start > this.ctx.maxMessageBytes) {
       counts.dropped.oversize++;
       return;
     }
     counts.messages++;
-    this.ctx.sink.accept(msg.toString('utf8', 0, end), { transport: 'udp', remoteAddress, receivedAtMs: Date.now() });
+    this.ctx.sink.accept(buf.toString('utf8', start, end), { transport: 'udp', remoteAddress, receivedAtMs });
   }
 
-  async close(): Promise<void> {
+  /** Stops reading; every chunk the thread sent is handed on, the rest of its backlog kept on disk (or handed on). */
+  close(): Promise<void> {
+    this.closing ??= this.doClose();
+    return this.closing;
+  }
+
+  private async doClose(): Promise<void> {
+    const worker = this.worker;
+    if (worker === undefined) return;
+    await new Promise<void>((resolve) => {
+      this.onClosed = resolve;
+      worker.once('exit', () => resolve());
+      worker.postMessage({ type: 'close' } satisfies ToUdpThread);
+    });
+    this.ctx.metrics.syncUdpBacklog();
+    await worker.terminate();
+    this.worker = undefined;
     for (const id of this.ids) this.ctx.metrics.removeUdpSocket(id);
-    await Promise.all(this.sockets.map((socket) => new Promise<void>((resolve) => socket.close(() => resolve()))));
-    this.sockets.length = 0;
     this.ids.length = 0;
   }
 }

@@ -3,7 +3,7 @@ import type { FlowRecord } from '../record.js';
 import type { IndexOps } from './index-ops.js';
 
 /**
- * Secondary indexes written in the same pipeline as the stream entry. The writer assigns stream IDs itself
+ * Secondary indexes written in the same script call as the stream entry. The writer assigns stream IDs itself
  * (`<ms>-<seq>`, monotonic), so an indexer can reference the entry before Redis has answered.
  */
 export interface IndexEntry {

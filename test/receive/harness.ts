@@ -58,6 +58,9 @@ export const TEST_OPTIONS: ReceiverOptions = {
   maxConnections: 16,
   idleTimeoutMs: 60_000,
   receiveBufferBytes: 8 * 1024 * 1024,
+  udpBacklogMemoryBytes: 32 * 1024 * 1024,
+  udpBacklogDir: undefined,
+  udpBacklogDiskBytes: 0,
   allow: [],
 };
 

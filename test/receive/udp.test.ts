@@ -1,7 +1,17 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
+import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
+import { once } from 'node:events';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
+import type { BoundAddress } from '../../src/receive/listen.js';
+import { startReceivers, type Receivers } from '../../src/receive/receivers.js';
+import type { MessageMeta, MessageSink } from '../../src/receive/types.js';
 import { udpDatagrams } from './corpus.js';
-import { metricValue, sendDatagrams, startHarness, until } from './harness.js';
+import { CollectingSink, metricValue, sendDatagrams, startHarness, TEST_OPTIONS, until } from './harness.js';
 
 const captures = ['tcp-egress-smtp.rsyslog-rfc5424-udp.bin', 'tcp-egress-smtp.rsyslog-rfc3164-udp.bin'];
 
@@ -46,7 +56,7 @@ t.test('kernel drops on the socket are read from /proc/net/udp and exported with
   const buffer = await metricValue(h.registry, `dockflow_receive_udp_buffer_bytes${label}`);
   t.ok(buffer !== undefined && buffer > 0 && buffer < 64 * 1024, `granted buffer reported (${buffer} bytes)`);
 
-  // One synchronous burst: the receiver cannot read until it ends, so the kernel must drop most of it.
+  // One synchronous burst into a buffer of a datagram or two: even read on its own thread, it overflows.
   const sent = 300;
   const sender = dgram.createSocket('udp4');
   t.teardown(() => sender.close());
@@ -64,4 +74,112 @@ t.test('a buffer granted below the request is still reported as granted', async 
   const label = `{listen="[::1]:${h.at('udp', '::1').port}"}`;
   const buffer = await metricValue(h.registry, `dockflow_receive_udp_buffer_bytes${label}`);
   t.ok(buffer !== undefined && buffer > 0 && buffer < 1 << 30, `capped by net.core.rmem_max (${buffer} bytes)`);
+});
+
+/** A sink that takes `costUs` of CPU per message: an ingest thread slower than the sender. */
+class SlowSink extends CollectingSink {
+  constructor(private readonly costUs: number) {
+    super();
+  }
+  override accept(message: string, meta: MessageMeta): boolean {
+    const until = performance.now() + this.costUs / 1000;
+    while (performance.now() < until);
+    return super.accept(message, meta);
+  }
+}
+
+/**
+ * Sends `count` numbered datagrams (`seq=<n> …`, 300 bytes) from another process at `rate` per second: a sender on
+ * another host, as far as this machine's two cores allow (a full-speed sender and a busy ingest thread would leave the
+ * receive thread no core).
+ */
+function burst(to: BoundAddress, count: number, rate: number, from = 0): Promise<void> {
+  const code = `
+    const s = require('node:dgram').createSocket('udp4');
+    const pad = 'x'.repeat(280);
+    const start = Date.now();
+    let i = ${from};
+    (function next() {
+      const due = Math.min(${from + count}, ${from} + Math.floor(((Date.now() - start) / 1000) * ${rate}) + 1);
+      for (; i < due; i++) s.send('seq=' + i + ' ' + pad, ${to.port}, '${to.address}');
+      if (i < ${from + count}) setTimeout(next, 1);
+      else setTimeout(() => s.close(), 200);
+    })();`;
+  const child = spawn(process.execPath, ['-e', code], { stdio: 'inherit' });
+  return once(child, 'exit').then(() => undefined);
+}
+
+const seqs = (messages: string[]): number[] => messages.map((m) => Number(/^seq=(\d+)/.exec(m)?.[1]));
+
+async function slowReceivers(t: Test, sink: MessageSink, dir: string | undefined): Promise<{ receivers: Receivers; registry: Registry; to: BoundAddress }> {
+  const registry = new Registry();
+  const receivers = await startReceivers(
+    // A kernel buffer of under a thousand datagrams and 64 KiB of memory: the burst can only survive on disk.
+    { ...TEST_OPTIONS, udp: [{ host: '127.0.0.1', port: 0 }], tcp: [], receiveBufferBytes: 128 * 1024, udpBacklogMemoryBytes: 64 * 1024, udpBacklogDir: dir, udpBacklogDiskBytes: dir ? 1 << 30 : 0 },
+    sink,
+    { logger: pino({ level: 'silent' }), registry },
+  );
+  t.teardown(() => receivers.close());
+  const to = receivers.addresses().find((a) => a.transport === 'udp')!;
+  return { receivers, registry, to };
+}
+
+t.test('a burst faster than the ingest thread waits in the backlog, on disk, and arrives in order', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'dockflow-udp-backlog-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  // 10,000 datagrams in one second to an ingest thread that takes 2,000 a second.
+  const sink = new SlowSink(500);
+  const { registry, to } = await slowReceivers(t, sink, dir);
+  const sent = 10_000;
+  const sending = burst(to, sent, 10_000);
+  const backlogBytes = async (): Promise<number> => (await metricValue(registry, 'dockflow_receive_udp_backlog_bytes')) ?? 0;
+  await until(async () => (await backlogBytes()) > 64 * 1024);
+  t.pass('the backlog went past memory, to disk');
+  await sending;
+  const kernelDrops = async (): Promise<number> => (await metricValue(registry, `dockflow_receive_udp_kernel_drops{listen="127.0.0.1:${to.port}"}`)) ?? 0;
+  await until(async () => sink.messages.length + (await kernelDrops()) === sent);
+  const got = seqs(sink.messages);
+  t.ok(
+    got.every((n, i) => i === 0 || n > got[i - 1]!),
+    'in the order sent',
+  );
+  // The receive thread shares this machine's cores with the sender and the busy ingest thread: the kernel may still
+  // drop a few while it waits for one.
+  t.ok(sink.messages.length >= sent * 0.9, `${sink.messages.length} of ${sent} received, ${await kernelDrops()} dropped by the kernel`);
+  t.equal(await backlogBytes(), 0, 'the backlog is empty again');
+  t.equal(await metricValue(registry, 'dockflow_receive_dropped_total{transport="udp",reason="backlog-full"}'), 0);
+});
+
+t.test('closing with a backlog keeps it on disk; the next start hands it on first, nothing twice', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'dockflow-udp-backlog-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const first = new SlowSink(500);
+  const a = await slowReceivers(t, first, dir);
+  const sent = 10_000;
+  await burst(a.to, sent, 10_000);
+  const kernelDrops = (await metricValue(a.registry, `dockflow_receive_udp_kernel_drops{listen="127.0.0.1:${a.to.port}"}`)) ?? 0;
+  await a.receivers.close();
+  t.ok(readdirSync(dir).some((f) => f.endsWith('.udp')), `the rest is on disk (${first.messages.length} handed on before the close)`);
+
+  const second = new CollectingSink();
+  const b = await slowReceivers(t, second, dir);
+  await burst(b.to, 100, 10_000, sent);
+  await until(() => second.messages.some((m) => m.startsWith(`seq=${sent + 99} `)));
+  const all = [...seqs(first.messages), ...seqs(second.messages)];
+  t.equal(new Set(all).size, all.length, 'nothing twice');
+  t.ok(
+    all.every((n, i) => i === 0 || n > all[i - 1]!),
+    'the kept backlog comes before what the new start receives',
+  );
+  t.ok(all.length >= sent - kernelDrops, `${all.length} of ${sent + 100} handed on, ${kernelDrops} dropped by the kernel in the first run`);
+  t.same(readdirSync(dir).filter((f) => f.endsWith('.udp')), [], 'the disk backlog is consumed');
+});
+
+t.test('with no disk, a full memory backlog drops datagrams and counts them', async (t) => {
+  const sink = new SlowSink(500);
+  const { registry, to } = await slowReceivers(t, sink, undefined);
+  await burst(to, 10_000, 10_000);
+  const dropped = async (): Promise<number> => (await metricValue(registry, 'dockflow_receive_dropped_total{transport="udp",reason="backlog-full"}')) ?? 0;
+  await until(async () => (await dropped()) > 0);
+  t.pass(`${await dropped()} dropped for a full backlog, counted`);
 });

@@ -1,0 +1,160 @@
+import dgram from 'node:dgram';
+import { once } from 'node:events';
+import { isIP } from 'node:net';
+import { parentPort, workerData } from 'node:worker_threads';
+import { ChunkBacklog } from './udp-backlog.js';
+import { BACKLOG_STATS, type UdpThreadData, type ToUdpThread, type FromUdpThread } from './udp-wire.js';
+
+/*
+ * The UDP receive thread: reads the sockets and nothing else, so that the kernel's buffer is drained while the ingest
+ * thread parses and stores. Datagrams are packed into chunks (see udp-wire.ts) handed to the ingest thread a few at a
+ * time; when it falls behind, chunks wait in a bounded backlog, in memory then on disk, and only beyond that are
+ * datagrams dropped, and counted.
+ */
+
+const data = workerData as UdpThreadData;
+const port = parentPort!;
+const stats = new Float64Array(data.stats);
+const backlog = new ChunkBacklog({ memoryMaxBytes: data.backlogMemoryBytes, dir: data.backlogDir, diskMaxBytes: data.backlogDiskBytes });
+stats[BACKLOG_STATS.replayedBytes] = backlog.onDisk;
+
+/** A chunk is sealed once it holds this much, so a chunk costs the ingest thread a few milliseconds at most. */
+const SEAL_AT = 64 * 1024;
+/** Room for one more datagram of any size (UDP carries at most 65,507 bytes) past SEAL_AT, with its header. */
+const CHUNK_BYTES = SEAL_AT + 65_536 + 512;
+const FLUSH_MS = 2;
+
+let chunk = Buffer.allocUnsafeSlow(CHUNK_BYTES);
+let used = 0;
+let datagrams = 0;
+let flushTimer: NodeJS.Timeout | undefined;
+let inFlight = 0;
+let closing = false;
+const sockets: dgram.Socket[] = [];
+
+function receive(msg: Buffer, from: string, receivedAtMs: number): void {
+  const addressLength = Buffer.byteLength(from, 'latin1');
+  chunk.writeUInt32LE(msg.length, used);
+  chunk[used + 4] = addressLength;
+  chunk.write(from, used + 5, 'latin1');
+  chunk.writeDoubleLE(receivedAtMs, used + 5 + addressLength);
+  used += 13 + addressLength;
+  msg.copy(chunk, used);
+  used += msg.length;
+  datagrams++;
+  if (used >= SEAL_AT) seal();
+  else flushTimer ??= setTimeout(seal, FLUSH_MS);
+}
+
+/** Closes the chunk being filled and sends it on, or queues it. */
+function seal(): void {
+  if (flushTimer !== undefined) {
+    clearTimeout(flushTimer);
+    flushTimer = undefined;
+  }
+  if (used === 0) return;
+  let sealed: Buffer;
+  if (used >= CHUNK_BYTES / 2) {
+    sealed = chunk.subarray(0, used);
+    chunk = Buffer.allocUnsafeSlow(CHUNK_BYTES);
+  } else {
+    // A partly filled chunk (a quiet moment) is copied to its size, so that a backlog of them holds no empty space.
+    sealed = Buffer.allocUnsafeSlow(used);
+    chunk.copy(sealed, 0, 0, used);
+  }
+  const n = datagrams;
+  used = 0;
+  datagrams = 0;
+  if (inFlight < data.maxChunksInFlight && backlog.empty) send(sealed);
+  else if (!keep(sealed)) stats[BACKLOG_STATS.droppedDatagrams] = (stats[BACKLOG_STATS.droppedDatagrams] ?? 0) + n;
+  stats[BACKLOG_STATS.bytes] = backlog.bytes;
+}
+
+/** Into the backlog; false when it is full or its disk fails (the thread must keep reading either way). */
+function keep(sealed: Buffer): boolean {
+  try {
+    return backlog.push(sealed);
+  } catch (err) {
+    port.postMessage({ type: 'backlog-error', message: err instanceof Error ? err.message : String(err) } satisfies FromUdpThread);
+    return false;
+  }
+}
+
+/** Transfers the chunk's memory to the ingest thread (a chunk read back from disk is a view: copied to its own). */
+function send(c: Buffer): void {
+  let own = c;
+  if (c.byteOffset !== 0 || c.buffer.byteLength !== c.length) {
+    own = Buffer.allocUnsafeSlow(c.length);
+    c.copy(own);
+  }
+  inFlight++;
+  const message: FromUdpThread = { type: 'chunk', buffer: own.buffer as ArrayBuffer, length: own.length };
+  port.postMessage(message, [own.buffer as ArrayBuffer]);
+}
+
+function pump(): void {
+  while (inFlight < data.maxChunksInFlight) {
+    const next = backlog.shift();
+    if (next === undefined) break;
+    send(next);
+  }
+  stats[BACKLOG_STATS.bytes] = backlog.bytes;
+}
+
+async function listen(): Promise<void> {
+  const bound: Extract<FromUdpThread, { type: 'listening' }>['sockets'] = [];
+  try {
+    for (const at of data.listen) {
+      const socket = dgram.createSocket({ type: isIP(at.host) === 6 ? 'udp6' : 'udp4' });
+      sockets.push(socket);
+      socket.on('message', (msg, rinfo) => receive(msg, rinfo.address, Date.now()));
+      socket.bind({ address: at.host, port: at.port });
+      await once(socket, 'listening');
+      let bufferError: string | undefined;
+      try {
+        socket.setRecvBufferSize(data.receiveBufferBytes);
+      } catch (err) {
+        bufferError = err instanceof Error ? err.message : String(err);
+      }
+      const a = socket.address();
+      bound.push({ address: a.address, family: a.family, port: a.port, receiveBufferBytes: socket.getRecvBufferSize(), bufferError });
+      socket.on('error', (err) => port.postMessage({ type: 'socket-error', message: err.message } satisfies FromUdpThread));
+    }
+  } catch (err) {
+    for (const s of sockets) s.close();
+    port.postMessage({ type: 'listen-failed', index: bound.length, message: err instanceof Error ? err.message : String(err) } satisfies FromUdpThread);
+    return;
+  }
+  port.postMessage({ type: 'listening', sockets: bound } satisfies FromUdpThread);
+  pump();
+}
+
+async function close(): Promise<void> {
+  if (closing) return;
+  closing = true;
+  await Promise.all(sockets.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+  seal();
+  // What the ingest thread has not been given stays on disk for the next start; with no disk (or a failing one) it is
+  // given all of it now (the chunks arrive before the 'closed' answer).
+  let persisted = false;
+  if (data.backlogDir !== undefined) {
+    try {
+      backlog.persist();
+      persisted = true;
+    } catch (err) {
+      port.postMessage({ type: 'backlog-error', message: err instanceof Error ? err.message : String(err) } satisfies FromUdpThread);
+    }
+  }
+  if (!persisted) for (let c = backlog.shift(); c !== undefined; c = backlog.shift()) send(c);
+  stats[BACKLOG_STATS.bytes] = backlog.bytes;
+  port.postMessage({ type: 'closed', leftBytes: backlog.bytes } satisfies FromUdpThread);
+}
+
+port.on('message', (m: ToUdpThread) => {
+  if (m.type === 'ack') {
+    inFlight -= m.chunks;
+    if (!closing) pump();
+  } else if (m.type === 'close') void close();
+});
+
+void listen();

@@ -1,0 +1,51 @@
+import type { ListenAddress } from './listen.js';
+
+/**
+ * What the ingest thread and the UDP receive thread (udp-thread.ts) exchange. A chunk is a run of datagrams, each
+ * `[u32 LE length][u8 address length][address, latin1][f64 LE received-at ms][datagram]`, its memory transferred,
+ * not copied. Chunks are acknowledged once the ingest thread has handed their datagrams on and gone round its event
+ * loop; the receive thread sends at most `maxChunksInFlight` unacknowledged.
+ */
+export interface UdpThreadData {
+  listen: readonly ListenAddress[];
+  receiveBufferBytes: number;
+  maxChunksInFlight: number;
+  backlogMemoryBytes: number;
+  backlogDir: string | undefined;
+  backlogDiskBytes: number;
+  /** A SharedArrayBuffer of Float64 counters, indexed by BACKLOG_STATS. */
+  stats: SharedArrayBuffer;
+}
+
+export const BACKLOG_STATS = {
+  /** Bytes waiting in the backlog (memory and disk). */
+  bytes: 0,
+  /** Datagrams dropped because the backlog was full. */
+  droppedDatagrams: 1,
+  /** Bytes a previous run left on disk, found at start. */
+  replayedBytes: 2,
+} as const;
+export const BACKLOG_STATS_LENGTH = 3;
+
+export type FromUdpThread =
+  | { type: 'listening'; sockets: Array<{ address: string; family: string; port: number; receiveBufferBytes: number; bufferError: string | undefined }> }
+  | { type: 'listen-failed'; index: number; message: string }
+  | { type: 'socket-error'; message: string }
+  | { type: 'backlog-error'; message: string }
+  | { type: 'chunk'; buffer: ArrayBuffer; length: number }
+  | { type: 'closed'; leftBytes: number };
+
+export type ToUdpThread = { type: 'ack'; chunks: number } | { type: 'close' };
+
+/** Calls `each` for every datagram of a chunk: the datagram is `chunk[start, end)`. */
+export function forEachDatagram(chunk: Buffer, each: (start: number, end: number, from: string, receivedAtMs: number) => void): void {
+  for (let at = 0; at + 13 <= chunk.length; ) {
+    const length = chunk.readUInt32LE(at);
+    const addressLength = chunk[at + 4] as number;
+    const from = chunk.toString('latin1', at + 5, at + 5 + addressLength);
+    const receivedAtMs = chunk.readDoubleLE(at + 5 + addressLength);
+    const start = at + 13 + addressLength;
+    each(start, start + length, from, receivedAtMs);
+    at = start + length;
+  }
+}

@@ -1,0 +1,66 @@
+import t, { type Test } from 'tap';
+import { mkdtempSync, readdirSync, rmSync, truncateSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ChunkBacklog } from '../../src/receive/udp-backlog.js';
+
+const chunk = (n: number, bytes = 100): Buffer => Buffer.alloc(bytes, n % 256);
+const drain = (b: ChunkBacklog): number[] => {
+  const out: number[] = [];
+  for (let c = b.shift(); c !== undefined; c = b.shift()) out.push(c[0]!);
+  return out;
+};
+
+function tempDir(t: Test): string {
+  const dir = mkdtempSync(join(tmpdir(), 'dockflow-backlog-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+t.test('memory first, then disk, read back in the order pushed', async (t) => {
+  const dir = tempDir(t);
+  const b = new ChunkBacklog({ memoryMaxBytes: 300, dir, diskMaxBytes: 1 << 20, segmentBytes: 500 });
+  for (let i = 0; i < 20; i++) t.ok(b.push(chunk(i)));
+  t.ok(readdirSync(dir).length > 1, 'several segments written');
+  t.equal(b.bytes, 300 + 17 * 104);
+  // Pushed while older chunks are on disk: they go behind them, not into memory.
+  t.same(drain(b).slice(0, 5), [0, 1, 2, 3, 4]);
+  b.push(chunk(20));
+  t.same(drain(b), [20], 'then what came after');
+  t.ok(b.empty);
+  t.same(readdirSync(dir), [], 'segments deleted once read');
+});
+
+t.test('full memory and disk refuse the chunk', async (t) => {
+  const b = new ChunkBacklog({ memoryMaxBytes: 250, dir: tempDir(t), diskMaxBytes: 220 });
+  t.ok(b.push(chunk(0)));
+  t.ok(b.push(chunk(1)));
+  t.ok(b.push(chunk(2)), 'to disk');
+  t.ok(b.push(chunk(3)), 'to disk');
+  t.notOk(b.push(chunk(4)), 'disk full');
+  const memoryOnly = new ChunkBacklog({ memoryMaxBytes: 250, dir: undefined, diskMaxBytes: 0 });
+  t.ok(memoryOnly.push(chunk(0)));
+  t.ok(memoryOnly.push(chunk(1)));
+  t.notOk(memoryOnly.push(chunk(2)), 'no disk: memory full refuses');
+});
+
+t.test('persist puts memory ahead of older segments; a new instance reads all back in order', async (t) => {
+  const dir = tempDir(t);
+  const b = new ChunkBacklog({ memoryMaxBytes: 300, dir, diskMaxBytes: 1 << 20 });
+  for (let i = 0; i < 6; i++) b.push(chunk(i));
+  t.same([b.shift()![0]], [0]);
+  b.persist();
+  const again = new ChunkBacklog({ memoryMaxBytes: 300, dir, diskMaxBytes: 1 << 20 });
+  t.equal(again.onDisk, 5 * 104, 'found on disk');
+  t.same(drain(again), [1, 2, 3, 4, 5]);
+});
+
+t.test('a segment torn by a crash mid-write yields its whole chunks', async (t) => {
+  const dir = tempDir(t);
+  const b = new ChunkBacklog({ memoryMaxBytes: 0, dir, diskMaxBytes: 1 << 20 });
+  for (let i = 0; i < 3; i++) b.push(chunk(i));
+  b.persist();
+  const [segment] = readdirSync(dir);
+  truncateSync(join(dir, segment!), statSync(join(dir, segment!)).size - 10);
+  t.same(drain(new ChunkBacklog({ memoryMaxBytes: 0, dir, diskMaxBytes: 1 << 20 })), [0, 1]);
+});
