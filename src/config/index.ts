@@ -17,7 +17,7 @@ export const ConfigSchema = z
         udpPort: port.default(5514),
         udpReceiveBufferBytes: positiveInt.default(8 * 1024 * 1024),
         /** Datagrams read ahead of parsing, in memory; beyond it they go to `<spoolDir>/udp`. */
-        udpBacklogMemoryBytes: positiveInt.default(32 * 1024 * 1024),
+        udpBacklogMemoryBytes: positiveInt.default(8 * 1024 * 1024),
         /** The on-disk part of that backlog; beyond it datagrams are dropped and counted. */
         udpBacklogDiskBytes: nonNegativeInt.default(1024 * 1024 * 1024),
         tcpEnabled: z.boolean().default(true),

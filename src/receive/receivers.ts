@@ -33,7 +33,7 @@ export const RECEIVER_DEFAULTS: ReceiverOptions = {
   maxConnections: 1024,
   idleTimeoutMs: 10 * 60_000,
   receiveBufferBytes: 8 * 1024 * 1024,
-  udpBacklogMemoryBytes: 32 * 1024 * 1024,
+  udpBacklogMemoryBytes: 8 * 1024 * 1024,
   udpBacklogDir: undefined,
   udpBacklogDiskBytes: 1024 * 1024 * 1024,
   allow: [],

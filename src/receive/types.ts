@@ -9,7 +9,7 @@ export interface MessageMeta {
 
 /**
  * Where receivers hand each framed syslog message. `accept` always takes the message; `false` asks the caller to
- * stop reading (TCP pauses its sockets) until the sink calls its drain listeners. UDP cannot push back and ignores it.
+ * stop reading (TCP pauses its sockets, UDP leaves datagrams in its receive backlog) until the sink calls its drain listeners.
  */
 export interface MessageSink {
   accept(message: string, meta: MessageMeta): boolean;

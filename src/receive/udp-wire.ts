@@ -28,7 +28,12 @@ export const BACKLOG_STATS = {
 export const BACKLOG_STATS_LENGTH = 3;
 
 export type FromUdpThread =
-  | { type: 'listening'; sockets: Array<{ address: string; family: string; port: number; receiveBufferBytes: number; bufferError: string | undefined }> }
+  | {
+      type: 'listening';
+      sockets: Array<{ address: string; family: string; port: number; receiveBufferBytes: number; bufferError: string | undefined }>;
+      /** Why the thread runs at normal priority, when it asked for more and was refused. */
+      priorityError: string | undefined;
+    }
   | { type: 'listen-failed'; index: number; message: string }
   | { type: 'socket-error'; message: string }
   | { type: 'backlog-error'; message: string }

@@ -25,8 +25,8 @@ const MAX_CHUNKS_IN_FLIGHT = 2;
 /**
  * Syslog over UDP: one datagram is one message. The sockets are read on a thread of their own (udp-thread.ts), so
  * that the kernel's buffer keeps being drained while this thread parses and stores; what this thread has not caught
- * up with waits in a bounded backlog there, in memory and then on disk. UDP cannot push back: the sink's answer is
- * ignored.
+ * up with waits in a bounded backlog there, in memory and then on disk. The sender cannot be pushed back, but when
+ * the sink asks to pause (the writer's queue is full), this thread stops taking chunks and the backlog holds them.
  */
 export class UdpReceiver {
   private worker: Worker | undefined;
@@ -35,6 +35,8 @@ export class UdpReceiver {
   private closing: Promise<void> | undefined;
   private onClosed: (() => void) | undefined;
   private unacked = 0;
+  /** The sink asked to pause: chunks are not acknowledged until it drains, so they wait in the thread's backlog. */
+  private paused = false;
 
   constructor(
     private readonly opts: UdpReceiverOptions,
@@ -74,9 +76,13 @@ export class UdpReceiver {
       if (s.receiveBufferBytes < this.opts.receiveBufferBytes) this.ctx.logger.warn(log, 'syslog UDP receive buffer smaller than asked: raise net.core.rmem_max');
       else this.ctx.logger.info(log, 'syslog UDP listening');
     }
+    if (first.priorityError !== undefined) {
+      this.ctx.logger.info({ err: first.priorityError }, 'UDP receive thread at normal priority (a higher one needs root or CAP_SYS_NICE)');
+    }
     if (this.stats[BACKLOG_STATS.replayedBytes]! > 0) {
       this.ctx.logger.info({ bytes: this.stats[BACKLOG_STATS.replayedBytes], dir: this.opts.backlogDir }, 'UDP backlog left by the previous run: handed on first');
     }
+    this.ctx.sink.onDrain(this.onDrain);
     worker.on('message', (m: FromUdpThread) => this.onMessage(m));
     worker.on('error', (err) => this.ctx.logger.error({ err }, 'syslog UDP receive thread failed'));
     worker.on('exit', (code) => {
@@ -94,7 +100,7 @@ export class UdpReceiver {
       forEachDatagram(chunk, (start, end, from, receivedAtMs) => this.receive(chunk, start, end, from, receivedAtMs));
       // Acknowledged after the rest of the event loop has had its turn: a port drains every message it has in one
       // go, and chunks answered at once would keep arriving there, starving timers, sockets and Redis replies.
-      if (this.unacked++ === 0) setImmediate(() => this.ack());
+      if (this.unacked++ === 0 && !this.paused) setImmediate(() => this.ack());
     } else if (m.type === 'socket-error') this.ctx.logger.error({ err: m.message }, 'syslog UDP socket error');
     else if (m.type === 'backlog-error') this.ctx.logger.error({ err: m.message, dir: this.opts.backlogDir }, 'UDP backlog cannot write to disk; datagrams beyond memory are dropped and counted');
     else if (m.type === 'closed') {
@@ -104,9 +110,16 @@ export class UdpReceiver {
   }
 
   private ack(): void {
+    if (this.paused || this.unacked === 0) return;
     this.worker?.postMessage({ type: 'ack', chunks: this.unacked } satisfies ToUdpThread);
     this.unacked = 0;
   }
+
+  private readonly onDrain = (): void => {
+    if (!this.paused) return;
+    this.paused = false;
+    setImmediate(() => this.ack());
+  };
 
   private receive(buf: Buffer, start: number, stop: number, from: string, receivedAtMs: number): void {
     const counts = this.ctx.metrics.udp;
@@ -123,7 +136,9 @@ export class UdpReceiver {
       return;
     }
     counts.messages++;
-    this.ctx.sink.accept(buf.toString('utf8', start, end), { transport: 'udp', remoteAddress, receivedAtMs });
+    // The records of a chunk already here are taken (the writer spools what its queue cannot hold); the next chunks
+    // wait, as raw datagrams, in the receive thread's backlog until the writer drains.
+    if (!this.ctx.sink.accept(buf.toString('utf8', start, end), { transport: 'udp', remoteAddress, receivedAtMs })) this.paused = true;
   }
 
   /** Stops reading; every chunk the thread sent is handed on, the rest of its backlog kept on disk (or handed on). */
