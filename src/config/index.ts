@@ -51,7 +51,8 @@ export const ConfigSchema = z
         singleStream: z.string().optional(),
         batchMaxRecords: positiveInt.default(500),
         flushIntervalMs: positiveInt.default(20),
-        maxQueueRecords: positiveInt.default(10_000),
+        /** Twice what is in flight (4 batches): enough to keep Redis busy; more only costs memory. */
+        maxQueueRecords: positiveInt.default(4_000),
         maxLenPerStream: nonNegativeInt.default(10_000_000),
         retentionMs: nonNegativeInt.default(30 * 24 * 3600_000),
         spoolDir: z.string().default('.dockflow/spool'),

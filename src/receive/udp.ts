@@ -54,7 +54,8 @@ export class UdpReceiver {
       backlogDiskBytes: this.opts.backlogDiskBytes,
       stats: this.stats.buffer as SharedArrayBuffer,
     };
-    const worker = new Worker(new URL('./udp-thread.js', import.meta.url), { workerData });
+    // Its JavaScript heap holds little (datagrams are in Buffers, outside it): V8's default sizes would only add RSS.
+    const worker = new Worker(new URL('./udp-thread.js', import.meta.url), { workerData, resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 } });
     this.worker = worker;
     const first = await new Promise<FromUdpThread>((resolve, reject) => {
       worker.once('message', resolve);

@@ -19,7 +19,7 @@ export interface StreamWriterOptions {
   keyPrefix?: string;
   /** One stream for every direction instead of one per direction (see `storeKeys`). */
   singleStream?: string | undefined;
-  /** Records waiting for Redis before `push` asks callers to pause (UDP overflows to the spool). Default 50,000. */
+  /** Records waiting for Redis before `push` asks callers to pause (UDP overflows to the spool). Default 4,000. */
   maxQueueRecords?: number;
   /** Records per pipeline. Default 250. */
   batchMaxRecords?: number;
@@ -239,7 +239,7 @@ export class StreamWriter {
     this.streamCountArg = String(this.streams.length);
     this.streamOf = new Map(DIRECTIONS.map((d) => [d, this.streams.indexOf(keys.stream(d))]));
     this.lastIds = this.streams.map(() => [0, 0]);
-    this.maxQueue = opts.maxQueueRecords ?? 50_000;
+    this.maxQueue = opts.maxQueueRecords ?? 4_000;
     this.batchMax = opts.batchMaxRecords ?? 250;
     this.flushIntervalMs = opts.flushIntervalMs ?? 50;
     this.maxInFlight = opts.maxBatchesInFlight ?? 4;
@@ -273,8 +273,8 @@ export class StreamWriter {
 
   /**
    * Takes the record (always, unless closed). `false` asks the caller to pause until `onDrain`: the queue is full.
-   * UDP records cannot wait: with the queue full, or while older UDP records are in the spool, they go to the spool;
-   * with the spool full they are dropped and counted.
+   * UDP records are not queued beyond the bound: with the queue full, or while older UDP records are in the spool,
+   * they go to the spool (and the caller is asked to pause); with the spool full they are dropped and counted.
    */
   push(record: FlowRecord, origin: Origin): boolean {
     this.counts.pushed[origin]++;
@@ -285,7 +285,9 @@ export class StreamWriter {
     if (origin === 'udp' && (this.queue.length >= this.maxQueue || this.spool.hasUnread())) {
       if (this.spool.append(spoolLine(encodeRecord(record)))) {
         this.counts.spooled++;
-        return true;
+        // Taken; and the UDP receiver, which can hold datagrams unparsed in its own backlog, is asked to pause.
+        this.wantDrain = true;
+        return false;
       }
       this.counts.dropped['spool-full']++;
       return false;
