@@ -35,7 +35,7 @@ export class ChunkBacklog {
   private readonly segmentBytes: number;
 
   constructor(private readonly opts: ChunkBacklogOptions) {
-    this.segmentBytes = opts.segmentBytes ?? 8 * 1024 * 1024;
+    this.segmentBytes = opts.segmentBytes ?? 1024 * 1024;
     if (opts.dir === undefined) return;
     mkdirSync(opts.dir, { recursive: true });
     const found: Array<{ seq: number; bytes: number }> = [];
