@@ -5,10 +5,9 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync, readdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import t, { type Test } from 'tap';
@@ -22,14 +21,9 @@ import { decodeEntry } from '../src/store/encode.js';
 import { freePort, startRedis, type TestRedis } from './helpers/redis.js';
 import { fixture, repoRoot } from './helpers/paths.js';
 import { messages, SCENARIOS } from './fixtures/syslog/corpus.js';
+import { tempDir } from './helpers/temp.js';
 
 const silent = pino({ level: 'silent' });
-
-function tempDir(t: Test): string {
-  const dir = mkdtempSync(join(tmpdir(), 'dockflow-svc-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
 
 async function serve(t: Test, redisUrl: string, spoolDir: string, file: ConfigInput = {}): Promise<Service> {
   const config = loadConfig({
@@ -152,7 +146,7 @@ t.test('every captured message arrives in Redis, over each transport and framing
   t.teardown(() => redis.stop());
   const client = new Redis(redis.url);
   t.teardown(() => client.disconnect());
-  const service = await serve(t, redis.url, tempDir(t));
+  const service = await serve(t, redis.url, tempDir(t, 'svc'));
 
   const cases: Array<[string, (scenario: string) => Promise<string[]>]> = [
     ['rfc3164 over TCP, LF framing', async (sc) => {
@@ -196,7 +190,7 @@ t.test('the 50,000-line burst over one TCP connection: every record, in order', 
   t.teardown(() => redis.stop());
   const client = new Redis(redis.url);
   t.teardown(() => client.disconnect());
-  const service = await serve(t, redis.url, tempDir(t));
+  const service = await serve(t, redis.url, tempDir(t, 'svc'));
   const msgs = burstMessages();
   await sendTcp(portOf(service, 'tcp'), Buffer.from(msgs.join('\n') + '\n'));
   const expected = expectedByStream(msgs);
@@ -212,7 +206,7 @@ t.test('Redis killed mid-stream and restarted: TCP waits, UDP is spooled, nothin
   t.teardown(() => redis.stop());
   const client = new Redis(redis.url, { maxRetriesPerRequest: null });
   t.teardown(() => client.disconnect());
-  const spoolDir = tempDir(t);
+  const spoolDir = tempDir(t, 'svc');
   const service = await serve(t, redis.url, spoolDir, { store: { maxQueueRecords: 2000 } });
 
   const tcpMsgs = burstMessages().slice(0, 20_000);
@@ -252,7 +246,7 @@ t.test('junk, oversize frames and half-open connections leave the service health
   t.teardown(() => redis.stop());
   const client = new Redis(redis.url);
   t.teardown(() => client.disconnect());
-  const service = await serve(t, redis.url, tempDir(t), { syslog: { maxMessageBytes: 4096, idleTimeoutMs: 300 } });
+  const service = await serve(t, redis.url, tempDir(t, 'svc'), { syslog: { maxMessageBytes: 4096, idleTimeoutMs: 300 } });
   const tcpPort = portOf(service, 'tcp');
   const good = messages('tcp-egress-smtp.rsyslog-rfc3164-tcp-lf.bin');
 
@@ -284,7 +278,7 @@ t.test('SIGTERM mid-burst: what was accepted is in Redis or in the spool, and th
   t.teardown(() => redis.stop());
   const client = new Redis(redis.url);
   t.teardown(() => client.disconnect());
-  const spoolDir = tempDir(t);
+  const spoolDir = tempDir(t, 'svc');
   const [syslogPort, httpPort] = [await freePort(), await freePort()];
   const child = spawn(process.execPath, ['--import', '@tapjs/typescript/import', 'src/cli.ts', 'serve'], {
     cwd: repoRoot,

@@ -9,9 +9,8 @@
  */
 import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import t from 'tap';
@@ -28,6 +27,7 @@ import { FakeDocker } from '../helpers/fake-docker.js';
 import { fixture, repoRoot } from '../helpers/paths.js';
 import { startRedis } from '../helpers/redis.js';
 import { messages, SCENARIOS } from '../fixtures/syslog/corpus.js';
+import { tempDir } from '../helpers/temp.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const TOKEN = 'dashboard-test-token-0123456789';
@@ -83,8 +83,7 @@ if (!existsSync(CHROMIUM)) {
   t.plan(0, `skip: no ${CHROMIUM} (apt-get install -y chromium)`);
 } else {
   t.test('the dashboard in Chromium against a running dockflow', async (t) => {
-    const work = mkdtempSync(join(tmpdir(), 'dockflow-dashboard-'));
-    t.teardown(() => rmSync(work, { recursive: true, force: true }));
+    const work = tempDir(t, 'dashboard');
     const shots = process.env.UPDATE_SCREENSHOTS ? join(repoRoot, 'docs', 'screenshots') : join(work, 'screenshots');
     mkdirSync(shots, { recursive: true });
 

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
@@ -6,6 +6,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { bearerAuth } from '../../src/api/auth.js';
 import { DASHBOARD_CSP, DASHBOARD_PUBLIC_PATHS, dashboardRoutes, defaultDashboardDir } from '../../src/api/dashboard.js';
 import { repoRoot } from '../helpers/paths.js';
+import { tempDir } from '../helpers/temp.js';
 
 const TOKEN = 'a-token-of-sixteen-chars';
 
@@ -20,8 +21,7 @@ async function serve(t: Test, distDir: string): Promise<FastifyInstance> {
 }
 
 function bundle(t: Test): string {
-  const dir = mkdtempSync(join(tmpdir(), 'dockflow-dash-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const dir = tempDir(t, 'dash');
   mkdirSync(join(dir, 'assets'));
   writeFileSync(join(dir, 'index.html'), '<!doctype html><title>dockflow</title>');
   writeFileSync(join(dir, 'assets', 'app.js'), 'console.log(1)');

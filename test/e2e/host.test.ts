@@ -9,8 +9,7 @@
  * `GET /api/flows`; regenerating the fixture files (DOCKFLOW_E2E_SAVE_FIXTURES=1) uses a plain collector instead.
  */
 import t, { type Test } from 'tap';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { createLineOptions, parseLine } from '../../src/parse/line.js';
@@ -22,6 +21,7 @@ import { pino } from 'pino';
 import { loadConfig } from '../../src/config/index.js';
 import { startService } from '../../src/service.js';
 import { startRedis } from '../helpers/redis.js';
+import { tempDir } from '../helpers/temp.js';
 
 const SCRIPT = join(repoRoot, 'scripts', 'install-iptables-rule.sh');
 /** Lines go kernel → rsyslog → TCP; a generous bound for a loaded 2-core CI machine, not a timing assertion. */
@@ -134,9 +134,8 @@ if (unsupported !== undefined) {
     const reaper = startReaper();
     t.teardown(() => reaper.disarm());
     t.teardown(setSysctl('net.netfilter.nf_log_all_netns', '1', reaper));
-    const dir = mkdtempSync(join(tmpdir(), 'dockflow-e2e-'));
+    const dir = tempDir(t, 'e2e');
     reaper.dir(dir);
-    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
     const dropinDir = join(dir, 'rsyslog.d');
     mkdirSync(dropinDir);
     const h = await createDockerLikeHost(reaper);

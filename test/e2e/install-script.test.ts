@@ -6,14 +6,13 @@
  */
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from '../helpers/paths.js';
+import { tempDir } from '../helpers/temp.js';
 
 const SCRIPT = join(repoRoot, 'scripts', 'install-iptables-rule.sh');
-const fakeBin = mkdtempSync(join(tmpdir(), 'dockflow-fakeid-'));
-t.teardown(() => rmSync(fakeBin, { recursive: true, force: true }));
+const fakeBin = tempDir(t, 'fakeid');
 writeFileSync(join(fakeBin, 'id'), '#!/bin/sh\necho 1000\n');
 chmodSync(join(fakeBin, 'id'), 0o755);
 
@@ -157,8 +156,7 @@ t.test('dry run --target: the rsyslog drop-in from rules/rsyslog-dockflow.conf.t
   t.match(r.stdout, 'mkdir -p /tmp/spool');
   t.notMatch(script(['--dry-run', '--target', 'h:1']).stdout, /^\tstop$/m, 'kern.log keeps its copy by default');
   t.test('rsyslogd -N1 accepts it', { skip: has('rsyslogd') ? false : 'rsyslogd not installed' }, async (t) => {
-    const dir = mkdtempSync(join(tmpdir(), 'dockflow-dropin-'));
-    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const dir = tempDir(t, 'dropin');
     writeFileSync(join(dir, 'dropin.conf'), dropin);
     const check = spawnSync('rsyslogd', ['-N1', '-f', join(dir, 'dropin.conf')], { encoding: 'utf8' });
     t.equal(check.status, 0, check.stderr);
@@ -177,8 +175,7 @@ t.test('a missing tool is named, with the package that brings it', { skip: isRoo
 });
 
 t.test('uninstall leaves a drop-in it did not write', { skip: isRoot && has('unshare') ? false : 'needs root (runs in a private network namespace)' }, async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'dockflow-dropin-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const dir = tempDir(t, 'dropin');
   writeFileSync(join(dir, '60-dockflow.conf'), '# someone else\n');
   const r = script(['--uninstall', '--rsyslog-dir', dir, '--no-reload'], { asRoot: true });
   t.equal(r.status, 0, r.stderr);

@@ -1,8 +1,8 @@
-import t, { type Test } from 'tap';
-import { mkdtempSync, readdirSync, rmSync, truncateSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import t from 'tap';
+import { readdirSync, truncateSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ChunkBacklog } from '../../src/receive/udp-backlog.js';
+import { tempDir } from '../helpers/temp.js';
 
 const chunk = (n: number, bytes = 100): Buffer => Buffer.alloc(bytes, n % 256);
 const drain = (b: ChunkBacklog): number[] => {
@@ -11,14 +11,8 @@ const drain = (b: ChunkBacklog): number[] => {
   return out;
 };
 
-function tempDir(t: Test): string {
-  const dir = mkdtempSync(join(tmpdir(), 'dockflow-backlog-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
-
 t.test('memory first, then disk, read back in the order pushed', async (t) => {
-  const dir = tempDir(t);
+  const dir = tempDir(t, 'backlog');
   const b = new ChunkBacklog({ memoryMaxBytes: 300, dir, diskMaxBytes: 1 << 20, segmentBytes: 500 });
   for (let i = 0; i < 20; i++) t.ok(b.push(chunk(i)));
   t.ok(readdirSync(dir).length > 1, 'several segments written');
@@ -32,7 +26,7 @@ t.test('memory first, then disk, read back in the order pushed', async (t) => {
 });
 
 t.test('full memory and disk refuse the chunk', async (t) => {
-  const b = new ChunkBacklog({ memoryMaxBytes: 250, dir: tempDir(t), diskMaxBytes: 220 });
+  const b = new ChunkBacklog({ memoryMaxBytes: 250, dir: tempDir(t, 'backlog'), diskMaxBytes: 220 });
   t.ok(b.push(chunk(0)));
   t.ok(b.push(chunk(1)));
   t.ok(b.push(chunk(2)), 'to disk');
@@ -45,7 +39,7 @@ t.test('full memory and disk refuse the chunk', async (t) => {
 });
 
 t.test('persist puts memory ahead of older segments; a new instance reads all back in order', async (t) => {
-  const dir = tempDir(t);
+  const dir = tempDir(t, 'backlog');
   const b = new ChunkBacklog({ memoryMaxBytes: 300, dir, diskMaxBytes: 1 << 20 });
   for (let i = 0; i < 6; i++) b.push(chunk(i));
   t.same([b.shift()![0]], [0]);
@@ -56,7 +50,7 @@ t.test('persist puts memory ahead of older segments; a new instance reads all ba
 });
 
 t.test('a segment torn by a crash mid-write yields its whole chunks', async (t) => {
-  const dir = tempDir(t);
+  const dir = tempDir(t, 'backlog');
   const b = new ChunkBacklog({ memoryMaxBytes: 0, dir, diskMaxBytes: 1 << 20 });
   for (let i = 0; i < 3; i++) b.push(chunk(i));
   b.persist();

@@ -2,9 +2,7 @@ import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readdirSync } from 'node:fs';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import type { BoundAddress } from '../../src/receive/listen.js';
@@ -12,6 +10,7 @@ import { startReceivers, type Receivers } from '../../src/receive/receivers.js';
 import type { MessageMeta, MessageSink } from '../../src/receive/types.js';
 import { udpDatagrams } from './corpus.js';
 import { CollectingSink, metricValue, sendDatagrams, startHarness, TEST_OPTIONS, until } from './harness.js';
+import { tempDir } from '../helpers/temp.js';
 
 const captures = ['tcp-egress-smtp.rsyslog-rfc5424-udp.bin', 'tcp-egress-smtp.rsyslog-rfc3164-udp.bin'];
 
@@ -125,8 +124,7 @@ async function slowReceivers(t: Test, sink: MessageSink, dir: string | undefined
 }
 
 t.test('a burst faster than the ingest thread waits in the backlog, on disk, and arrives in order', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'dockflow-udp-backlog-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const dir = tempDir(t, 'udp-backlog');
   // 10,000 datagrams in one second to an ingest thread that takes 2,000 a second.
   const sink = new SlowSink(500);
   const { registry, to } = await slowReceivers(t, sink, dir);
@@ -151,8 +149,7 @@ t.test('a burst faster than the ingest thread waits in the backlog, on disk, and
 });
 
 t.test('closing with a backlog keeps it on disk; the next start hands it on first, nothing twice', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'dockflow-udp-backlog-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const dir = tempDir(t, 'udp-backlog');
   const first = new SlowSink(500);
   const a = await slowReceivers(t, first, dir);
   const sent = 10_000;

@@ -1,22 +1,16 @@
-import { mkdtempSync, rmSync, symlinkSync, mkdirSync, existsSync } from 'node:fs';
+import { symlinkSync, mkdirSync, existsSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { Redis } from 'ioredis';
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { startEmbeddedRedis } from '../../src/store/redis-server.js';
 import { freePort } from '../helpers/redis.js';
 import { silent } from './records.js';
-
-function tempDir(t: Test): string {
-  const dir = mkdtempSync(join(tmpdir(), 'dockflow-embedded-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+import { tempDir } from '../helpers/temp.js';
 
 t.test('starts redis-server with AOF under dataDir, keeps data across stop/start, stops its child', async (t) => {
-  const dataDir = join(tempDir(t), 'redis');
+  const dataDir = join(tempDir(t, 'embedded'), 'redis');
   const server = await startEmbeddedRedis({ dataDir, logger: silent });
   t.match(server.url, /^redis:\/\/127\.0\.0\.1:\d+$/);
   const client = new Redis(server.url, { lazyConnect: true });
@@ -42,14 +36,14 @@ t.test('a port already in use is reported as such', async (t) => {
   const blocker = net.createServer().listen(port, '127.0.0.1');
   t.teardown(() => blocker.close());
   await new Promise((r) => blocker.once('listening', r));
-  await t.rejects(startEmbeddedRedis({ dataDir: tempDir(t), port, logger: silent }), {
+  await t.rejects(startEmbeddedRedis({ dataDir: tempDir(t, 'embedded'), port, logger: silent }), {
     code: 'DOCKFLOW_LISTEN_FAILED',
     message: new RegExp(`127\\.0\\.0\\.1:${port} is already in use`),
   });
 });
 
 t.test('a second server on the same live data directory is refused', async (t) => {
-  const dataDir = tempDir(t);
+  const dataDir = tempDir(t, 'embedded');
   const server = await startEmbeddedRedis({ dataDir, logger: silent });
   t.teardown(() => server.stop());
   await t.rejects(startEmbeddedRedis({ dataDir, logger: silent }), { code: 'DOCKFLOW_REDIS_UNAVAILABLE', message: /still uses/ });
@@ -57,14 +51,14 @@ t.test('a second server on the same live data directory is refused', async (t) =
 
 t.test('redis-server missing from PATH: a clear error saying how to install it', async (t) => {
   // A PATH holding node but not redis-server.
-  const bin = join(tempDir(t), 'bin');
+  const bin = join(tempDir(t, 'embedded'), 'bin');
   mkdirSync(bin);
   symlinkSync(process.execPath, join(bin, 'node'));
   const saved = process.env.PATH;
   process.env.PATH = bin;
   t.teardown(() => void (process.env.PATH = saved));
   t.throws(() => execFileSync('redis-server', ['--version']), 'really not on this PATH');
-  await t.rejects(startEmbeddedRedis({ dataDir: tempDir(t), logger: silent }), {
+  await t.rejects(startEmbeddedRedis({ dataDir: tempDir(t, 'embedded'), logger: silent }), {
     code: 'DOCKFLOW_REDIS_SERVER_MISSING',
     message: /apt-get install redis-server/,
   });

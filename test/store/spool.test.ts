@@ -1,15 +1,9 @@
-import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { appendFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { Spool, type SpoolOptions } from '../../src/store/spool.js';
 import { silent } from './records.js';
-
-function tempDir(t: Test): string {
-  const dir = mkdtempSync(join(tmpdir(), 'dockflow-spool-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+import { tempDir } from '../helpers/temp.js';
 
 function open(dir: string, opts: Partial<SpoolOptions> = {}): Spool {
   const s = new Spool({ dir, maxBytes: 1 << 20, ...opts }, { logger: silent });
@@ -30,7 +24,7 @@ function drain(s: Spool): unknown[] {
 const line = (i: number): string => JSON.stringify({ r: { i, pad: 'x'.repeat(40) } });
 
 t.test('lines come back in order across segments, and released segments are deleted', async (t) => {
-  const dir = tempDir(t);
+  const dir = tempDir(t, 'spool');
   const s = open(dir, { segmentBytes: 1000, flushBytes: 200 });
   for (let i = 0; i < 100; i++) t.ok(s.append(line(i)));
   s.flush();
@@ -44,7 +38,7 @@ t.test('lines come back in order across segments, and released segments are dele
 });
 
 t.test('a segment stays on disk until released, and a new run finds it', async (t) => {
-  const dir = tempDir(t);
+  const dir = tempDir(t, 'spool');
   const s = open(dir);
   for (let i = 0; i < 5; i++) s.append(line(i));
   const read = s.readNext();
@@ -57,7 +51,7 @@ t.test('a segment stays on disk until released, and a new run finds it', async (
 });
 
 t.test('appends beyond maxBytes are refused', async (t) => {
-  const dir = tempDir(t);
+  const dir = tempDir(t, 'spool');
   const size = Buffer.byteLength(line(0)) + 1;
   const s = open(dir, { maxBytes: size * 10 });
   const taken = Array.from({ length: 15 }, (_, i) => s.append(line(i))).filter(Boolean).length;
@@ -68,7 +62,7 @@ t.test('appends beyond maxBytes are refused', async (t) => {
 });
 
 t.test('a torn last line and a corrupt line are counted, the rest is read', async (t) => {
-  const dir = tempDir(t);
+  const dir = tempDir(t, 'spool');
   const s = open(dir);
   for (let i = 0; i < 3; i++) s.append(line(i));
   s.close();
@@ -84,7 +78,7 @@ t.test('a torn last line and a corrupt line are counted, the rest is read', asyn
 });
 
 t.test('writeHead puts older lines before the unread ones and replaces segments being read', async (t) => {
-  const dir = tempDir(t);
+  const dir = tempDir(t, 'spool');
   const s = open(dir, { segmentBytes: 300, flushBytes: 1 });
   for (let i = 10; i < 30; i++) s.append(line(i));
   const first = s.readNext();
@@ -106,7 +100,7 @@ t.test('writeHead puts older lines before the unread ones and replaces segments 
 });
 
 t.test('a spool directory that cannot be created is a clear error', async (t) => {
-  const dir = tempDir(t);
+  const dir = tempDir(t, 'spool');
   writeFileSync(join(dir, 'file'), '');
   const s = new Spool({ dir: join(dir, 'file', 'sub'), maxBytes: 100 }, { logger: silent });
   t.throws(() => s.open(), { code: 'DOCKFLOW_SPOOL_FAILED' });

@@ -1,5 +1,4 @@
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setImmediate as yieldLoop } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
@@ -14,14 +13,9 @@ import { StreamWriter, type Origin, type StreamWriterDeps, type StreamWriterOpti
 import type { StreamIndexer } from '../../src/store/types.js';
 import { startRedis } from '../helpers/redis.js';
 import { makeRecords, readStreams, seqOf, silent, until } from './records.js';
+import { tempDir } from '../helpers/temp.js';
 
 let n = 0;
-
-function tempDir(t: Test, name: string): string {
-  const dir = mkdtempSync(join(tmpdir(), `dockflow-${name}-`));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
 
 function makeWriter(client: Redis, spoolDir: string, prefix: string, opts: Partial<StreamWriterOptions> = {}, deps: Partial<StreamWriterDeps> = {}): StreamWriter {
   return new StreamWriter(
@@ -91,6 +85,16 @@ async function killEmbedded(server: EmbeddedRedis): Promise<void> {
  * An embedded redis-server with AOF on (what the service runs), a client on it and a fresh key prefix; `kill()` is
  * SIGKILL, `restart()` starts it again on the same port and data.
  */
+/** The test helper's redis-server (no persistence: a kill loses what it held), a client and a fresh key prefix. */
+async function helperRedis(t: Test) {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const client = connectRedis(redis.url, silent);
+  t.teardown(() => client.disconnect());
+  await until(() => client.status === 'ready', 'ready');
+  return { redis, client, prefix: `o${n++}` };
+}
+
 async function aofRedis(t: Test) {
   const dataDir = tempDir(t, 'aof');
   let server = await startEmbeddedRedis({ dataDir, logger: silent });
@@ -161,12 +165,7 @@ t.test('Redis killed mid-stream (AOF): UDP overflows to the spool and is replaye
 });
 
 t.test('Redis killed (helper kill/restart): TCP waits for drain, then everything lands in order', async (t) => {
-  const redis = await startRedis();
-  t.teardown(() => redis.stop());
-  const client = connectRedis(redis.url, silent);
-  t.teardown(() => client.disconnect());
-  await until(() => client.status === 'ready', 'ready');
-  const prefix = `o${n++}`;
+  const { redis, client, prefix } = await helperRedis(t);
   const w = makeWriter(client, tempDir(t, 'spool'), prefix, { maxQueueRecords: 500 });
   await w.start();
   await redis.kill();
@@ -185,12 +184,7 @@ t.test('Redis killed (helper kill/restart): TCP waits for drain, then everything
 });
 
 t.test('spool full: UDP beyond queue and spool is dropped and counted; the counts add up', async (t) => {
-  const redis = await startRedis();
-  t.teardown(() => redis.stop());
-  const client = connectRedis(redis.url, silent);
-  t.teardown(() => client.disconnect());
-  await until(() => client.status === 'ready', 'ready');
-  const prefix = `o${n++}`;
+  const { redis, client, prefix } = await helperRedis(t);
   const records = makeRecords(1000);
   // Room in the spool for exactly the 200 records after the first 100 (which fill the queue).
   const spoolMaxBytes = records.slice(100, 300).reduce((sum, r) => sum + Buffer.byteLength(`{"r":${encodeRecord(r)}}`) + 1, 0);
@@ -250,16 +244,11 @@ t.test('close() with Redis down writes the rest to the spool; the next writer re
 });
 
 t.test('a torn spool line left by a crash is counted, the rest replayed', async (t) => {
-  const redis = await startRedis();
-  t.teardown(() => redis.stop());
-  const client = connectRedis(redis.url, silent);
-  t.teardown(() => client.disconnect());
-  await until(() => client.status === 'ready', 'ready');
+  const { client, prefix } = await helperRedis(t);
   const spoolDir = tempDir(t, 'spool');
   const records = makeRecords(4);
   const lines = records.map((r) => `{"r":${encodeRecord(r)}}`);
   writeFileSync(join(spoolDir, '0000001000000000.ndjson'), `${lines.slice(0, 3).join('\n')}\n${lines[3]!.slice(0, 50)}`);
-  const prefix = `o${n++}`;
   const w = makeWriter(client, spoolDir, prefix);
   await w.start();
   await until(() => w.stats().stored === 3, 'replayed');
@@ -272,12 +261,7 @@ t.test('a torn spool line left by a crash is counted, the rest replayed', async 
 });
 
 t.test('records a previous run sent without an answer are looked up, not sent twice', async (t) => {
-  const redis = await startRedis();
-  t.teardown(() => redis.stop());
-  const client = connectRedis(redis.url, silent);
-  t.teardown(() => client.disconnect());
-  await until(() => client.status === 'ready', 'ready');
-  const prefix = `o${n++}`;
+  const { client, prefix } = await helperRedis(t);
   const keys = storeKeys(prefix);
   const [a, b, c] = makeRecords(3).map((r) => ({ ...r, network: { ...r.network, direction: 'egress' as const } })) as [FlowRecord, FlowRecord, FlowRecord];
   // The previous run's XADD of `a` reached Redis, that of `b` did not; neither was answered before it stopped.

@@ -1,6 +1,3 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
 import t, { type Test } from 'tap';
@@ -11,6 +8,7 @@ import { storeKeys } from '../../src/store/keys.js';
 import { StreamWriter, type StreamWriterOptions } from '../../src/store/stream-writer.js';
 import type { IndexEntry, StreamIndexer } from '../../src/store/types.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { tempDir } from '../helpers/temp.js';
 import { makeRecords, plain, readStreams, seqOf, silent, until } from './records.js';
 
 let redis: TestRedis;
@@ -30,8 +28,7 @@ t.teardown(async () => {
 /** A writer on its own key prefix and spool directory. */
 function writer(t: Test, opts: Partial<StreamWriterOptions> = {}, deps: { indexer?: StreamIndexer; now?: () => number } = {}) {
   const prefix = opts.keyPrefix ?? `t${n++}`;
-  const spoolDir = opts.spoolDir ?? mkdtempSync(join(tmpdir(), 'dockflow-writer-'));
-  t.teardown(() => rmSync(spoolDir, { recursive: true, force: true }));
+  const spoolDir = opts.spoolDir ?? tempDir(t, 'writer');
   const registry = new Registry();
   const w = new StreamWriter(client, { batchMaxRecords: 100, flushIntervalMs: 5, ...opts, keyPrefix: prefix, spoolDir }, { logger: silent, registry, ...deps });
   return { w, keys: storeKeys(prefix), registry, spoolDir };
@@ -177,13 +174,13 @@ t.test('the indexer gets the IDs Redis stored, its writes applied in the same sc
 });
 
 t.test('an entry Redis refuses: the rest of its batch is indexed apart, and each entry is counted once', async (t) => {
+  const prefix = `t${n++}`;
   const counter = (entries: readonly IndexEntry[]): IndexOps => {
     const ops = new IndexOps();
     for (const { record } of entries) ops.incr(ops.key(`${prefix}:count`), record.network.direction);
     return ops;
   };
-  const { w, keys, registry } = writer(t, { flushIntervalMs: 50 }, { indexer: { build: counter } });
-  const prefix = keys.prefix;
+  const { w, keys, registry } = writer(t, { keyPrefix: prefix, flushIntervalMs: 50 }, { indexer: { build: counter } });
   await w.start();
   const [first, a, b, c] = makeRecords(4).map((r, i) => ({ ...r, network: { ...r.network, direction: i === 2 ? ('ingress' as const) : ('egress' as const) } }));
   w.push(first!, 'tcp');

@@ -2,14 +2,14 @@ import t from 'tap';
 import https from 'node:https';
 import net from 'node:net';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { once } from 'node:events';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { compareApiVersions, DockerClient, dockerOptionsFromEnv } from '../../../src/enrich/docker/client.js';
 import { DockflowError, ErrorCode } from '../../../src/errors.js';
 import type { DockerEvent } from '../../../src/enrich/docker/types.js';
 import { FakeDocker } from '../../helpers/fake-docker.js';
+import { tempDir } from '../../helpers/temp.js';
 
 const isApiError = (err: unknown): boolean => err instanceof DockflowError && err.code === ErrorCode.DOCKER_API;
 
@@ -69,8 +69,7 @@ t.test('list, inspect and 404 with the real shapes', async (t) => {
 });
 
 t.test('failures are DockflowError(DOCKER_API)', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'dockflow-client-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const dir = tempDir(t, 'client');
   await t.rejects(new DockerClient({ host: `unix://${join(dir, 'missing.sock')}` }).negotiate(), { code: ErrorCode.DOCKER_API }, 'no socket');
 
   // A server that accepts and never answers: the request timeout ends it.
@@ -123,8 +122,7 @@ t.test('the event stream: since, filters, lines split across writes, the engine 
 });
 
 t.test('TLS with DOCKER_CERT_PATH, verified against ca.pem', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'dockflow-tls-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const dir = tempDir(t, 'tls');
   execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1'], { stdio: 'ignore' });
   execFileSync('cp', [join(dir, 'cert.pem'), join(dir, 'ca.pem')]);
   let sawClientCert = false;
@@ -145,8 +143,7 @@ t.test('TLS with DOCKER_CERT_PATH, verified against ca.pem', async (t) => {
   t.equal(await client.negotiate(), '1.43');
   t.same(await client.listContainers(), []);
   t.ok(sawClientCert, 'the client certificate was presented');
-  const otherDir = mkdtempSync(join(tmpdir(), 'dockflow-tls-other-'));
-  t.teardown(() => rmSync(otherDir, { recursive: true, force: true }));
+  const otherDir = tempDir(t, 'tls-other');
   execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(otherDir, 'key.pem'), '-out', join(otherDir, 'ca.pem'), '-subj', '/CN=other', '-days', '1'], { stdio: 'ignore' });
   const wrongCa = new DockerClient({ host: `tcp://127.0.0.1:${port}`, tlsVerify: true, certPath: otherDir });
   await t.rejects(wrongCa.negotiate(), { code: ErrorCode.DOCKER_API }, 'a server the CA did not sign is refused');
