@@ -5,7 +5,7 @@ import { isIP } from 'node:net';
 import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { ChunkBacklog } from './udp-backlog.js';
-import { BACKLOG_STATS, type UdpThreadData, type ToUdpThread, type FromUdpThread } from './udp-wire.js';
+import { BACKLOG_STATS, writeDatagram, type UdpThreadData, type ToUdpThread, type FromUdpThread } from './udp-wire.js';
 
 /*
  * The UDP receive thread: reads the sockets and nothing else, so that the kernel's buffer is drained while the ingest
@@ -35,14 +35,7 @@ let closing = false;
 const sockets: dgram.Socket[] = [];
 
 function receive(msg: Buffer, from: string, receivedAtMs: number): void {
-  const addressLength = Buffer.byteLength(from, 'latin1');
-  chunk.writeUInt32LE(msg.length, used);
-  chunk[used + 4] = addressLength;
-  chunk.write(from, used + 5, 'latin1');
-  chunk.writeDoubleLE(receivedAtMs, used + 5 + addressLength);
-  used += 13 + addressLength;
-  msg.copy(chunk, used);
-  used += msg.length;
+  used = writeDatagram(chunk, used, msg, from, receivedAtMs);
   datagrams++;
   if (used >= SEAL_AT) seal();
   else flushTimer ??= setTimeout(seal, FLUSH_MS);

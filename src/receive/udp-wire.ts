@@ -42,14 +42,28 @@ export type FromUdpThread =
 
 export type ToUdpThread = { type: 'ack'; chunks: number } | { type: 'close' };
 
+/** Bytes before the address: length (4) and address length (1); after it: received-at (8). */
+const FIXED_HEADER_BYTES = 13;
+
+/** Writes one datagram at `at`, which must leave room for it and its header; returns where the next one goes. */
+export function writeDatagram(chunk: Buffer, at: number, datagram: Buffer, from: string, receivedAtMs: number): number {
+  const addressLength = chunk.write(from, at + 5, 'latin1');
+  chunk.writeUInt32LE(datagram.length, at);
+  chunk[at + 4] = addressLength;
+  chunk.writeDoubleLE(receivedAtMs, at + 5 + addressLength);
+  const start = at + FIXED_HEADER_BYTES + addressLength;
+  datagram.copy(chunk, start);
+  return start + datagram.length;
+}
+
 /** Calls `each` for every datagram of a chunk: the datagram is `chunk[start, end)`. */
 export function forEachDatagram(chunk: Buffer, each: (start: number, end: number, from: string, receivedAtMs: number) => void): void {
-  for (let at = 0; at + 13 <= chunk.length; ) {
+  for (let at = 0; at + FIXED_HEADER_BYTES <= chunk.length; ) {
     const length = chunk.readUInt32LE(at);
     const addressLength = chunk[at + 4] as number;
     const from = chunk.toString('latin1', at + 5, at + 5 + addressLength);
     const receivedAtMs = chunk.readDoubleLE(at + 5 + addressLength);
-    const start = at + 13 + addressLength;
+    const start = at + FIXED_HEADER_BYTES + addressLength;
     each(start, start + length, from, receivedAtMs);
     at = start + length;
   }

@@ -42,7 +42,10 @@ export class IndexOps {
     list.push(score, member);
   }
 
-  /** ZADD GT/LT/NX: only the write Redis would keep is sent (the highest score for GT, the lowest for LT, the first for NX). */
+  /**
+   * ZADD GT/LT/NX: only the write Redis would keep is sent (the highest score for GT, the lowest for LT, the first for
+   * NX). A key takes one flag: the indexer uses each kind of key with one flag only.
+   */
   zaddIf(key: number, flag: ZaddFlag, score: number, member: string): void {
     let c = this.conditional.get(key);
     if (c === undefined) this.conditional.set(key, (c = { flag, members: new Map() }));

@@ -4,11 +4,10 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { DIRECTIONS, type Direction, type FlowRecord } from '../record.js';
 import { encodeRecord, looksLikeRecord, RECORD_FIELD } from './encode.js';
 import { FieldBlob } from './field-blob.js';
-import { INDEX_OPS_SCRIPT, LUA_APPLY_INDEX } from './index-ops.js';
+import { INDEX_OPS_SCRIPT, LUA_APPLY_INDEX, type IndexOps } from './index-ops.js';
 import { storeKeys } from './keys.js';
 import { Spool, type SpoolSegment } from './spool.js';
 import type { StreamIndexer } from './types.js';
-import type { IndexOps } from './index-ops.js';
 
 export type Origin = 'tcp' | 'udp' | 'file';
 export type StoreDropReason = 'spool-full' | 'spool-torn' | 'spool-write-failed' | 'closed';
