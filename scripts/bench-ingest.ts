@@ -1,7 +1,8 @@
 /**
  * Ingest benchmark: the real `dockflow serve` as a child process with its own redis-server, fed the burst corpus
  * (real rsyslog frames) over TCP at full speed and over UDP at fixed rates. Prints records stored per second, UDP
- * loss, the service's CPU and peak RSS, and redis-benchmark's XADD rate measured in the same run (the ceiling).
+ * loss, the service's CPU and peak RSS, the streams' Redis memory per record, and redis-benchmark's XADD rate
+ * measured in the same run (the ceiling).
  *
  *   npm run bench:ingest -- [--runs 3] [--tcp-messages 200000] [--udp-rates 20000,50000,100000] [--udp-seconds 5]
  *                          [--variants full,plain,geo] [--only tcp-lf,tcp-octet,udp] [--env KEY=VALUE ...]
@@ -122,6 +123,13 @@ async function startService(env: TestRedis, variant: string): Promise<{ child: C
   return { child, syslogPort };
 }
 
+/** Redis memory the streams take (`MEMORY USAGE … SAMPLES 0`: every node counted), without the query indexes. */
+async function streamBytes(redis: Redis): Promise<number> {
+  let bytes = 0;
+  for (const k of await redis.keys('dockflow:flows:*')) bytes += Number(await redis.call('MEMORY', 'USAGE', k, 'SAMPLES', '0'));
+  return bytes;
+}
+
 async function stored(redis: Redis): Promise<number> {
   const keys = await redis.keys('dockflow:flows:*');
   let n = 0;
@@ -186,6 +194,7 @@ interface Row {
   cpuSeconds: number;
   redisCpuSeconds: number;
   peakRssMb: number;
+  streamBytes: number;
 }
 
 /** redis-server's own CPU (all its threads), from INFO: the store's share of the cost of each record. */
@@ -228,6 +237,7 @@ async function one(test: string, variant: string, run: number, udpRate?: number)
     const { cpuSeconds, peakRssMb } = procStat(svc.child.pid!);
     const redisCpu = (await redisCpuSeconds(redis)) - redisCpu0;
     if (args['redis-stats']) console.error(`  redis: ${await redisCommandStats(redis)}`);
+    const bytes = await streamBytes(redis);
     const seconds = (lastChangeMs - t0) / 1000;
     return {
       test: `${test} ${variant}`,
@@ -241,6 +251,7 @@ async function one(test: string, variant: string, run: number, udpRate?: number)
       cpuSeconds: cpuSeconds - cpu0,
       redisCpuSeconds: redisCpu,
       peakRssMb,
+      streamBytes: bytes,
     };
   } finally {
     svc.child.kill('SIGTERM');
@@ -294,12 +305,12 @@ for (let run = 1; run <= runs; run++) {
 
 await docker.dispose();
 console.log(`\nredis-benchmark XADD (one ~900-byte field, pipelined 100): median ${Math.round(median(ceilings))}/s over ${runs} runs`);
-console.log('| test | runs | sent/s achieved (median) | stored/sent (last run) | records/s (median) | loss % (median) | CPU µs/record | Redis CPU µs/record | peak RSS MB |');
-console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+console.log('| test | runs | sent/s achieved (median) | stored/sent (last run) | records/s (median) | loss % (median) | CPU µs/record | Redis CPU µs/record | peak RSS MB | stream bytes/record |');
+console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
 for (const test of [...new Set(rows.map((r) => r.test))]) {
   const rs = rows.filter((r) => r.test === test);
   const last = rs[rs.length - 1]!;
   console.log(
-    `| ${test} | ${rs.length} | ${last.sentPerSecond === undefined ? '-' : Math.round(median(rs.map((r) => r.sentPerSecond ?? 0)))} | ${last.stored}/${last.sent} | ${Math.round(median(rs.map((r) => r.rate)))} | ${median(rs.map((r) => r.lossPct)).toFixed(3)} | ${median(rs.map((r) => (r.cpuSeconds * 1e6) / Math.max(1, r.stored))).toFixed(1)} | ${median(rs.map((r) => (r.redisCpuSeconds * 1e6) / Math.max(1, r.stored))).toFixed(1)} | ${Math.round(Math.max(...rs.map((r) => r.peakRssMb)))} |`,
+    `| ${test} | ${rs.length} | ${last.sentPerSecond === undefined ? '-' : Math.round(median(rs.map((r) => r.sentPerSecond ?? 0)))} | ${last.stored}/${last.sent} | ${Math.round(median(rs.map((r) => r.rate)))} | ${median(rs.map((r) => r.lossPct)).toFixed(3)} | ${median(rs.map((r) => (r.cpuSeconds * 1e6) / Math.max(1, r.stored))).toFixed(1)} | ${median(rs.map((r) => (r.redisCpuSeconds * 1e6) / Math.max(1, r.stored))).toFixed(1)} | ${Math.round(Math.max(...rs.map((r) => r.peakRssMb)))} | ${Math.round(median(rs.map((r) => r.streamBytes / Math.max(1, r.stored))))} |`,
   );
 }

@@ -55,7 +55,7 @@ export class IngestPipeline implements MessageSink {
     if (record.host === undefined) record.host = { name: meta.remoteAddress };
     record.event = { ingested: new Date(meta.receivedAtMs).toISOString() };
     this.enricher.enrich(record);
-    return this.writer.push(record, meta.transport);
+    return this.writer.push(record, meta.transport, message);
   }
 
   onDrain(listener: () => void): void {

@@ -2,7 +2,7 @@ import { ReplyError, type ChainableCommander, type Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { DIRECTIONS, type Direction, type FlowRecord } from '../record.js';
-import { encodeRecord, looksLikeRecord, RECORD_FIELD } from './encode.js';
+import { CONTEXT_FIELD, encodeContext, encodeRecord, looksLikeRecord, MESSAGE_FIELD, RECORD_FIELD, storableMessage } from './encode.js';
 import { FieldBlob } from './field-blob.js';
 import { INDEX_OPS_SCRIPT, LUA_APPLY_INDEX, type IndexOps } from './index-ops.js';
 import { storeKeys } from './keys.js';
@@ -68,7 +68,10 @@ interface Item {
   record: FlowRecord;
   /** Index into the stream keys (`DIRECTIONS` order). */
   stream: number;
-  json?: string;
+  /** The syslog message it was parsed from, stored beside its context (see encode.ts); else the whole record. */
+  message?: string;
+  /** Encoded once, at its first send: the context (`x`) with a message, else the whole record (`r`). */
+  encoded?: string;
   /** The ID it was last sent under. */
   id?: string;
   /** Sent under `id` with no answer (connection lost): Redis may or may not have it; look before resending. */
@@ -104,37 +107,44 @@ const INDEX_COMMAND = 'dockflowIndex';
 type ScriptCommand = (numKeys: number, ...keysAndArgs: Array<string | Buffer>) => unknown;
 /**
  * One batch, atomically. KEYS: the streams, then the indexer's keys. ARGV[1]: MAXLEN (empty: none); ARGV[2]: the
- * number of streams; ARGV[3]: a FieldBlob of (stream number, id, record JSON) per entry; ARGV[4]: the IndexOps blob
- * (may be empty).
+ * number of streams; ARGV[3]: a FieldBlob of (stream number, id, message, value) per entry, stored as `m` message and
+ * `x` value, or as `r` value when the message is empty (see encode.ts); ARGV[4]: the IndexOps blob (may be empty).
  *
  * Each XADD runs under pcall so one refused entry (an ID conflict, OOM) neither aborts the rest nor hides which one it
  * was. The index writes run only when every XADD succeeded, so that a refused entry, resent later, is not counted
  * twice; the writer then indexes the stored ones in a call of their own. Since the script is atomic, an entry found in
  * Redis after a lost connection has its index writes too. They run under pcall as well: a failing index write must not
- * turn stored entries into an error reply (the writer would resend them).
+ * turn stored entries into an error reply (the writer would resend them). Each stream written is trimmed once, after
+ * the batch, rather than by a MAXLEN on every XADD: the same approximate cap for fewer arguments per entry.
  *
  * Reply: { [index, error, index, error, …] refused entries, index error or '' }.
  */
 const WRITE_SCRIPT = `${LUA_APPLY_INDEX}
-local maxlen = ARGV[1]
 local nextField = fields(ARGV[3])
 local refused = {}
+local written = {}
 local n = 0
 while true do
   local stream = nextField()
   if not stream then break end
-  local key, id, value = KEYS[tonumber(stream)], nextField(), nextField()
+  stream = tonumber(stream)
+  local id, message, value = nextField(), nextField(), nextField()
   local reply
-  if maxlen == '' then
-    reply = redis.pcall('XADD', key, id, '${RECORD_FIELD}', value)
+  if message == '' then
+    reply = redis.pcall('XADD', KEYS[stream], id, '${RECORD_FIELD}', value)
   else
-    reply = redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, id, '${RECORD_FIELD}', value)
+    reply = redis.pcall('XADD', KEYS[stream], id, '${MESSAGE_FIELD}', message, '${CONTEXT_FIELD}', value)
   end
   if type(reply) == 'table' and reply.err then
     refused[#refused + 1] = n
     refused[#refused + 1] = reply.err
+  else
+    written[stream] = true
   end
   n = n + 1
+end
+if ARGV[1] ~= '' then
+  for stream in pairs(written) do redis.pcall('XTRIM', KEYS[stream], 'MAXLEN', '~', ARGV[1]) end
 end
 local indexError = ''
 if #refused == 0 and ARGV[4] ~= '' then
@@ -274,8 +284,9 @@ export class StreamWriter {
    * Takes the record (always, unless closed). `false` asks the caller to pause until `onDrain`: the queue is full.
    * UDP records are not queued beyond the bound: with the queue full, or while older UDP records are in the spool,
    * they go to the spool (and the caller is asked to pause); with the spool full they are dropped and counted.
+   * `message`, the syslog message the record was parsed from, is stored with it (see encode.ts).
    */
-  push(record: FlowRecord, origin: Origin): boolean {
+  push(record: FlowRecord, origin: Origin, message?: string): boolean {
     this.counts.pushed[origin]++;
     if (this.closed) {
       this.counts.dropped.closed++;
@@ -291,7 +302,8 @@ export class StreamWriter {
       this.counts.dropped['spool-full']++;
       return false;
     }
-    this.queue.push({ record, stream: this.streamOf.get(record.network.direction) ?? this.streams.length - 1 });
+    const stream = this.streamOf.get(record.network.direction) ?? this.streams.length - 1;
+    this.queue.push(message !== undefined && storableMessage(message) ? { record, stream, message } : { record, stream });
     if (this.queue.length >= this.batchMax) {
       if (!this.kickPending) {
         this.kickPending = true;
@@ -385,18 +397,24 @@ export class StreamWriter {
   private dispatch(items: Item[]): void {
     const pipeline = this.redis.pipeline();
     // One script call carries the whole batch: per-command client overhead, not Redis, bounds pipelined XADDs.
-    let jsonChars = 0;
+    let chars = 0;
     for (const item of items) {
-      item.json ??= encodeRecord(item.record);
-      jsonChars += item.json.length;
+      if (item.message !== undefined) {
+        item.encoded ??= encodeContext(item.record);
+        chars += item.message.length;
+      } else {
+        item.encoded ??= encodeRecord(item.record);
+      }
+      chars += item.encoded.length;
     }
-    const blob = new FieldBlob(jsonChars + items.length * 32);
+    const blob = new FieldBlob(chars + items.length * 32);
     for (const item of items) {
       const id = this.nextId(item.stream);
       item.id = id;
       blob.field(STREAM_INDEX_ARG[item.stream] as string);
       blob.field(id);
-      blob.field(item.json as string);
+      blob.field(item.message ?? '');
+      blob.field(item.encoded as string);
     }
     const ops = this.buildIndex(items);
     const keys = ops === undefined ? this.streams : [...this.streams, ...ops.keys];
@@ -651,7 +669,7 @@ export class StreamWriter {
     this.failed = [];
     // An item still carrying an ID was sent and not answered: keep the ID so the next run asks Redis whether it
     // took it before resending.
-    const lines = left.map((item) => spoolLine(item.json ?? encodeRecord(item.record), item.id));
+    const lines = left.map((item) => spoolLine(item.message === undefined && item.encoded !== undefined ? item.encoded : encodeRecord(item.record), item.id));
     try {
       this.spool.writeHead(lines);
       this.counts.spooled += lines.length;

@@ -1,6 +1,12 @@
+import { readFileSync } from 'node:fs';
+import { Registry } from 'prom-client';
 import t, { type Test } from 'tap';
-import { decodeEntry, decodeRecord, encodeRecord, RECORD_FIELD } from '../../src/store/encode.js';
-import { plain, realRecords } from './records.js';
+import { openGeoEnricher } from '../../src/enrich/geo.js';
+import { createLineOptions, parseLine } from '../../src/parse/line.js';
+import { CONTEXT_FIELD, decodeEntry, decodeRecord, encodeContext, encodeRecord, MESSAGE_FIELD, RECORD_FIELD, storableMessage } from '../../src/store/encode.js';
+import { FORMAT_FILES, messages, SCENARIOS } from '../fixtures/syslog/corpus.js';
+import { fixture } from '../helpers/paths.js';
+import { plain, realRecords, silent } from './records.js';
 
 t.test('every real record survives encode/decode unchanged', async (t) => {
   t.ok(realRecords().length >= 50, 'the fixture parses');
@@ -22,4 +28,50 @@ t.test('entries that are not records decode to undefined', async (t) => {
   for (const [name, fields] of cases) t.equal(decodeEntry(fields), undefined, name);
   t.strictSame(decodeEntry(['x', '1', RECORD_FIELD, good]), plain(realRecords()[0]!), 'finds r after other fields');
   t.equal(decodeRecord('[]'), undefined);
+});
+
+t.test('a record stored as its message and context reads back as the record', async (t) => {
+  const geo = await openGeoEnricher({ embeddedDefault: true, cacheEntries: 1000, watch: false }, { logger: silent, registry: new Registry() });
+  t.teardown(() => geo.close());
+  // Write-time settings unlike the read side's defaults: the context must carry what they decide.
+  const opts = createLineOptions({ bridges: ['docker0', 'br-*', 'podman*'], timeZone: 'America/New_York' });
+  const receivedAtMs = Date.UTC(2026, 0, 1, 3, 30);
+  const podmanLine = '<4>Jan  1 03:29:59 h1 kernel: [12.5] IN=podman1 OUT=eth0 SRC=10.88.0.2 DST=8.8.8.8 LEN=60 TTL=63 ID=1 PROTO=UDP SPT=5353 DPT=53 LEN=40 ';
+  const messagesOf: Array<[string, string[]]> = [
+    ...SCENARIOS.flatMap((s) => FORMAT_FILES.map((f): [string, string[]] => [`${s}.${f}`, messages(`${s}.${f}`)])),
+    ['netfilter variants (bare kernel text)', readFileSync(fixture('netfilter', 'variants.txt'), 'utf8').split('\n').filter((l) => l !== '' && !l.startsWith('#')).map((l) => l.slice(l.indexOf('\t') + 1))],
+    ['a bridge only the writer knows', [podmanLine]],
+  ];
+  let checked = 0;
+  for (const [name, lines] of messagesOf) {
+    for (const message of lines) {
+      const record = parseLine(message, opts, receivedAtMs);
+      if (typeof record === 'string') continue;
+      record.host ??= { name: '192.0.2.7' };
+      record.event = { ingested: new Date(receivedAtMs).toISOString() };
+      geo.enrich(record);
+      record.container = { id: 'c'.repeat(64), name: 'web-1', image: { name: 'nginx:1' }, labels: { 'com.docker.compose.service': 'web' }, match: 'ip' };
+      if (record.network.direction === 'internal') record.peer_container = { unattributed: true };
+      t.ok(storableMessage(message), `${name}: storable`);
+      const stored = decodeEntry([MESSAGE_FIELD, message, CONTEXT_FIELD, encodeContext(record)]);
+      // As readers see it: serialized, so fields the parser leaves undefined are absent on both sides.
+      if (!t.strictSame(stored && plain(stored), plain(record), `${name}: ${message.slice(0, 60)}`)) return;
+      checked++;
+    }
+  }
+  t.ok(checked > 300, `${checked} messages checked`);
+  t.equal(decodeEntry([MESSAGE_FIELD, podmanLine, CONTEXT_FIELD, '{}'])?.network.direction, 'other', 'without its context the read side would not know podman1 is a bridge');
+});
+
+t.test('message entries that do not make a record decode to undefined', async (t) => {
+  const message = messages('icmp-echo.kmsg.txt')[0]!;
+  const cases: Array<[string, string[]]> = [
+    ['message without context', [MESSAGE_FIELD, message]],
+    ['context without message', [CONTEXT_FIELD, '{}']],
+    ['context not JSON', [MESSAGE_FIELD, message, CONTEXT_FIELD, '{']],
+    ['context not an object', [MESSAGE_FIELD, message, CONTEXT_FIELD, '7']],
+    ['message not a LOG line', [MESSAGE_FIELD, '<13>Jan  1 00:00:00 h app: hello', CONTEXT_FIELD, '{}']],
+  ];
+  for (const [name, fields] of cases) t.equal(decodeEntry(fields), undefined, name);
+  t.notOk(storableMessage(`${message}\x1f`), 'a message with the blob separator is stored whole instead');
 });
