@@ -1,6 +1,7 @@
 import { Counter, type Registry } from 'prom-client';
 import type { Enricher } from './enrich/enricher.js';
 import { parseLine, type LineOptions } from './parse/line.js';
+import { IsoFormatter } from './parse/time.js';
 import { SKIP_REASONS, type SkipReason } from './record.js';
 import type { MessageMeta, MessageSink } from './receive/types.js';
 import type { StreamWriter } from './store/stream-writer.js';
@@ -11,6 +12,8 @@ import type { StreamWriter } from './store/stream-writer.js';
  */
 export class IngestPipeline implements MessageSink {
   readonly parsed = { records: 0 };
+  /** Its own formatter: the parser's caches the packet's second, and the two alternate. */
+  private readonly ingestedIso = new IsoFormatter();
   readonly skipped: Record<SkipReason, number>;
 
   constructor(
@@ -53,7 +56,7 @@ export class IngestPipeline implements MessageSink {
     // Senders that put no hostname in the header (bare kernel text over syslog) are known by their address, which
     // is also what multi-host attribution maps when configured so.
     if (record.host === undefined) record.host = { name: meta.remoteAddress };
-    record.event = { ingested: new Date(meta.receivedAtMs).toISOString() };
+    record.event = { ingested: this.ingestedIso.format(meta.receivedAtMs, 0, false) };
     this.enricher.enrich(record);
     return this.writer.push(record, meta.transport, message);
   }
