@@ -5,7 +5,8 @@
  *
  * Starts its own redis-server on a free loopback port (removed at the end), loads synthetic records shaped like
  * parsed LOG lines (varied containers, addresses, ports, countries, ASNs over a few hours) the way the stream writer
- * does (XADD with client-side IDs and the real indexer's writes; sent as raw RESP so the load is quick), then times a container query, an IP query
+ * does (the message and its context, client-side IDs, the real indexer's writes; sent as raw RESP so the load is
+ * quick), then times a container query, an IP query
  * and a top query over a one-hour window through the HTTP routes (`inject`), and prints p50/p99 and Redis memory per
  * million records. Heavy: run it once, not in a loop.
  */
@@ -15,7 +16,9 @@ import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { buildApp } from '../src/api/app.js';
+import { createLineOptions, parseLine } from '../src/parse/line.js';
 import type { Direction, FlowRecord } from '../src/record.js';
+import { CONTEXT_FIELD, encodeContext, MESSAGE_FIELD } from '../src/store/encode.js';
 import { INDEX_OPS_SCRIPT } from '../src/store/index-ops.js';
 import { FlowIndexer } from '../src/store/indexer.js';
 import type { IndexEntry } from '../src/store/types.js';
@@ -66,34 +69,42 @@ const REMOTES = Array.from({ length: 20_000 }, (_, i) => ({
 }));
 const PORTS = [443, 443, 443, 80, 53, 25, 587, 5432, 6379, 9200, 8080, 123, 22];
 
-function makeRecord(timeMs: number): FlowRecord {
+const lineOptions = createLineOptions();
+
+/**
+ * A record as the service makes one: a kernel LOG line in an RFC 5424 frame, parsed, then enriched (GeoIP and ASN of
+ * the remote side, the container). Stored the writer's way, as the message plus its context (`m`, `x`).
+ */
+function makeRecord(timeMs: number): { record: FlowRecord; message: string } {
   const c = CONTAINERS[skewed(CONTAINERS.length)]!;
   const remote = REMOTES[skewed(REMOTES.length)]!;
   const roll = rand();
   const direction: Direction = roll < 0.8 ? 'egress' : roll < 0.95 ? 'ingress' : 'internal';
   const port = PORTS[Math.floor(rand() * PORTS.length)]!;
-  const transport = port === 53 || port === 123 ? 'udp' : 'tcp';
+  const transport = port === 53 || port === 123 ? 'UDP' : 'TCP';
   const eph = 32768 + Math.floor(rand() * 28000);
-  const containerEnd = { ip: c.ip, port: direction === 'ingress' ? 8080 : eph, mac: '02:42:ac:11:00:02' };
-  const remoteEnd = {
-    ip: remote.ip,
-    port: direction === 'ingress' ? eph : port,
-    geo: { country_iso_code: remote.country },
-    as: { number: remote.asn, organization: { name: `AS${remote.asn} Example Networks` } },
-  };
-  const [source, destination] = direction === 'ingress' ? [remoteEnd, containerEnd] : [containerEnd, remoteEnd];
-  return {
-    '@timestamp': new Date(timeMs).toISOString(),
-    event: { ingested: new Date(timeMs + 3).toISOString(), kind: 'event', category: ['network'], type: ['connection', 'start'] },
-    log: { prefix: 'dockflow:', syslog: { priority: 4, facility: { code: 0, name: 'kern' }, severity: { code: 4, name: 'Warning' } }, format: 'rfc5424' },
-    host: { name: 'docker-host-1' },
-    observer: { ingress: { interface: { name: direction === 'ingress' ? 'eth0' : 'docker0' } }, egress: { interface: { name: direction === 'ingress' ? 'docker0' : 'eth0' } } },
-    source,
-    destination,
-    network: { type: 'ipv4', transport, iana_number: transport === 'udp' ? 17 : 6, direction, bytes: 60 },
-    iptables: { ttl: 63, id: Math.floor(rand() * 65535), length: 60, tos: 0, precedence_bits: 0, fragment_flags: ['DF'], ...(transport === 'tcp' ? { tcp: { flags: ['SYN'], window: 64240, reserved_bits: 0, urgent_pointer: 0 } } : { udp: { length: 40 } }) },
-    container: { id: c.id, name: c.name, image: { name: c.image }, labels: { 'com.docker.compose.service': c.service }, match: 'ip' },
-  };
+  const peer = direction === 'internal' ? CONTAINERS[skewed(CONTAINERS.length)]! : undefined;
+  const [src, dst, spt, dpt] =
+    direction === 'ingress' ? [remote.ip, c.ip, eph, 8080] : [c.ip, peer?.ip ?? remote.ip, eph, port];
+  const [inIf, outIf] = direction === 'ingress' ? ['eth0', 'docker0'] : direction === 'internal' ? ['docker0', 'docker0'] : ['docker0', 'eth0'];
+  const l4 = transport === 'TCP' ? `SPT=${spt} DPT=${dpt} WINDOW=64240 RES=0x00 SYN URGP=0 ` : `SPT=${spt} DPT=${dpt} LEN=40 `;
+  const message =
+    `<4>1 ${new Date(timeMs).toISOString()} docker-host-1 kernel - - - dockflow: IN=${inIf} OUT=${outIf} ` +
+    `MAC=02:42:5d:3c:1a:7e:02:42:ac:11:00:02:08:00 SRC=${src} DST=${dst} LEN=60 TOS=0x00 PREC=0x00 TTL=63 ` +
+    `ID=${Math.floor(rand() * 65535)} DF PROTO=${transport} ${l4}`;
+  const record = parseLine(message, lineOptions, timeMs + 3);
+  if (typeof record === 'string') throw new Error(`bench line does not parse (${record}): ${message}`);
+  record.event = { ingested: new Date(timeMs + 3).toISOString() };
+  const remoteEnd = direction === 'ingress' ? record.source : record.destination;
+  if (peer === undefined) {
+    remoteEnd.geo = { country_iso_code: remote.country };
+    remoteEnd.as = { number: remote.asn, organization: { name: `AS${remote.asn} Example Networks` } };
+  }
+  record.container = { id: c.id, name: c.name, image: { name: c.image }, labels: { 'com.docker.compose.service': c.service }, match: 'ip' };
+  if (peer !== undefined) {
+    record.peer_container = { id: peer.id, name: peer.name, image: { name: peer.image }, labels: { 'com.docker.compose.service': peer.service }, match: 'ip' };
+  }
+  return { record, message };
 }
 
 /**
@@ -209,9 +220,9 @@ async function main(): Promise<void> {
         seq = 0;
       } else seq++;
       const id = `${lastMs}-${seq}`;
-      const r = makeRecord(timeMs);
+      const { record: r, message } = makeRecord(timeMs);
       const stream = `${PREFIX}:flows:${r.network.direction}`;
-      loader.command('XADD', stream, id, 'r', JSON.stringify(r));
+      loader.command('XADD', stream, id, MESSAGE_FIELD, message, CONTEXT_FIELD, encodeContext(r));
       batch.push({ record: r, stream, id });
       if (batch.length === BATCH) {
         index(batch);
