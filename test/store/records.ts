@@ -8,16 +8,27 @@ import { fixture } from '../helpers/paths.js';
 
 export const silent = pino({ level: process.env.DOCKFLOW_TEST_LOG ?? 'silent' });
 
-let parsed: readonly FlowRecord[] | undefined;
+let parsed: { records: readonly FlowRecord[]; messages: readonly string[] } | undefined;
+
+function corpusRecords(): { records: readonly FlowRecord[]; messages: readonly string[] } {
+  if (!parsed) {
+    const opts = createLineOptions({ referenceMs: Date.UTC(2026, 0, 15) });
+    const records: FlowRecord[] = [];
+    const messages: string[] = [];
+    for (const line of readFileSync(fixture('store', 'flows.kmsg.txt'), 'utf8').split('\n').filter(Boolean)) {
+      const r = parseLine(line, opts);
+      if (!isRecord(r)) continue;
+      records.push(r);
+      messages.push(line);
+    }
+    parsed = { records, messages };
+  }
+  return parsed;
+}
 
 /** The real flows of the corpus scenarios (kmsg records), parsed by the real parser. */
 export function realRecords(): readonly FlowRecord[] {
-  if (!parsed) {
-    const opts = createLineOptions({ referenceMs: Date.UTC(2026, 0, 15) });
-    const lines = readFileSync(fixture('store', 'flows.kmsg.txt'), 'utf8').split('\n').filter(Boolean);
-    parsed = lines.map((l) => parseLine(l, opts)).filter(isRecord);
-  }
-  return parsed;
+  return corpusRecords().records;
 }
 
 const T0 = Date.UTC(2026, 0, 15);
@@ -40,6 +51,12 @@ export function plain(r: FlowRecord): FlowRecord {
 
 export function seqOf(r: FlowRecord): number {
   return Date.parse(r.event?.ingested ?? '') - T0;
+}
+
+/** The kmsg line a record of `makeRecords` was parsed from: what the service hands the writer with it. */
+export function messageOf(r: FlowRecord): string {
+  const { messages } = corpusRecords();
+  return messages[seqOf(r) % messages.length] as string;
 }
 
 export interface Entry {

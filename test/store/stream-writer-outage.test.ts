@@ -12,7 +12,7 @@ import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/store/redis-se
 import { StreamWriter, type Origin, type StreamWriterDeps, type StreamWriterOptions } from '../../src/store/stream-writer.js';
 import type { StreamIndexer } from '../../src/store/types.js';
 import { startRedis } from '../helpers/redis.js';
-import { makeRecords, readStreams, seqOf, silent, until } from './records.js';
+import { makeRecords, messageOf, readStreams, seqOf, silent, until } from './records.js';
 import { tempDir } from '../helpers/temp.js';
 
 let n = 0;
@@ -44,12 +44,13 @@ async function failures(registry: Registry): Promise<number> {
 }
 
 /** Pushes like a receiver: TCP/file wait for drain when told to, UDP never waits; yields to I/O every 100 records. */
+/** Pushes as the service does: each record with the message it was parsed from (stored as message and context). */
 async function pushAll(w: StreamWriter, records: FlowRecord[], origin: Origin, onEach?: (i: number) => void | Promise<void>): Promise<void> {
   let waiter: (() => void) | undefined;
   w.onDrain(() => waiter?.());
   for (let i = 0; i < records.length; i++) {
     await onEach?.(i);
-    const more = w.push(records[i]!, origin);
+    const more = w.push(records[i]!, origin, messageOf(records[i]!));
     if (!more && origin !== 'udp') await new Promise<void>((r) => (waiter = r));
     if (i % 100 === 99) await yieldLoop();
   }
