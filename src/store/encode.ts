@@ -24,9 +24,12 @@ export function encodeRecord(record: FlowRecord): string {
   return JSON.stringify(record);
 }
 
-/** Whether a message can be stored as `m` (the writer's batch blob separates fields with 0x1f). */
+/**
+ * Whether a message can be stored as `m`: not empty (the batch blob marks an entry stored whole, `r`, by an empty
+ * message) and free of 0x1f (the blob's field separator).
+ */
 export function storableMessage(message: string): boolean {
-  return message.indexOf('\x1f') === -1;
+  return message.length > 0 && message.indexOf('\x1f') === -1;
 }
 
 /** The `x` of a record stored with its message: every field that parsing the message alone would not give. */

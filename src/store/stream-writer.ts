@@ -96,6 +96,11 @@ interface SpoolLine {
   id?: unknown;
 }
 
+/** The spool holds whole records: an item stored with its message has only its context encoded. */
+function wholeRecordJson(item: Item): string {
+  return item.message === undefined && item.encoded !== undefined ? item.encoded : encodeRecord(item.record);
+}
+
 function spoolLine(json: string, id?: string): string {
   return id === undefined ? `{"${RECORD_FIELD}":${json}}` : `{"${RECORD_FIELD}":${json},"id":"${id}"}`;
 }
@@ -669,7 +674,7 @@ export class StreamWriter {
     this.failed = [];
     // An item still carrying an ID was sent and not answered: keep the ID so the next run asks Redis whether it
     // took it before resending.
-    const lines = left.map((item) => spoolLine(item.message === undefined && item.encoded !== undefined ? item.encoded : encodeRecord(item.record), item.id));
+    const lines = left.map((item) => spoolLine(wholeRecordJson(item), item.id));
     try {
       this.spool.writeHead(lines);
       this.counts.spooled += lines.length;

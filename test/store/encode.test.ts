@@ -74,4 +74,5 @@ t.test('message entries that do not make a record decode to undefined', async (t
   ];
   for (const [name, fields] of cases) t.equal(decodeEntry(fields), undefined, name);
   t.notOk(storableMessage(`${message}\x1f`), 'a message with the blob separator is stored whole instead');
+  t.notOk(storableMessage(''), 'so is an empty one (the blob marks whole records by an empty message)');
 });
