@@ -8,11 +8,11 @@ import type { Endpoint, FlowRecord } from '../record.js';
  *          message does not determine (`x`): @timestamp (the year and zone of RFC 3164 stamps are inferred), the
  *          direction (from the configured bridges), host, event.ingested, the GeoIP and container enrichment. The
  *          record is the message parsed, with `x` merged over it (`decodeEntry`). The writer's form for every
- *          received record: 40–70 % of the whole record's bytes in Redis, and a fraction of its JSON to encode
+ *          received record: half the whole record's bytes in Redis, and a fraction of its JSON to encode
  *          per record (JSON.stringify of the whole ~1.3 KB record was a quarter of the ingest thread's
  *          time; Redis' cost per entry grows with its bytes).
  *   r      the whole record as JSON: records that come with no message (replayed from the spool, written by tests or
- *          other tools), and messages that contain the blob separator (0x1f).
+ *          other tools), and messages the batch blob cannot carry (see `storableMessage`).
  *
  * Readers decode either with `decodeEntry`.
  */
@@ -75,7 +75,7 @@ export function decodeEntry(fields: readonly string[]): FlowRecord | undefined {
 }
 
 /** A record from its message and context (`m`, `x`), or `undefined` if they do not make one. */
-export function decodeMessage(message: string, contextJson: string): FlowRecord | undefined {
+function decodeMessage(message: string, contextJson: string): FlowRecord | undefined {
   let context: unknown;
   try {
     context = JSON.parse(contextJson);
