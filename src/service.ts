@@ -71,7 +71,12 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
     let redisUrl = config.redis.url;
     let embedded: EmbeddedRedis | undefined;
     if (redisUrl === undefined) {
-      embedded = await startEmbeddedRedis({ dataDir: config.redis.embeddedDataDir, port: config.redis.embeddedPort || undefined, logger });
+      embedded = await startEmbeddedRedis({
+        dataDir: config.redis.embeddedDataDir,
+        port: config.redis.embeddedPort || undefined,
+        appendFsync: config.redis.embeddedAppendFsync,
+        logger,
+      });
       cleanups.push(() => embedded!.stop());
       redisUrl = embedded.url;
       logger.info({ dataDir: embedded.dataDir, url: redisUrl }, 'no REDIS_URL: started a local redis-server (AOF on)');

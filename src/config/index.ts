@@ -42,6 +42,12 @@ export const ConfigSchema = z
         url: z.string().optional(),
         embeddedDataDir: z.string().default('.dockflow/redis'),
         embeddedPort: port.default(0),
+        /**
+         * The embedded server's AOF fsync policy. `everysec` can lose acknowledged writes if redis-server dies while
+         * the disk stalls (Redis then defers the AOF write by up to 2 s but still replies); `always` cannot, for an
+         * fsync per event-loop turn of Redis (a batch of records, not one record).
+         */
+        embeddedAppendFsync: z.enum(['everysec', 'always']).default('everysec'),
       })
       .prefault({}),
     store: z
@@ -110,6 +116,7 @@ interface Setting {
 export const SETTINGS: readonly Setting[] = [
   { path: 'redis.url', env: 'REDIS_URL', flag: 'redis-url', kind: 'string', help: 'Redis URL; unset: start a local redis-server' },
   { path: 'redis.embeddedDataDir', env: 'DOCKFLOW_REDIS_DIR', flag: 'redis-dir', kind: 'string', help: 'data directory of the embedded redis-server' },
+  { path: 'redis.embeddedAppendFsync', env: 'DOCKFLOW_REDIS_FSYNC', flag: 'redis-fsync', kind: 'string', help: 'embedded redis-server AOF fsync: everysec or always' },
   { path: 'syslog.host', env: 'SYSLOG_HOST', flag: 'syslog-host', kind: 'string', help: 'syslog listen address (0.0.0.0, ::)' },
   { path: 'syslog.udpPort', env: 'SYSLOG_UDP_PORT', flag: 'udp-port', kind: 'int', help: 'syslog UDP port' },
   { path: 'syslog.tcpPort', env: 'SYSLOG_TCP_PORT', flag: 'tcp-port', kind: 'int', help: 'syslog TCP port' },

@@ -16,6 +16,8 @@ export interface EmbeddedRedisOptions {
   binary?: string;
   /** Default 15 s (loading a large AOF takes time). */
   startTimeoutMs?: number;
+  /** Default `everysec` (see the config's `redis.embeddedAppendFsync`). */
+  appendFsync?: 'everysec' | 'always';
 }
 
 export interface EmbeddedRedis {
@@ -30,7 +32,7 @@ export interface EmbeddedRedis {
 const INSTALL_HINT = 'install it (Debian/Ubuntu: apt-get install redis-server) or set REDIS_URL to an existing Redis';
 
 /**
- * Starts a private `redis-server` for dockflow: AOF on (fsync every second), no RDB snapshots, bound to 127.0.0.1
+ * Starts a private `redis-server` for dockflow: AOF on (fsync every second unless told `always`), no RDB snapshots, bound to 127.0.0.1
  * only, data under `dataDir`, and waits until it answers PING.
  */
 export async function startEmbeddedRedis(opts: EmbeddedRedisOptions): Promise<EmbeddedRedis> {
@@ -49,7 +51,7 @@ export async function startEmbeddedRedis(opts: EmbeddedRedisOptions): Promise<Em
   // prettier-ignore
   const args = [
     '--port', String(port), '--bind', '127.0.0.1', '--protected-mode', 'yes', '--dir', dataDir,
-    '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '', '--daemonize', 'no',
+    '--appendonly', 'yes', '--appendfsync', opts.appendFsync ?? 'everysec', '--save', '', '--daemonize', 'no',
     '--pidfile', join(dataDir, 'redis.pid'),
   ];
   const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });

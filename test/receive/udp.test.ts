@@ -1,6 +1,5 @@
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
-import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { readdirSync } from 'node:fs';
 import { pino } from 'pino';
@@ -55,12 +54,9 @@ t.test('kernel drops on the socket are read from /proc/net/udp and exported with
   const buffer = await metricValue(h.registry, `dockflow_receive_udp_buffer_bytes${label}`);
   t.ok(buffer !== undefined && buffer > 0 && buffer < 64 * 1024, `granted buffer reported (${buffer} bytes)`);
 
-  // One synchronous burst into a buffer of a datagram or two: even read on its own thread, it overflows.
+  // Sent while this process, receive thread and all, is stopped: the buffer of a datagram or two must overflow.
   const sent = 300;
-  const sender = dgram.createSocket('udp4');
-  t.teardown(() => sender.close());
-  const payload = Buffer.alloc(400, 0x61);
-  for (let i = 0; i < sent; i++) sender.send(payload, to.port, to.address);
+  await sendWhileStopped(to, sent);
   const drops = async (): Promise<number> => (await metricValue(h.registry, `dockflow_receive_udp_kernel_drops${label}`)) ?? -1;
   await until(async () => h.sink.messages.length + (await drops()) === sent);
   t.ok((await drops()) > 0, `the kernel's drops are visible (${await drops()} of ${sent})`);
@@ -74,6 +70,24 @@ t.test('a buffer granted below the request is still reported as granted', async 
   const buffer = await metricValue(h.registry, `dockflow_receive_udp_buffer_bytes${label}`);
   t.ok(buffer !== undefined && buffer > 0 && buffer < 1 << 30, `capped by net.core.rmem_max (${buffer} bytes)`);
 });
+
+/**
+ * Sends `count` datagrams from another process that stops this one (SIGSTOP) first and lets it go on (SIGCONT) once
+ * they are all sent, or whenever it exits: nothing here reads the socket meanwhile, whatever the machine's load.
+ */
+async function sendWhileStopped(to: BoundAddress, count: number): Promise<void> {
+  const code = `
+    const { readFileSync } = require('node:fs');
+    const parent = process.ppid;
+    process.on('exit', () => process.kill(parent, 'SIGCONT'));
+    process.kill(parent, 'SIGSTOP');
+    while (readFileSync('/proc/' + parent + '/stat', 'utf8').split(') ')[1][0] !== 'T');
+    const s = require('node:dgram').createSocket('udp4');
+    let left = ${count};
+    for (let i = 0; i < ${count}; i++) s.send(Buffer.alloc(400, 0x61), ${to.port}, '${to.address}', () => --left === 0 && s.close());`;
+  const child = spawn(process.execPath, ['-e', code], { stdio: 'inherit' });
+  await once(child, 'exit');
+}
 
 /** A sink that takes `costUs` of CPU per message: an ingest thread slower than the sender. */
 class SlowSink extends CollectingSink {
