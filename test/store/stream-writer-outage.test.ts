@@ -95,8 +95,9 @@ async function helperRedis(t: Test) {
 /**
  * The embedded redis-server (what the service runs) with `appendfsync always`, a client on it and a fresh key
  * prefix; `kill()` is SIGKILL, `restart()` starts it again on the same port and data. Under `everysec`, Redis itself
- * may acknowledge writes it has not yet written to the AOF (it defers the write while a slow fsync runs: seen in CI
- * on a busy disk), and a kill then loses them whatever the writer does; these tests are about the writer.
+ * may acknowledge writes it has not yet written to the AOF (flushAppendOnlyFile defers the write by up to 2 s while
+ * a slow fsync runs, the likeliest cause of a CI run on a busy disk that came up short), and a kill then loses them
+ * whatever the writer does; these tests are about the writer.
  */
 async function aofRedis(t: Test) {
   const dataDir = tempDir(t, 'aof');
