@@ -100,7 +100,7 @@ function variantEnv(variant: string, docker: FakeDocker): Record<string, string>
   }
 }
 
-async function startService(env: TestRedis, variant: string): Promise<{ child: ChildProcess; syslogPort: number }> {
+async function startService(env: TestRedis, variant: string): Promise<{ child: ChildProcess; syslogPort: number; httpPort: number }> {
   const syslogPort = await freePort();
   const httpPort = await freePort();
   const child = spawn(process.execPath, [...serviceNodeArgs, join(root, 'dist', 'src', 'cli.js'), 'serve'], {
@@ -120,7 +120,15 @@ async function startService(env: TestRedis, variant: string): Promise<{ child: C
   });
   await waitForPort(syslogPort, 20_000);
   await waitForPort(httpPort, 20_000);
-  return { child, syslogPort };
+  return { child, syslogPort, httpPort };
+}
+
+/** A counter of the service's /metrics (the sum over its labels). */
+async function serviceCounter(httpPort: number, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
+  let sum = 0;
+  for (const m of text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))) sum += Number(m[1]);
+  return sum;
 }
 
 /** Redis memory the streams take (`MEMORY USAGE … SAMPLES 0`: every node counted), without the query indexes. */
@@ -195,6 +203,8 @@ interface Row {
   redisCpuSeconds: number;
   peakRssMb: number;
   streamBytes: number;
+  /** Records that went through the writer's disk spool (work done twice: the queue to Redis was full). */
+  spooled: number;
 }
 
 /** redis-server's own CPU (all its threads), from INFO: the store's share of the cost of each record. */
@@ -238,6 +248,7 @@ async function one(test: string, variant: string, run: number, udpRate?: number)
     const redisCpu = (await redisCpuSeconds(redis)) - redisCpu0;
     if (args['redis-stats']) console.error(`  redis: ${await redisCommandStats(redis)}`);
     const bytes = await streamBytes(redis);
+    const spooled = await serviceCounter(svc.httpPort, 'dockflow_store_records_spooled_total');
     const seconds = (lastChangeMs - t0) / 1000;
     return {
       test: `${test} ${variant}`,
@@ -252,6 +263,7 @@ async function one(test: string, variant: string, run: number, udpRate?: number)
       redisCpuSeconds: redisCpu,
       peakRssMb,
       streamBytes: bytes,
+      spooled,
     };
   } finally {
     svc.child.kill('SIGTERM');
@@ -298,7 +310,7 @@ for (let run = 1; run <= runs; run++) {
     for (const rate of udpRates) {
       const r = await one(`udp-${rate}`, variants[0]!, run, rate);
       rows.push(r);
-      console.error(`udp ${rate}/s run ${run}: sent at ${Math.round(r.sentPerSecond ?? 0)}/s, ${r.stored}/${r.sent}, loss ${r.lossPct.toFixed(3)} %, cpu ${r.cpuSeconds.toFixed(2)} s, rss ${r.peakRssMb.toFixed(0)} MB`);
+      console.error(`udp ${rate}/s run ${run}: sent at ${Math.round(r.sentPerSecond ?? 0)}/s, ${r.stored}/${r.sent}, loss ${r.lossPct.toFixed(3)} %, cpu ${r.cpuSeconds.toFixed(2)} s, rss ${r.peakRssMb.toFixed(0)} MB, spooled ${r.spooled}`);
     }
   }
 }

@@ -40,7 +40,8 @@ export type FromUdpThread =
   | { type: 'chunk'; buffer: ArrayBuffer; length: number }
   | { type: 'closed'; leftBytes: number };
 
-export type ToUdpThread = { type: 'ack'; chunks: number } | { type: 'close' };
+/** An acknowledgement gives the chunks' memory back (transferred), for the receive thread to fill again. */
+export type ToUdpThread = { type: 'ack'; chunks: number; buffers: ArrayBuffer[] } | { type: 'close' };
 
 /** Bytes before the address: length (4) and address length (1); after it: received-at (8). */
 const FIXED_HEADER_BYTES = 13;

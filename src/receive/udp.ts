@@ -34,7 +34,8 @@ export class UdpReceiver {
   private readonly stats = new Float64Array(new SharedArrayBuffer(8 * BACKLOG_STATS_LENGTH));
   private closing: Promise<void> | undefined;
   private onClosed: (() => void) | undefined;
-  private unacked = 0;
+  /** Chunks handed on and not yet acknowledged: their memory goes back with the acknowledgement. */
+  private readonly unacked: ArrayBuffer[] = [];
   /** The sink asked to pause: chunks are not acknowledged until it drains, so they wait in the thread's backlog. */
   private paused = false;
 
@@ -101,7 +102,8 @@ export class UdpReceiver {
       forEachDatagram(chunk, (start, end, from, receivedAtMs) => this.receive(chunk, start, end, from, receivedAtMs));
       // Acknowledged after the rest of the event loop has had its turn: a port drains every message it has in one
       // go, and chunks answered at once would keep arriving there, starving timers, sockets and Redis replies.
-      if (this.unacked++ === 0 && !this.paused) setImmediate(() => this.ack());
+      this.unacked.push(m.buffer);
+      if (this.unacked.length === 1 && !this.paused) setImmediate(() => this.ack());
     } else if (m.type === 'socket-error') this.ctx.logger.error({ err: m.message }, 'syslog UDP socket error');
     else if (m.type === 'backlog-error') this.ctx.logger.error({ err: m.message, dir: this.opts.backlogDir }, 'UDP backlog cannot write to disk; datagrams beyond memory are dropped and counted');
     else if (m.type === 'closed') {
@@ -111,9 +113,9 @@ export class UdpReceiver {
   }
 
   private ack(): void {
-    if (this.paused || this.unacked === 0) return;
-    this.worker?.postMessage({ type: 'ack', chunks: this.unacked } satisfies ToUdpThread);
-    this.unacked = 0;
+    if (this.paused || this.unacked.length === 0) return;
+    const buffers = this.unacked.splice(0);
+    this.worker?.postMessage({ type: 'ack', chunks: buffers.length, buffers } satisfies ToUdpThread, buffers);
   }
 
   private readonly onDrain = (): void => {
