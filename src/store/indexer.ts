@@ -135,11 +135,20 @@ function digitsEnd(id: string, from: number): number {
   return i - from >= 1 && i - from <= 15 ? i : -1;
 }
 
+/** The last ID's millisecond part and its base 36: the entries of a batch mostly share one (radix conversion is slow). */
+let lastMs = '';
+let lastMs36 = '';
+
 export function encodeMember(dir: Direction, id: string): string | undefined {
   const dash = digitsEnd(id, 0);
   if (dash < 0 || id.charCodeAt(dash) !== 45 || digitsEnd(id, dash + 1) !== id.length) return undefined;
+  const ms = id.slice(0, dash);
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastMs36 = Number(ms).toString(36);
+  }
   const seq = Number(id.slice(dash + 1));
-  return `${DIRECTION_CODE[dir]}${Number(id.slice(0, dash)).toString(36)}${seq === 0 ? '' : `.${seq.toString(36)}`}`;
+  return `${DIRECTION_CODE[dir]}${lastMs36}${seq === 0 ? '' : `.${seq.toString(36)}`}`;
 }
 
 export function decodeMember(member: string): EntryRef | undefined {
