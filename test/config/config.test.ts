@@ -8,6 +8,8 @@ t.test('defaults give a working service', async (t) => {
   t.equal(c.syslog.tcpPort, 5514);
   t.equal(c.http.host, '127.0.0.1');
   t.equal(c.redis.url, undefined);
+  t.equal(c.redis.embeddedAppendFsync, 'everysec');
+  t.equal(loadConfig({ env: { DOCKFLOW_REDIS_FSYNC: 'always' } }).redis.embeddedAppendFsync, 'always');
   t.same(c.parse.bridges, ['docker0', 'br-*']);
   t.ok(Object.isFrozen(c.syslog), 'frozen after start-up');
 });
@@ -33,6 +35,7 @@ const invalid: Array<[string, Parameters<typeof loadConfig>[0], RegExp]> = [
   ['API off loopback without token', { env: { HTTP_HOST: '0.0.0.0' } }, /API_TOKEN/],
   ['short token', { env: { API_TOKEN: 'short' } }, /apiToken/],
   ['bad endpoint map', { env: { DOCKFLOW_DOCKER_ENDPOINTS: 'nohostname' } }, /name=value/],
+  ['unknown AOF fsync policy', { env: { DOCKFLOW_REDIS_FSYNC: 'no' } }, /embeddedAppendFsync/],
 ];
 for (const [name, sources, message] of invalid) {
   t.test(`rejected: ${name}`, async (t) => {

@@ -17,17 +17,19 @@ t.test('starts redis-server with AOF under dataDir, keeps data across stop/start
   await client.connect();
   t.same(await client.config('GET', 'appendonly'), ['appendonly', 'yes']);
   t.same(await client.config('GET', 'bind'), ['bind', '127.0.0.1']);
+  t.same(await client.config('GET', 'appendfsync'), ['appendfsync', 'everysec'], 'fsync every second by default');
   await client.set('k', 'v');
   client.disconnect();
   await server.stop();
   t.throws(() => process.kill(server.pid, 0), 'child gone after stop()');
   t.ok(existsSync(join(dataDir, 'appendonlydir')), 'AOF under dataDir');
 
-  const again = await startEmbeddedRedis({ dataDir, port: server.port, logger: silent });
+  const again = await startEmbeddedRedis({ dataDir, port: server.port, appendFsync: 'always', logger: silent });
   t.teardown(() => again.stop());
   const c2 = new Redis(again.url, { lazyConnect: true });
   await c2.connect();
   t.equal(await c2.get('k'), 'v', 'data survived the restart');
+  t.same(await c2.config('GET', 'appendfsync'), ['appendfsync', 'always'], 'or on every write, when asked');
   c2.disconnect();
 });
 
