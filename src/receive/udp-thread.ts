@@ -27,8 +27,8 @@ const CHUNK_BYTES = SEAL_AT + 65_536 + 512;
 const FLUSH_MS = 2;
 
 /**
- * Chunk buffers the ingest thread gave back with its acknowledgements. Reused rather than allocated: a fresh 130 KB
- * buffer per chunk, freed on the other thread, left this thread's malloc arena fragmented to its 64 MB limit.
+ * Chunk buffers the ingest thread gave back with its acknowledgements, reused rather than a fresh 130 KB buffer
+ * allocated here for every chunk and freed on the other thread (which fragments this thread's malloc arena).
  */
 const spare: Buffer[] = [];
 const newChunk = (): Buffer => spare.pop() ?? Buffer.allocUnsafeSlow(CHUNK_BYTES);
