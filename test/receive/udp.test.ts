@@ -81,7 +81,8 @@ async function sendWhileStopped(to: BoundAddress, count: number): Promise<void> 
     const parent = process.ppid;
     process.on('exit', () => process.kill(parent, 'SIGCONT'));
     process.kill(parent, 'SIGSTOP');
-    while (readFileSync('/proc/' + parent + '/stat', 'utf8').split(') ')[1][0] !== 'T');
+    const deadline = Date.now() + 2000;
+    while (!/^[Tt]/.test(readFileSync('/proc/' + parent + '/stat', 'utf8').split(') ')[1]) && Date.now() < deadline);
     const s = require('node:dgram').createSocket('udp4');
     let left = ${count};
     for (let i = 0; i < ${count}; i++) s.send(Buffer.alloc(400, 0x61), ${to.port}, '${to.address}', () => --left === 0 && s.close());`;
