@@ -1,3 +1,5 @@
+import { parseIPv4, parseIPv6 } from '../parse/community-id.js';
+
 /**
  * Special-purpose address ranges (IANA IPv4/IPv6 Special-Purpose Address Registries, RFC 6890 and successors).
  * GeoIP databases hold nothing useful for these, and a forensic reader wants "this went to a documentation range"
@@ -102,98 +104,18 @@ function classify6(w: Uint32Array): AddressClass | undefined {
   return undefined;
 }
 
-/** Dotted quad to an unsigned 32-bit number, or -1. Decimal octets only, as the kernel prints them. */
-export function parseIPv4(s: string, start = 0, end = s.length): number {
-  let value = 0;
-  let octet = -1;
-  let dots = 0;
-  for (let i = start; i < end; i++) {
-    const c = s.charCodeAt(i);
-    if (c === 46) {
-      if (octet < 0 || dots === 3) return -1;
-      value = value * 256 + octet;
-      octet = -1;
-      dots++;
-    } else if (c >= 48 && c <= 57) {
-      octet = octet < 0 ? c - 48 : octet * 10 + (c - 48);
-      if (octet > 255) return -1;
-    } else {
-      return -1;
-    }
-  }
-  if (octet < 0 || dots !== 3) return -1;
-  return value * 256 + octet;
-}
-
-function hexDigit(c: number): number {
-  if (c >= 48 && c <= 57) return c - 48;
-  const l = c | 0x20;
-  if (l >= 97 && l <= 102) return l - 87;
-  return -1;
-}
-
-/**
- * IPv6 text (full, `::`-compressed, with a dotted IPv4 tail, with a `%zone`) to four 32-bit words, or undefined.
- */
-export function parseIPv6(s: string): Uint32Array | undefined {
-  let end = s.indexOf('%');
-  if (end < 0) end = s.length;
-  const groups: number[] = [];
-  let gap = -1; // index in `groups` where `::` stood
-  let i = 0;
-  if (s.charCodeAt(0) === 58) {
-    if (s.charCodeAt(1) !== 58) return undefined;
-    gap = 0;
-    i = 2;
-  }
-  while (i < end) {
-    let j = i;
-    let group = 0;
-    while (j < end && j - i < 5) {
-      const d = hexDigit(s.charCodeAt(j));
-      if (d < 0) break;
-      group = group * 16 + d;
-      j++;
-    }
-    if (j < end && s.charCodeAt(j) === 46) {
-      const tail = parseIPv4(s, i, end);
-      if (tail < 0 || groups.length > 6) return undefined;
-      groups.push(tail >>> 16, tail & 0xffff);
-      i = end;
-      break;
-    }
-    if (j === i || j - i > 4) return undefined;
-    groups.push(group);
-    if (j === end) {
-      i = end;
-      break;
-    }
-    if (s.charCodeAt(j) !== 58) return undefined;
-    if (s.charCodeAt(j + 1) === 58) {
-      if (gap >= 0) return undefined;
-      gap = groups.length;
-      i = j + 2;
-    } else {
-      if (j + 1 === end) return undefined;
-      i = j + 1;
-    }
-  }
-  if (gap < 0 ? groups.length !== 8 : groups.length > 7) return undefined;
-  const words = new Uint32Array(4);
-  const fill = 8 - groups.length;
-  for (let g = 0, k = 0; g < 8; g++) {
-    const value = gap >= 0 && g >= gap && g < gap + fill ? 0 : (groups[k++] as number);
-    words[g >> 1] = (g & 1) === 0 ? value << 16 : (words[g >> 1] as number) | value;
-  }
-  return words;
-}
+/** Parsed addresses as 16-bit units (the parser's form), reused: classification runs synchronously to completion. */
+const UNITS = new Uint16Array(8);
+const WORDS = new Uint32Array(4);
 
 /** The special-purpose class of an IPv4 or IPv6 address, or undefined for an ordinary global address. */
 export function classifyAddress(ip: string): AddressClass | undefined {
   if (ip.indexOf(':') < 0) {
-    const n = parseIPv4(ip);
-    return n < 0 ? 'invalid' : classify4(n);
+    return parseIPv4(ip, 0, ip.length, UNITS, 0) ? classify4((((UNITS[0] as number) << 16) | (UNITS[1] as number)) >>> 0) : 'invalid';
   }
-  const words = parseIPv6(ip);
-  return words === undefined ? 'invalid' : classify6(words);
+  // A link-local address may carry its interface (`fe80::1%eth0`); the zone does not change the class.
+  const zone = ip.indexOf('%');
+  if (!parseIPv6(ip, 0, zone < 0 ? ip.length : zone, UNITS, 0)) return 'invalid';
+  for (let i = 0; i < 4; i++) WORDS[i] = (((UNITS[2 * i] as number) << 16) | (UNITS[2 * i + 1] as number)) >>> 0;
+  return classify6(WORDS);
 }
