@@ -3,7 +3,8 @@
  * service on free loopback ports with its own redis-server and a fake Docker API for attribution, fed the real
  * rsyslog captures and the 50,000-line burst over syslog TCP. The page must ask for the token, fill the table,
  * narrow it by a filter kept in the URL, show a record sent while it watches, pause on scroll, show a container's
- * inventory and timeline, the top talkers, the map and the loss panel, and render hostile text as text.
+ * inventory and timeline, the top talkers, the map and the loss panel, and render hostile text as text; the service's
+ * own page (loopback, no token) adds what the Docker API says of a container.
  *
  * Screenshots go to a temporary directory; `UPDATE_SCREENSHOTS=1` writes them to docs/screenshots/ instead.
  */
@@ -120,8 +121,8 @@ if (!existsSync(CHROMIUM)) {
     const serviceHttp = service.httpAddress();
     const tcpPort = service.syslogAddresses().find((a) => a.transport === 'tcp')!.port;
 
-    // The dashboard's server: the API over the same Redis with a token, and the bundle. The loss report is the
-    // service's own (until the service serves the dashboard itself, this stands in for it).
+    // A server for the dashboard with a token it requires: the service requires its token only off loopback, and the
+    // tests stay on loopback. The API over the same Redis, the bundle built above, the service's own loss report.
     const app = await buildApp({
       redis: client,
       logger: silent,
@@ -330,6 +331,24 @@ if (!existsSync(CHROMIUM)) {
       t.match(await page.textContent('#country-table'), /US United States of America\s*3/, 'and listed with its count');
       t.ok((await page.locator('#world-map path.country').count()) > 150, 'the bundled country shapes are drawn');
       await page.screenshot({ path: join(shots, 'map.png') });
+    });
+
+    await t.test("the service's own page, on loopback without a token: what Docker says of a container", async (t) => {
+      const own = await context.newPage();
+      own.on('pageerror', (err) => problems.push(`page error (service's page): ${err.message}`));
+      await own.goto(`http://127.0.0.1:${serviceHttp.port}/?view=container&key=web&since=${T0}&until=${T1}`);
+      const facts = own.locator('.facts');
+      await facts.waitFor();
+      t.equal(await own.locator('#token-dialog').count(), 0, 'no token asked on loopback');
+      const dd = await facts.locator('dd').allTextContents();
+      t.equal(dd[0], 'nginx:1.27', 'the image, from /api/containers');
+      t.match(dd[2] ?? '', /^172\.17\.0\.2 on bridge, /, 'the address and its network, since when');
+      t.ok(
+        (await facts.locator('.label-pair').allTextContents()).includes(`com.docker.compose.service=${HOSTILE}`),
+        'the labels, the hostile one as text',
+      );
+      t.equal(await own.locator('main img').count(), 0, 'and no element made from it');
+      await own.close();
     });
 
     t.same(problems, [], 'no script error, no dialog');
