@@ -116,7 +116,7 @@ interface Setting {
 export const SETTINGS: readonly Setting[] = [
   { path: 'redis.url', env: 'REDIS_URL', flag: 'redis-url', kind: 'string', help: 'Redis URL; unset: start a local redis-server' },
   { path: 'redis.embeddedDataDir', env: 'DOCKFLOW_REDIS_DIR', flag: 'redis-dir', kind: 'string', help: 'data directory of the embedded redis-server' },
-  { path: 'redis.embeddedAppendFsync', env: 'DOCKFLOW_REDIS_FSYNC', flag: 'redis-fsync', kind: 'string', help: 'embedded redis-server AOF fsync: everysec or always' },
+  { path: 'redis.embeddedAppendFsync', env: 'DOCKFLOW_REDIS_FSYNC', flag: 'redis-fsync', kind: 'string', help: 'AOF fsync of the embedded redis-server (no REDIS_URL): everysec or always' },
   { path: 'syslog.host', env: 'SYSLOG_HOST', flag: 'syslog-host', kind: 'string', help: 'syslog listen address (0.0.0.0, ::)' },
   { path: 'syslog.udpPort', env: 'SYSLOG_UDP_PORT', flag: 'udp-port', kind: 'int', help: 'syslog UDP port' },
   { path: 'syslog.tcpPort', env: 'SYSLOG_TCP_PORT', flag: 'tcp-port', kind: 'int', help: 'syslog TCP port' },

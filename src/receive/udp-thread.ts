@@ -28,9 +28,13 @@ const FLUSH_MS = 2;
 
 /**
  * Chunk buffers the ingest thread gave back with its acknowledgements, reused rather than a fresh 130 KB buffer
- * allocated here for every chunk and freed on the other thread (which fragments this thread's malloc arena).
+ * allocated here for every chunk and freed on the other thread (which fragments this thread's malloc arena). Only
+ * chunk buffers are CHUNK_BYTES long and sent whole: a chunk copied to its size is shorter, and one read back from
+ * disk is a view past its length prefix, always copied before it is sent.
  */
 const spare: Buffer[] = [];
+/** One for each chunk the ingest thread may hold, and one to fill meanwhile. */
+const MAX_SPARES = data.maxChunksInFlight + 1;
 const newChunk = (): Buffer => spare.pop() ?? Buffer.allocUnsafeSlow(CHUNK_BYTES);
 
 let chunk = newChunk();
@@ -62,7 +66,8 @@ function seal(): void {
     sealed = chunk.subarray(0, used);
     chunk = newChunk();
   } else {
-    // A partly filled chunk (a quiet moment) waits copied to its size, so that a backlog of them holds no empty space.
+    // A partly filled chunk that must wait (the ingest thread is behind) is copied to its size, so that a backlog of
+    // them holds no empty space.
     sealed = Buffer.allocUnsafeSlow(used);
     chunk.copy(sealed, 0, 0, used);
   }
@@ -174,8 +179,8 @@ async function close(): Promise<void> {
 
 port.on('message', (m: ToUdpThread) => {
   if (m.type === 'ack') {
-    inFlight -= m.chunks;
-    for (const b of m.buffers) if (b.byteLength === CHUNK_BYTES && spare.length < data.maxChunksInFlight + 1) spare.push(Buffer.from(b));
+    inFlight -= m.buffers.length;
+    for (const b of m.buffers) if (b.byteLength === CHUNK_BYTES && spare.length < MAX_SPARES) spare.push(Buffer.from(b));
     if (!closing) pump();
   } else if (m.type === 'close') void close();
 });

@@ -41,7 +41,7 @@ export type FromUdpThread =
   | { type: 'closed'; leftBytes: number };
 
 /** An acknowledgement gives the chunks' memory back (transferred), for the receive thread to fill again. */
-export type ToUdpThread = { type: 'ack'; chunks: number; buffers: ArrayBuffer[] } | { type: 'close' };
+export type ToUdpThread = { type: 'ack'; buffers: ArrayBuffer[] } | { type: 'close' };
 
 /** Bytes before the address: length (4) and address length (1); after it: received-at (8). */
 const FIXED_HEADER_BYTES = 13;

@@ -115,7 +115,7 @@ export class UdpReceiver {
   private ack(): void {
     if (this.paused || this.unacked.length === 0) return;
     const buffers = this.unacked.splice(0);
-    this.worker?.postMessage({ type: 'ack', chunks: buffers.length, buffers } satisfies ToUdpThread, buffers);
+    this.worker?.postMessage({ type: 'ack', buffers } satisfies ToUdpThread, buffers);
   }
 
   private readonly onDrain = (): void => {
@@ -161,6 +161,8 @@ export class UdpReceiver {
     this.ctx.metrics.syncUdpBacklog();
     await worker.terminate();
     this.worker = undefined;
+    // Chunks taken while paused were never acknowledged; nothing will give them back now.
+    this.unacked.length = 0;
     for (const id of this.ids) this.ctx.metrics.removeUdpSocket(id);
     this.ids.length = 0;
   }

@@ -10,6 +10,7 @@ t.test('defaults give a working service', async (t) => {
   t.equal(c.redis.url, undefined);
   t.equal(c.redis.embeddedAppendFsync, 'everysec');
   t.equal(loadConfig({ env: { DOCKFLOW_REDIS_FSYNC: 'always' } }).redis.embeddedAppendFsync, 'always');
+  t.equal(loadConfig({ flags: { 'redis-fsync': 'always' } }).redis.embeddedAppendFsync, 'always');
   t.same(c.parse.bridges, ['docker0', 'br-*']);
   t.ok(Object.isFrozen(c.syslog), 'frozen after start-up');
 });

@@ -340,9 +340,10 @@ if (!existsSync(CHROMIUM)) {
       const facts = own.locator('.facts');
       await facts.waitFor();
       t.equal(await own.locator('#token-dialog').count(), 0, 'no token asked on loopback');
-      const dd = await facts.locator('dd').allTextContents();
-      t.equal(dd[0], 'nginx:1.27', 'the image, from /api/containers');
-      t.match(dd[2] ?? '', /^172\.17\.0\.2 on bridge, /, 'the address and its network, since when');
+      const fact = (label: string): Promise<string | null> =>
+        facts.evaluate((el, label) => [...el.querySelectorAll('dt')].find((dt) => dt.textContent === label)?.nextElementSibling?.textContent ?? null, label);
+      t.equal(await fact('Image'), 'nginx:1.27', 'the image, from /api/containers');
+      t.match((await fact('Addresses')) ?? '', /^172\.17\.0\.2 on bridge, /, 'the address and its network, since when');
       t.ok(
         (await facts.locator('.label-pair').allTextContents()).includes(`com.docker.compose.service=${HOSTILE}`),
         'the labels, the hostile one as text',

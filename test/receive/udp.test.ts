@@ -73,13 +73,19 @@ t.test('a buffer granted below the request is still reported as granted', async 
 
 /**
  * Sends `count` datagrams from another process that stops this one (SIGSTOP) first and lets it go on (SIGCONT) once
- * they are all sent, or whenever it exits: nothing here reads the socket meanwhile, whatever the machine's load.
+ * they are all sent: nothing here reads the socket meanwhile, whatever the machine's load. The sender resumes this
+ * process however it ends (exit, a signal, its own 5 s limit), and a detached watchdog does so after 10 s even if the
+ * sender is killed outright, so a failure cannot leave the test stopped.
  */
 async function sendWhileStopped(to: BoundAddress, count: number): Promise<void> {
   const code = `
     const { readFileSync } = require('node:fs');
+    const { spawn } = require('node:child_process');
     const parent = process.ppid;
+    spawn('sh', ['-c', 'sleep 10; kill -CONT ' + parent], { detached: true, stdio: 'ignore' }).unref();
     process.on('exit', () => process.kill(parent, 'SIGCONT'));
+    for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, () => process.exit(1));
+    setTimeout(() => process.exit(1), 5000).unref();
     process.kill(parent, 'SIGSTOP');
     const deadline = Date.now() + 2000;
     while (!/^[Tt]/.test(readFileSync('/proc/' + parent + '/stat', 'utf8').split(') ')[1]) && Date.now() < deadline);
