@@ -1,4 +1,4 @@
-import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readdirSync, readSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
@@ -17,7 +17,13 @@ export interface ChunkBacklogOptions {
   diskMaxBytes: number;
   /** Size at which the segment being written is closed. */
   segmentBytes?: number;
+  /** Memory for a chunk read back from disk, at least `bytes` long (default: a new buffer). */
+  allocate?: (bytes: number) => Buffer;
+  /** Called with a chunk once it is written to disk: its memory is free again. */
+  release?: (chunk: Buffer) => void;
 }
+
+export const DEFAULT_SEGMENT_BYTES = 1024 * 1024;
 
 const SEGMENT_RE = /^(\d{16})\.udp$/;
 /** Segment numbers start high so that a close can write what it holds in memory ahead of older segments. */
@@ -33,9 +39,11 @@ export class ChunkBacklog {
   private nextSeq = FIRST_SEQ;
   private diskBytes = 0;
   private readonly segmentBytes: number;
+  /** A chunk's length prefix, written and read one at a time. */
+  private readonly header = Buffer.alloc(4);
 
   constructor(private readonly opts: ChunkBacklogOptions) {
-    this.segmentBytes = opts.segmentBytes ?? 1024 * 1024;
+    this.segmentBytes = opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
     if (opts.dir === undefined) return;
     mkdirSync(opts.dir, { recursive: true });
     const found: Array<{ seq: number; bytes: number }> = [];
@@ -111,15 +119,15 @@ export class ChunkBacklog {
       this.writing = { seq, fd: openSync(join(dir, segmentName(seq)), 'w'), bytes: 0 };
     }
     const n = this.writeChunk(this.writing.fd, chunk);
+    this.opts.release?.(chunk);
     this.writing.bytes += n;
     this.diskBytes += n;
     if (this.writing.bytes >= this.segmentBytes) this.closeWriting();
   }
 
   private writeChunk(fd: number, chunk: Buffer): number {
-    const header = Buffer.allocUnsafe(4);
-    header.writeUInt32LE(chunk.length, 0);
-    writeSync(fd, header);
+    this.header.writeUInt32LE(chunk.length, 0);
+    writeSync(fd, this.header);
     writeSync(fd, chunk);
     return chunk.length + 4;
   }
@@ -131,20 +139,31 @@ export class ChunkBacklog {
     this.writing = undefined;
   }
 
-  /** Moves the oldest segment into memory (a torn tail, from a crash mid-write, is skipped). */
+  /**
+   * Moves the oldest segment into memory, each chunk read into memory of its own from `allocate` rather than the
+   * whole file into one buffer (the thread's allocations stay chunk-sized and reusable). A torn tail, from a crash
+   * mid-write, is skipped.
+   */
   private load(): void {
     if (this.segments.length === 0) this.closeWriting();
     const segment = this.segments.shift();
     if (segment === undefined) return;
     const path = join(this.opts.dir as string, segmentName(segment.seq));
-    const data = readFileSync(path);
-    for (let at = 0; at + 4 <= data.length; ) {
-      const length = data.readUInt32LE(at);
-      if (at + 4 + length > data.length) break;
-      const chunk = data.subarray(at + 4, at + 4 + length);
-      this.memory.push(chunk);
-      this.memoryBytes += chunk.length;
-      at += 4 + length;
+    const fd = openSync(path, 'r');
+    try {
+      const size = fstatSync(fd).size;
+      for (let at = 0; at + 4 <= size; ) {
+        readSync(fd, this.header, 0, 4, at);
+        const length = this.header.readUInt32LE(0);
+        if (at + 4 + length > size) break;
+        const memory = this.opts.allocate?.(length) ?? Buffer.allocUnsafeSlow(length);
+        readSync(fd, memory, 0, length, at + 4);
+        this.memory.push(memory.subarray(0, length));
+        this.memoryBytes += length;
+        at += 4 + length;
+      }
+    } finally {
+      closeSync(fd);
     }
     unlinkSync(path);
     this.diskBytes -= segment.bytes;

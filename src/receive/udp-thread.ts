@@ -4,7 +4,7 @@ import { readlinkSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
-import { ChunkBacklog } from './udp-backlog.js';
+import { ChunkBacklog, DEFAULT_SEGMENT_BYTES } from './udp-backlog.js';
 import { BACKLOG_STATS, writeDatagram, type UdpThreadData, type ToUdpThread, type FromUdpThread } from './udp-wire.js';
 
 /*
@@ -17,9 +17,6 @@ import { BACKLOG_STATS, writeDatagram, type UdpThreadData, type ToUdpThread, typ
 const data = workerData as UdpThreadData;
 const port = parentPort!;
 const stats = new Float64Array(data.stats);
-const backlog = new ChunkBacklog({ memoryMaxBytes: data.backlogMemoryBytes, dir: data.backlogDir, diskMaxBytes: data.backlogDiskBytes });
-stats[BACKLOG_STATS.replayedBytes] = backlog.onDisk;
-
 /** A chunk is sealed once it holds this much, so a chunk costs the ingest thread a few milliseconds at most. */
 const SEAL_AT = 64 * 1024;
 /** Room for one more datagram of any size (UDP carries at most 65,507 bytes) past SEAL_AT, with its header. */
@@ -27,15 +24,30 @@ const CHUNK_BYTES = SEAL_AT + 65_536 + 512;
 const FLUSH_MS = 2;
 
 /**
- * Chunk buffers the ingest thread gave back with its acknowledgements, reused rather than a fresh 130 KB buffer
- * allocated here for every chunk and freed on the other thread (which fragments this thread's malloc arena). Only
- * chunk buffers are CHUNK_BYTES long and sent whole: a chunk copied to its size is shorter, and one read back from
- * disk is a view past its length prefix, always copied before it is sent.
+ * Chunk buffers to fill again: given back by the ingest thread with its acknowledgements, or free once their chunk
+ * is written to the backlog's disk. Reused rather than allocated, because 130 KB buffers allocated and freed at the
+ * rate datagrams arrive left this thread's malloc arena mostly free space (glibc's malloc_stats: 77 MB held, 6 MB in
+ * use, after two minutes of a backlog on disk). Only chunk buffers are CHUNK_BYTES long: a chunk copied to its size
+ * is shorter.
  */
 const spare: Buffer[] = [];
-/** One for each chunk the ingest thread may hold, and one to fill meanwhile. */
-const MAX_SPARES = data.maxChunksInFlight + 1;
+/** Enough for a segment read back from disk, the chunks the ingest thread may hold, and the one being filled. */
+const MAX_SPARES = Math.ceil(DEFAULT_SEGMENT_BYTES / SEAL_AT) + data.maxChunksInFlight + 1;
 const newChunk = (): Buffer => spare.pop() ?? Buffer.allocUnsafeSlow(CHUNK_BYTES);
+
+function recycle(memory: Buffer | ArrayBuffer): void {
+  const whole = memory instanceof ArrayBuffer ? memory : memory.buffer;
+  if (whole.byteLength === CHUNK_BYTES && spare.length < MAX_SPARES) spare.push(Buffer.from(whole));
+}
+
+const backlog = new ChunkBacklog({
+  memoryMaxBytes: data.backlogMemoryBytes,
+  dir: data.backlogDir,
+  diskMaxBytes: data.backlogDiskBytes,
+  allocate: (bytes) => (bytes <= CHUNK_BYTES ? newChunk() : Buffer.allocUnsafeSlow(bytes)),
+  release: recycle,
+});
+stats[BACKLOG_STATS.replayedBytes] = backlog.onDisk;
 
 let chunk = newChunk();
 let used = 0;
@@ -89,8 +101,8 @@ function keep(sealed: Buffer): boolean {
 }
 
 /**
- * Transfers the chunk's memory to the ingest thread. A sealed chunk owns its memory (a spare's, or one of its own
- * size); a chunk read back from disk is a view into its segment, copied to a spare.
+ * Transfers the chunk's memory to the ingest thread. A chunk owns its memory (a spare's, or one of its own size)
+ * unless it is a view into a larger buffer, which is copied first.
  */
 function send(c: Buffer): void {
   let own = c;
@@ -180,7 +192,7 @@ async function close(): Promise<void> {
 port.on('message', (m: ToUdpThread) => {
   if (m.type === 'ack') {
     inFlight -= m.buffers.length;
-    for (const b of m.buffers) if (b.byteLength === CHUNK_BYTES && spare.length < MAX_SPARES) spare.push(Buffer.from(b));
+    for (const b of m.buffers) recycle(b);
     if (!closing) pump();
   } else if (m.type === 'close') void close();
 });

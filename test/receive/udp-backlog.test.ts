@@ -58,3 +58,23 @@ t.test('a segment torn by a crash mid-write yields its whole chunks', async (t) 
   truncateSync(join(dir, segment!), statSync(join(dir, segment!)).size - 10);
   t.same(drain(new ChunkBacklog({ memoryMaxBytes: 0, dir, diskMaxBytes: 1 << 20 })), [0, 1]);
 });
+
+t.test('chunks written to disk are released for reuse; read back into memory the caller allocates', async (t) => {
+  const released: number[] = [];
+  const allocated: number[] = [];
+  const b = new ChunkBacklog({
+    memoryMaxBytes: 100,
+    dir: tempDir(t, 'backlog'),
+    diskMaxBytes: 1 << 20,
+    release: (c) => released.push(c[0]!),
+    allocate: (bytes) => {
+      allocated.push(bytes);
+      return Buffer.alloc(bytes + 50, 0xff);
+    },
+  });
+  for (let i = 0; i < 4; i++) b.push(chunk(i));
+  t.same(released, [1, 2, 3], 'the chunk kept in memory is not released; the ones on disk are');
+  const back = [b.shift(), b.shift(), b.shift(), b.shift()];
+  t.same(allocated, [100, 100, 100], 'one allocation per chunk read back, of its length');
+  t.same(back.map((c) => [c![0], c!.length]), [[0, 100], [1, 100], [2, 100], [3, 100]], 'each a view of its own length, in order');
+});
