@@ -86,7 +86,7 @@ export async function startEmbeddedRedis(opts: EmbeddedRedisOptions): Promise<Em
     throw new DockflowError(code, `the embedded redis-server did not start: ${(err as Error).message}${output ? `\n${output}` : ''}`, { cause: err });
   }
   const url = `redis://127.0.0.1:${port}`;
-  logger.info({ url, dataDir, pid: child.pid }, 'embedded redis-server started (AOF on)');
+  logger.info({ url, dataDir, pid: child.pid, appendFsync: opts.appendFsync ?? 'everysec' }, 'embedded redis-server started (AOF on)');
   let stopping: Promise<void> | undefined;
   return {
     url,
