@@ -48,10 +48,11 @@ export async function startEmbeddedRedis(opts: EmbeddedRedisOptions): Promise<Em
       `cannot start the embedded redis-server: 127.0.0.1:${port} is already in use (another Redis?); choose another port, or point REDIS_URL at that server`,
     );
   }
+  const appendFsync = opts.appendFsync ?? 'everysec';
   // prettier-ignore
   const args = [
     '--port', String(port), '--bind', '127.0.0.1', '--protected-mode', 'yes', '--dir', dataDir,
-    '--appendonly', 'yes', '--appendfsync', opts.appendFsync ?? 'everysec', '--save', '', '--daemonize', 'no',
+    '--appendonly', 'yes', '--appendfsync', appendFsync, '--save', '', '--daemonize', 'no',
     '--pidfile', join(dataDir, 'redis.pid'),
   ];
   const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -86,7 +87,7 @@ export async function startEmbeddedRedis(opts: EmbeddedRedisOptions): Promise<Em
     throw new DockflowError(code, `the embedded redis-server did not start: ${(err as Error).message}${output ? `\n${output}` : ''}`, { cause: err });
   }
   const url = `redis://127.0.0.1:${port}`;
-  logger.info({ url, dataDir, pid: child.pid, appendFsync: opts.appendFsync ?? 'everysec' }, 'embedded redis-server started (AOF on)');
+  logger.info({ url, dataDir, pid: child.pid, appendFsync }, 'embedded redis-server started (AOF on)');
   let stopping: Promise<void> | undefined;
   return {
     url,
