@@ -1,6 +1,9 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import t from 'tap';
-import { loadConfig } from '../../src/config/index.js';
+import { loadConfig, SETTINGS } from '../../src/config/index.js';
 import { ErrorCode } from '../../src/errors.js';
+import { repoRoot } from '../helpers/paths.js';
 
 t.test('defaults give a working service', async (t) => {
   const c = loadConfig({});
@@ -48,4 +51,14 @@ t.test('a token makes a non-loopback API acceptable', async (t) => {
   const c = loadConfig({ env: { HTTP_HOST: '0.0.0.0', API_TOKEN: 'x'.repeat(32), DOCKFLOW_DOCKER_ENDPOINTS: 'web1=unix:///a.sock,web2=tcp://10.0.0.2:2375' } });
   t.equal(c.http.host, '0.0.0.0');
   t.same(c.docker.endpoints, { web1: 'unix:///a.sock', web2: 'tcp://10.0.0.2:2375' });
+});
+
+t.test("every environment setting is in the README's table and in the deploy env example", async (t) => {
+  const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
+  const example = readFileSync(join(repoRoot, 'deploy', 'dockflow.env.example'), 'utf8');
+  for (const { env } of SETTINGS) {
+    if (env === undefined) continue;
+    t.match(readme, new RegExp(`^\\|.*\`${env}\``, 'm'), `README: ${env}`);
+    t.match(example, new RegExp(`^#?${env}=`, 'm'), `dockflow.env.example: ${env}`);
+  }
 });
