@@ -101,18 +101,13 @@ function keep(sealed: Buffer): boolean {
 }
 
 /**
- * Transfers the chunk's memory to the ingest thread. A chunk owns its memory (a spare's, or one of its own size)
- * unless it is a view into a larger buffer, which is copied first.
+ * Transfers the chunk's memory to the ingest thread. Every chunk starts at the beginning of memory it alone uses (a
+ * chunk buffer, or one of its own size), so the whole buffer goes, with the chunk's length.
  */
 function send(c: Buffer): void {
-  let own = c;
-  if (c.byteOffset !== 0 || (c.buffer.byteLength !== c.length && c.buffer.byteLength !== CHUNK_BYTES)) {
-    own = c.length <= CHUNK_BYTES ? newChunk() : Buffer.allocUnsafeSlow(c.length);
-    c.copy(own);
-  }
   inFlight++;
-  const message: FromUdpThread = { type: 'chunk', buffer: own.buffer as ArrayBuffer, length: c.length };
-  port.postMessage(message, [own.buffer as ArrayBuffer]);
+  const message: FromUdpThread = { type: 'chunk', buffer: c.buffer as ArrayBuffer, length: c.length };
+  port.postMessage(message, [c.buffer as ArrayBuffer]);
 }
 
 function pump(): void {
