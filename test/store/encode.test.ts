@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Registry } from 'prom-client';
 import t, { type Test } from 'tap';
 import { openGeoEnricher } from '../../src/enrich/geo.js';
+import type { Endpoint, FlowRecord } from '../../src/record.js';
 import { createLineOptions, parseLine } from '../../src/parse/line.js';
 import { CONTEXT_FIELD, decodeEntry, decodeRecord, encodeContext, encodeRecord, MESSAGE_FIELD, RECORD_FIELD, storableMessage } from '../../src/store/encode.js';
 import { FORMAT_FILES, messages, SCENARIOS } from '../fixtures/syslog/corpus.js';
@@ -75,4 +76,44 @@ t.test('message entries that do not make a record decode to undefined', async (t
   for (const [name, fields] of cases) t.equal(decodeEntry(fields), undefined, name);
   t.notOk(storableMessage(`${message}\x1f`), 'a message with the blob separator is stored whole instead');
   t.notOk(storableMessage(''), 'so is an empty one (the blob marks whole records by an empty message)');
+});
+
+t.test('the context is exactly the JSON of its fields, and a GeoIP answer changed in place is not served stale', async (t) => {
+  const contextObject = (r: FlowRecord): unknown => {
+    const enrichment = (e: Endpoint): unknown =>
+      e.geo === undefined && e.as === undefined && e.address_class === undefined ? undefined : { geo: e.geo, as: e.as, address_class: e.address_class };
+    return {
+      '@timestamp': r['@timestamp'],
+      event: r.event,
+      host: r.host,
+      network: { direction: r.network.direction },
+      source: enrichment(r.source),
+      destination: enrichment(r.destination),
+      container: r.container,
+      peer_container: r.peer_container,
+      dockflow: r.dockflow,
+    };
+  };
+  const geo = await openGeoEnricher({ embeddedDefault: true, cacheEntries: 1000, watch: false }, { logger: silent, registry: new Registry() });
+  t.teardown(() => geo.close());
+  let checked = 0;
+  for (const base of realRecords()) {
+    const r = structuredClone(base);
+    geo.enrich(r);
+    r.host = { name: 'h"1\\\u0001\ud800' };
+    if (checked % 2 === 1) r.event = { ...r.event, kind: 'event', category: ['network'] };
+    r.container = { id: 'c'.repeat(64), labels: { 'a"b': 'line\nbreak' }, match: 'ip' };
+    t.equal(encodeContext(r), JSON.stringify(contextObject(r)));
+    checked++;
+  }
+  t.ok(checked >= 50, `${checked} records`);
+  const r = structuredClone(realRecords()[0]!);
+  const shared = Object.freeze({ country_iso_code: 'DE', location: Object.freeze({ lat: 1, lon: 2 }) });
+  r.destination.geo = shared;
+  t.match(encodeContext(r), /"country_iso_code":"DE"/);
+  const thawed = { country_iso_code: 'DE', location: { lat: 1, lon: 2 } };
+  r.destination.geo = thawed;
+  encodeContext(r);
+  thawed.location.lat = 3;
+  t.match(encodeContext(r), /"lat":3/, 'an object that can change is serialized each time');
 });

@@ -6,7 +6,7 @@ import { Registry } from 'prom-client';
 import t, { type Test } from 'tap';
 import type { FlowRecord } from '../../src/record.js';
 import { connectRedis } from '../../src/store/connect.js';
-import { encodeRecord } from '../../src/store/encode.js';
+import { encodeContext, encodeRecord } from '../../src/store/encode.js';
 import { storeKeys } from '../../src/store/keys.js';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/store/redis-server.js';
 import { StreamWriter, type Origin, type StreamWriterDeps, type StreamWriterOptions } from '../../src/store/stream-writer.js';
@@ -191,7 +191,8 @@ t.test('spool full: UDP beyond queue and spool is dropped and counted; the count
   const { redis, client, prefix } = await helperRedis(t);
   const records = makeRecords(1000);
   // Room in the spool for exactly the 200 records after the first 100 (which fill the queue).
-  const spoolMaxBytes = records.slice(100, 300).reduce((sum, r) => sum + Buffer.byteLength(`{"r":${encodeRecord(r)}}`) + 1, 0);
+  // They go there as message and context, the form they are stored in.
+  const spoolMaxBytes = records.slice(100, 300).reduce((sum, r) => sum + Buffer.byteLength(`{"m":${JSON.stringify(messageOf(r))},"x":${encodeContext(r)}}`) + 1, 0);
   const w = makeWriter(client, tempDir(t, 'spool'), prefix, { maxQueueRecords: 100, spoolMaxBytes });
   await w.start();
   await redis.kill();
@@ -261,6 +262,32 @@ t.test('a torn spool line left by a crash is counted, the rest replayed', async 
     (await readStreams(client, storeKeys(prefix).streams)).map((e) => seqOf(e.record)).sort(),
     [0, 1, 2],
   );
+  await w.close(1000);
+});
+
+t.test('spool lines in both forms are replayed; a message and context that make no record are counted torn', async (t) => {
+  const { client, prefix } = await helperRedis(t);
+  const spoolDir = tempDir(t, 'spool');
+  const records = makeRecords(4);
+  const messageForm = (r: FlowRecord): string => `{"m":${JSON.stringify(messageOf(r))},"x":${encodeContext(r)}}`;
+  const lines = [
+    messageForm(records[0]!),
+    `{"r":${encodeRecord(records[1]!)}}`,
+    messageForm(records[2]!),
+    `{"m":"<13>Jan  1 00:00:00 h app: not a LOG line","x":${encodeContext(records[3]!)}}`,
+    `{"m":${JSON.stringify(messageOf(records[3]!))},"x":7}`,
+  ];
+  writeFileSync(join(spoolDir, '0000001000000000.ndjson'), `${lines.join('\n')}\n`);
+  const w = makeWriter(client, spoolDir, prefix);
+  await w.start();
+  await until(() => w.stats().stored === 3, 'replayed');
+  t.equal(w.stats().dropped['spool-torn'], 2);
+  t.same((await readStreams(client, storeKeys(prefix).streams)).map((e) => seqOf(e.record)).sort(), [0, 1, 2]);
+  const forms: string[] = [];
+  for (const stream of storeKeys(prefix).streams) {
+    for (const [, fields] of await client.xrange(stream, '-', '+')) forms.push(fields.filter((_, i) => i % 2 === 0).join(','));
+  }
+  t.same(forms.sort(), ['m,x', 'm,x', 'r'], 'a replayed message is stored with its message again');
   await w.close(1000);
 });
 
