@@ -20,7 +20,7 @@ import { createLineOptions, parseLine } from '../src/parse/line.js';
 import type { Direction, FlowRecord } from '../src/record.js';
 import { CONTEXT_FIELD, encodeContext, MESSAGE_FIELD } from '../src/store/encode.js';
 import { INDEX_OPS_SCRIPT } from '../src/store/index-ops.js';
-import { FlowIndexer } from '../src/store/indexer.js';
+import { FlowIndexer, type RecordFacts } from '../src/store/indexer.js';
 import type { IndexEntry } from '../src/store/types.js';
 import { startRedis } from '../test/helpers/redis.js';
 
@@ -208,11 +208,11 @@ async function main(): Promise<void> {
     const sha = (await redis.script('LOAD', INDEX_OPS_SCRIPT)) as string;
     const loader = await RespLoader.connect(server.port);
     // The real indexer builds every write.
-    const index = (entries: IndexEntry[]): void => {
+    const index = (entries: Array<IndexEntry<RecordFacts>>): void => {
       const ops = indexer.build(entries);
       if (ops !== undefined) loader.command('EVALSHA', sha, ops.keys.length, ...ops.keys, ops.encode().toString());
     };
-    let batch: IndexEntry[] = [];
+    let batch: Array<IndexEntry<RecordFacts>> = [];
     for (let j = 0; j < RECORDS; j++) {
       const timeMs = Math.floor(start + j * step);
       if (timeMs > lastMs) {
@@ -223,7 +223,7 @@ async function main(): Promise<void> {
       const { record: r, message } = makeRecord(timeMs);
       const stream = `${PREFIX}:flows:${r.network.direction}`;
       loader.command('XADD', stream, id, MESSAGE_FIELD, message, CONTEXT_FIELD, encodeContext(r));
-      batch.push({ record: r, stream, id });
+      batch.push({ facts: indexer.facts(r), stream, id });
       if (batch.length === BATCH) {
         index(batch);
         batch = [];

@@ -173,12 +173,6 @@ export function composeService(record: FlowRecord): string | undefined {
   return record.container?.labels?.['com.docker.compose.service'];
 }
 
-/** Packet time when the record has a usable one, else the arrival time in the stream ID. */
-export function recordTimeMs(record: FlowRecord, id: string): number {
-  const t = Date.parse(record['@timestamp']);
-  return Number.isFinite(t) ? t : Number(id.slice(0, id.indexOf('-')));
-}
-
 export function attributedContainerId(record: FlowRecord): string | undefined {
   const id = record.container?.id;
   return id !== undefined && record.container?.unattributed !== true && CONTAINER_ID_RE.test(id) ? id : undefined;
@@ -397,8 +391,21 @@ class BatchKeys {
   }
 }
 
+/** What the index writes take from one record. */
+export interface RecordFacts {
+  direction: Direction;
+  /** Packet time (ms); NaN when the record has no usable one, and the arrival time in the stream ID is used. */
+  timeMs: number;
+  /** Canonical addresses. */
+  source: string | undefined;
+  destination: string | undefined;
+  container: { id: string; name?: string; service?: string; image?: string; inventory?: string } | undefined;
+  /** The counted values, in `TOP_DIMENSIONS` order. */
+  top: Array<string | undefined>;
+}
+
 /** The StreamIndexer the stream writer applies with each batch: see the key layout at the top of this file. */
-export class FlowIndexer implements StreamIndexer {
+export class FlowIndexer implements StreamIndexer<RecordFacts> {
   readonly keys: IndexKeys;
   private readonly memo: WriteMemo;
 
@@ -407,34 +414,56 @@ export class FlowIndexer implements StreamIndexer {
     this.memo = new WriteMemo(opts.memoMaxEntries ?? 100_000);
   }
 
-  build(entries: readonly IndexEntry[]): IndexOps | undefined {
+  facts(record: FlowRecord): RecordFacts {
+    const dir = record.network.direction;
+    const source = record.source.ip !== undefined ? canonicalIp(record.source.ip) : undefined;
+    const destination = record.destination.ip !== undefined ? canonicalIp(record.destination.ip) : undefined;
+    const cid = attributedContainerId(record);
+    const container =
+      cid === undefined
+        ? undefined
+        : { id: cid, name: record.container?.name, service: composeService(record), image: record.container?.image?.name, inventory: inventoryMember(record) };
+    const remote = record[remoteSide(dir)];
+    const port = record.destination.port;
+    const asn = remote.as?.number;
+    return {
+      direction: dir,
+      timeMs: Date.parse(record['@timestamp']),
+      source,
+      destination,
+      container,
+      top: [destination, port !== undefined ? `${record.network.transport ?? 'unknown'}/${port}` : undefined, remote.geo?.country_iso_code, asn !== undefined ? String(asn) : undefined, cid],
+    };
+  }
+
+  build(entries: readonly IndexEntry<RecordFacts>[]): IndexOps | undefined {
     this.memo.tick();
     const batch = new BatchKeys(this.keys);
-    for (const e of entries) this.addOne(batch, e.record, e.id);
+    for (const e of entries) this.addOne(batch, e.facts, e.id);
     return batch.ops.empty ? undefined : batch.ops;
   }
 
-  private addOne(batch: BatchKeys, record: FlowRecord, id: string): void {
-    const dir = record.network.direction;
+  private addOne(batch: BatchKeys, facts: RecordFacts, id: string): void {
+    const dir = facts.direction;
     if (DIRECTION_CODE[dir] === undefined) return;
     const member = encodeMember(dir, id);
     if (member === undefined) return;
     const { ops } = batch;
     const memo = this.memo;
-    const score = recordTimeMs(record, id);
+    const score = Number.isFinite(facts.timeMs) ? facts.timeMs : Number(id.slice(0, id.indexOf('-')));
     // Converted once: a record's score appears in several of its writes.
     const at = String(score);
     const minute = Math.floor(score / BUCKET_MS.m);
 
     ops.zadd(batch.time(dir), at, member);
 
-    const src = record.source.ip !== undefined ? canonicalIp(record.source.ip) : undefined;
-    const dst = record.destination.ip !== undefined ? canonicalIp(record.destination.ip) : undefined;
+    const { source: src, destination: dst } = facts;
     if (src !== undefined) this.indexIp(batch, src, minute, score, at, member);
     if (dst !== undefined && dst !== src) this.indexIp(batch, dst, minute, score, at, member);
 
-    const cid = attributedContainerId(record);
-    if (cid !== undefined) {
+    const container = facts.container;
+    if (container !== undefined) {
+      const cid = container.id;
       const keys = batch.container(cid);
       ops.zadd(keys.index, at, member);
       let c = memo.containers.get(cid);
@@ -446,17 +475,14 @@ export class FlowIndexer implements StreamIndexer {
         c.minute = minute;
         ops.zaddIf(batch.containerRegistry, 'GT', score, cid);
       }
-      const container = record.container;
-      const name = container?.name;
-      const service = composeService(record);
-      const image = container?.image?.name;
+      const { name, service, image } = container;
       if (c.name !== name || c.service !== service || c.image !== image) {
         c.name = name;
         c.service = service;
         c.image = image;
         ops.hset(batch.containerMeta, cid, JSON.stringify({ n: name, s: service, i: image }));
       }
-      const inv = inventoryMember(record);
+      const inv = container.inventory;
       if (inv !== undefined) {
         const first = c.inventoryFirst.get(inv);
         if (first === undefined || first > score) {
@@ -469,11 +495,7 @@ export class FlowIndexer implements StreamIndexer {
     }
 
     // Each dimension's value once; it is counted at both resolutions.
-    const remote = record[remoteSide(dir)];
-    const transport = record.network.transport;
-    const port = record.destination.port;
-    const asn = remote.as?.number;
-    const values = [dst, port !== undefined ? `${transport ?? 'unknown'}/${port}` : undefined, remote.geo?.country_iso_code, asn !== undefined ? String(asn) : undefined, cid];
+    const values = facts.top;
     for (const res of ['m', 't'] as const) {
       const bucket = Math.floor(score / BUCKET_MS[res]);
       const bucketId = bucket * 2 + (res === 'm' ? 0 : 1);

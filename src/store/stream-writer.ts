@@ -5,7 +5,6 @@ import { DIRECTIONS, type Direction, type FlowRecord } from '../record.js';
 import {
   CONTEXT_FIELD,
   decodeMessage,
-  decodeRecord,
   encodeContext,
   encodeRecord,
   looksLikeRecord,
@@ -73,21 +72,21 @@ export interface StreamWriterStats {
   redisUp: boolean;
 }
 
-/** One record on its way to Redis. */
+/**
+ * One record on its way to Redis, in the form it is stored in and with what the indexer needs of it, but not the
+ * record itself: records held until Redis answered outlived young-generation collections, and copying them was the
+ * largest cost of the ingest thread.
+ */
 interface Item {
-  /**
-   * Let go of once sent (`recordOf` rebuilds it from `message` and `encoded` in the rare case it is needed again): a
-   * record held until Redis answers outlives young-generation collections, and copying those records cost the
-   * ingest thread about a fifth of its CPU.
-   */
-  record?: FlowRecord;
   direction: Direction;
   /** Index into the stream keys (`DIRECTIONS` order). */
   stream: number;
   /** The syslog message it was parsed from, stored beside its context (see encode.ts); else the whole record. */
   message?: string;
-  /** Encoded once, at its first send: the context (`x`) with a message, else the whole record (`r`). */
-  encoded?: string;
+  /** The context (`x`) with a message, else the whole record (`r`). */
+  encoded: string;
+  /** `StreamIndexer.facts` of the record. */
+  facts?: unknown;
   /** The ID it was last sent under. */
   id?: string;
   /** Sent under `id` with no answer (connection lost): Redis may or may not have it; look before resending. */
@@ -120,8 +119,8 @@ interface SpoolLine {
 function spoolLine(item: Item, id?: string): string {
   const form =
     item.message !== undefined
-      ? `"${MESSAGE_FIELD}":${JSON.stringify(item.message)},"${CONTEXT_FIELD}":${(item.encoded ??= encodeContext(item.record as FlowRecord))}`
-      : `"${RECORD_FIELD}":${(item.encoded ??= encodeRecord(item.record as FlowRecord))}`;
+      ? `"${MESSAGE_FIELD}":${JSON.stringify(item.message)},"${CONTEXT_FIELD}":${item.encoded}`
+      : `"${RECORD_FIELD}":${item.encoded}`;
   return id === undefined ? `{${form}}` : `{${form},"id":"${id}"}`;
 }
 
@@ -131,14 +130,10 @@ function spooledRecord(line: SpoolLine): FlowRecord | undefined {
   return looksLikeRecord(line.r) ? line.r : undefined;
 }
 
-/** An item's record, rebuilt from its stored form once the item has let go of it. */
-function recordOf(item: Item): FlowRecord | undefined {
-  if (item.record !== undefined) return item.record;
-  if (item.encoded === undefined) return undefined;
-  return item.message !== undefined ? decodeMessage(item.message, item.encoded) : decodeRecord(item.encoded);
-}
-
 const MAX_BACKOFF_MS = 5000;
+
+/** The facts of a record the indexer failed on (counted then): it is stored, not indexed. */
+const NO_FACTS = Symbol('no index facts');
 
 const WRITE_COMMAND = 'dockflowWrite';
 const INDEX_COMMAND = 'dockflowIndex';
@@ -358,7 +353,21 @@ export class StreamWriter {
   private itemOf(record: FlowRecord, message: string | undefined): Item {
     const direction = record.network.direction;
     const stream = this.streamOf.get(direction) ?? this.streams.length - 1;
-    return message !== undefined && storableMessage(message) ? { record, direction, stream, message } : { record, direction, stream };
+    const facts = this.factsOf(record);
+    return message !== undefined && storableMessage(message)
+      ? { direction, stream, message, encoded: encodeContext(record), facts }
+      : { direction, stream, encoded: encodeRecord(record), facts };
+  }
+
+  private factsOf(record: FlowRecord): unknown {
+    if (this.indexer === undefined) return undefined;
+    try {
+      return this.indexer.facts(record);
+    } catch (err) {
+      this.counts.indexErrors++;
+      this.logger.error({ err }, 'indexer failed on a record; it is stored without its index entries');
+      return NO_FACTS;
+    }
   }
 
   /** Called when the queue has room again after `push` returned `false`. */
@@ -441,15 +450,7 @@ export class StreamWriter {
     const pipeline = this.redis.pipeline();
     // One script call carries the whole batch: per-command client overhead, not Redis, bounds pipelined XADDs.
     let chars = 0;
-    for (const item of items) {
-      if (item.message !== undefined) {
-        item.encoded ??= encodeContext(item.record as FlowRecord);
-        chars += item.message.length;
-      } else {
-        item.encoded ??= encodeRecord(item.record as FlowRecord);
-      }
-      chars += item.encoded.length;
-    }
+    for (const item of items) chars += (item.message?.length ?? 0) + item.encoded.length;
     const blob = new FieldBlob(chars + items.length * 32);
     for (const item of items) {
       const id = this.nextId(item.stream);
@@ -457,10 +458,9 @@ export class StreamWriter {
       blob.field(STREAM_INDEX_ARG[item.stream] as string);
       blob.field(id);
       blob.field(item.message ?? '');
-      blob.field(item.encoded as string);
+      blob.field(item.encoded);
     }
     const ops = this.buildIndex(items);
-    for (const item of items) item.record = undefined;
     const keys = ops === undefined ? this.streams : [...this.streams, ...ops.keys];
     const write = (pipeline as unknown as Record<string, ScriptCommand>)[WRITE_COMMAND]!;
     write.call(pipeline, keys.length, ...keys, this.maxLen ?? '', this.streamCountArg, blob.bytes(), ops?.encode() ?? '');
@@ -476,11 +476,7 @@ export class StreamWriter {
   private buildIndex(items: readonly Item[]): IndexOps | undefined {
     if (this.indexer === undefined) return undefined;
     const entries: IndexEntry[] = [];
-    for (const item of items) {
-      const record = recordOf(item);
-      if (record !== undefined) entries.push({ record, stream: this.streams[item.stream] as string, id: item.id as string });
-      else this.counts.indexErrors++;
-    }
+    for (const item of items) if (item.facts !== NO_FACTS) entries.push({ facts: item.facts, stream: this.streams[item.stream] as string, id: item.id as string });
     try {
       return this.indexer.build(entries);
     } catch (err) {

@@ -96,7 +96,7 @@ export class TestWriter {
     const refs = entries.map((e) => `${e.record.network.direction}/${e.id}`);
     const res = await pl.exec();
     for (const [err] of res ?? []) if (err) throw err;
-    const ops = this.indexer.build(entries);
+    const ops = this.indexer.build(entries.map(({ record, stream, id }) => ({ facts: this.indexer.facts(record), stream, id })));
     if (ops !== undefined) await applyIndexOps(this.redis, ops);
     return refs;
   }

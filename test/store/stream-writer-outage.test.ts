@@ -29,6 +29,7 @@ function makeWriter(client: Redis, spoolDir: string, prefix: string, opts: Parti
 function onDispatch(nth: number, action: () => void): StreamIndexer {
   let added = 0;
   return {
+    facts: () => undefined,
     build(entries) {
       const before = added;
       added += entries.length;
@@ -301,7 +302,8 @@ t.test('records a previous run sent without an answer are looked up, not sent tw
   const lines = [`{"r":${encodeRecord(a)},"id":"1000-0"}`, `{"r":${encodeRecord(b)},"id":"1000-1"}`, `{"r":${encodeRecord(c)}}`];
   writeFileSync(join(spoolDir, '0000001000000000.ndjson'), lines.join('\n') + '\n');
   const seen: string[] = [];
-  const w = makeWriter(client, spoolDir, prefix, {}, { indexer: { build: (entries) => void seen.push(...entries.map((e) => `${seqOf(e.record)}@${e.id}`)) } });
+  const indexer: StreamIndexer<FlowRecord> = { facts: (r) => r, build: (entries) => void seen.push(...entries.map((e) => `${seqOf(e.facts)}@${e.id}`)) };
+  const w = makeWriter(client, spoolDir, prefix, {}, { indexer });
   await w.start();
   await until(() => w.stats().stored === 3, 'stored');
   const entries = await readStreams(client, [keys.stream('egress')]);

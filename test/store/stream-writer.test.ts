@@ -104,7 +104,7 @@ t.test('MAXLEN ~ bounds each stream; 0 means no bound', async (t) => {
 t.test('MINID ~ retention trims old entries and calls the indexer', async (t) => {
   let clock = Date.now() - 3600_000;
   const trims: number[] = [];
-  const indexer: StreamIndexer = { build: () => undefined, trim: (_p, minTimeMs) => void trims.push(minTimeMs) };
+  const indexer: StreamIndexer = { facts: () => undefined, build: () => undefined, trim: (_p, minTimeMs) => void trims.push(minTimeMs) };
   const { w, keys } = writer(t, { retentionMs: 600_000, trimIntervalMs: 20 }, { now: () => clock, indexer });
   await w.start();
   // An hour ago: beyond retention. Enough entries to fill several radix-tree nodes (MINID ~ trims whole nodes).
@@ -150,10 +150,11 @@ t.test('IDs strictly increase across a restart, even with the clock going backwa
 
 t.test('the indexer gets the IDs Redis stored, its writes applied in the same script call', async (t) => {
   const seen: Array<[string, string, number]> = [];
-  const indexer: StreamIndexer = {
-    build(entries: readonly IndexEntry[]) {
+  const indexer: StreamIndexer<FlowRecord> = {
+    facts: (record) => record,
+    build(entries: ReadonlyArray<IndexEntry<FlowRecord>>) {
       const ops = new IndexOps();
-      for (const { record, stream, id } of entries) {
+      for (const { facts: record, stream, id } of entries) {
         seen.push([stream, id, seqOf(record)]);
         ops.zadd(ops.key(`${stream}:by-seq`), String(seqOf(record)), id);
       }
@@ -178,19 +179,19 @@ t.test('the indexer gets the IDs Redis stored, its writes applied in the same sc
 
 t.test('an entry Redis refuses: the rest of its batch is indexed apart, and each entry is counted once', async (t) => {
   const prefix = `t${n++}`;
-  const counter = (entries: readonly IndexEntry[]): IndexOps => {
+  const counter = (entries: ReadonlyArray<IndexEntry<string>>): IndexOps => {
     const ops = new IndexOps();
-    for (const { record } of entries) ops.incr(ops.key(`${prefix}:count`), record.network.direction);
+    for (const { facts: direction } of entries) ops.incr(ops.key(`${prefix}:count`), direction);
     return ops;
   };
-  const { w, keys, registry } = writer(t, { keyPrefix: prefix, flushIntervalMs: 50 }, { indexer: { build: counter } });
+  const indexer: StreamIndexer<string> = { facts: (r) => r.network.direction, build: counter };
+  const { w, keys, registry } = writer(t, { keyPrefix: prefix, flushIntervalMs: 50 }, { indexer });
   await w.start();
   const [first, a, b, c] = makeRecords(4).map((r, i) => ({ ...r, network: { ...r.network, direction: i === 2 ? ('ingress' as const) : ('egress' as const) } }));
   w.push(first!, 'tcp');
   await until(() => w.stats().stored === 1, 'the writer is running');
   // XADD to a key of another type fails (WRONGTYPE): that one entry is refused, the others are stored.
   await client.set(keys.stream('ingress'), 'not a stream');
-  // With their messages: the writer lets go of a record once sent, and rebuilds the refused one from what it sent.
   for (const r of [a!, b!, c!]) w.push(r, 'tcp', messageOf(r));
   await until(() => w.stats().stored === 3, 'the egress ones stored');
   await until(async () => (await client.zscore(`${prefix}:count`, 'egress')) === '3', 'indexed apart');
@@ -200,6 +201,29 @@ t.test('an entry Redis refuses: the rest of its batch is indexed apart, and each
   await until(() => w.stats().stored === 4, 'the refused one stored when resent');
   await until(async () => (await client.zscore(`${prefix}:count`, 'ingress')) === '1', 'indexed with its resend');
   t.equal(await client.zscore(`${prefix}:count`, 'egress'), '3', 'the others are not counted again');
+  await w.close(1000);
+});
+
+t.test('a record the indexer fails on is stored unindexed and counted; the rest of its batch is indexed', async (t) => {
+  const prefix = `t${n++}`;
+  const indexer: StreamIndexer<number> = {
+    facts(r) {
+      if (seqOf(r) === 1) throw new Error('indexer bug');
+      return seqOf(r);
+    },
+    build(entries) {
+      const ops = new IndexOps();
+      for (const { facts } of entries) ops.zadd(ops.key(`${prefix}:seen`), String(facts), String(facts));
+      return ops;
+    },
+  };
+  const { w, registry } = writer(t, { keyPrefix: prefix, flushIntervalMs: 10 }, { indexer });
+  await w.start();
+  for (const r of makeRecords(3)) w.push(r, 'tcp', messageOf(r));
+  await until(() => w.stats().stored === 3, 'all three stored');
+  await until(async () => (await client.zcard(`${prefix}:seen`)) === 2, 'the other two indexed');
+  t.same(await client.zrange(`${prefix}:seen`, '0', '-1'), ['0', '2']);
+  t.equal((await registry.getSingleMetric('dockflow_store_index_errors_total')?.get())!.values[0]!.value, 1, 'counted');
   await w.close(1000);
 });
 
