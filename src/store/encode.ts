@@ -11,8 +11,7 @@ import type { Endpoint, FlowRecord } from '../record.js';
  *          received record: half the whole record's bytes in Redis, and a fraction of its JSON to encode
  *          per record (JSON.stringify of the whole ~1.3 KB record was a quarter of the ingest thread's
  *          time; Redis' cost per entry grows with its bytes).
- *   r      the whole record as JSON: records that come with no message (replayed from the spool, written by tests or
- *          other tools), and messages the batch blob cannot carry (see `storableMessage`).
+ *   r      the whole record as JSON: records that come with no message (written by tests or other tools).
  *
  * Readers decode either with `decodeEntry`.
  */
@@ -22,14 +21,6 @@ export const CONTEXT_FIELD = 'x';
 
 export function encodeRecord(record: FlowRecord): string {
   return JSON.stringify(record);
-}
-
-/**
- * Whether a message can be stored as `m`: not empty (the batch blob marks an entry stored whole, `r`, by an empty
- * message) and free of 0x1f (the blob's field separator).
- */
-export function storableMessage(message: string): boolean {
-  return message.length > 0 && message.indexOf('\x1f') === -1;
 }
 
 /**

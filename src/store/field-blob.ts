@@ -13,7 +13,7 @@ export const FIELD_END = 0x1f;
  * short fields an index blob is made of (the same method msgpackr and protobufjs use). Falls back to `write`.
  */
 type Utf8Write = (this: Buffer, value: string, offset: number) => number;
-const utf8Write: Utf8Write =
+export const utf8Write: Utf8Write =
   (Buffer.prototype as unknown as { utf8Write?: Utf8Write }).utf8Write ??
   function (this: Buffer, value: string, offset: number): number {
     return this.write(value, offset);

@@ -3,7 +3,7 @@ import type { FlowRecord } from '../record.js';
 import type { IndexOps } from './index-ops.js';
 
 /**
- * Secondary indexes written in the same script call as the stream entry. The writer assigns stream IDs itself
+ * Secondary indexes written in the same transaction as the stream entry. The writer assigns stream IDs itself
  * (`<ms>-<seq>`, monotonic), so an indexer can reference the entry before Redis has answered.
  */
 export interface IndexEntry<Facts = unknown> {
@@ -22,7 +22,7 @@ export interface StreamIndexer<Facts = unknown> {
   facts(record: FlowRecord): Facts;
   /**
    * The index writes for one batch of records, each to be stored as `id` in `stream` (no I/O). The writer applies
-   * them in the same atomic script call as the batch's XADDs, and only if every XADD succeeded; otherwise it applies
+   * them in the same transaction as the batch's XADDs, and only if every XADD succeeded; otherwise it applies
    * those of the entries that were stored in a call of their own. So each entry's writes are applied once (counters
    * need that), except when that second call itself is lost with the connection.
    */

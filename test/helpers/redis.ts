@@ -46,15 +46,16 @@ export async function waitForPort(port: number, timeoutMs: number): Promise<void
 
 /**
  * A real redis-server of its own on a free port, in a temporary directory; stop() removes both. `persistent` turns
- * on the AOF with an fsync per write, so what Redis acknowledged survives `kill()` as it would in production.
+ * on the AOF with an fsync per write, so what Redis acknowledged survives `kill()` as it would in production. `args`
+ * adds server options (given the directory).
  */
-export async function startRedis(opts: { persistent?: boolean } = {}): Promise<TestRedis> {
+export async function startRedis(opts: { persistent?: boolean; args?: (dir: string) => string[] } = {}): Promise<TestRedis> {
   const persistence = opts.persistent ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'dockflow-redis-'));
   let child: ChildProcess | undefined;
   const launch = async (): Promise<void> => {
-    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...persistence, '--dir', dir], {
+    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...persistence, '--dir', dir, ...(opts.args?.(dir) ?? [])], {
       stdio: 'ignore',
     });
     await waitForPort(port, 10_000);

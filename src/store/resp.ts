@@ -1,0 +1,216 @@
+import net from 'node:net';
+import tls from 'node:tls';
+import type { RedisOptions } from 'ioredis';
+import type { Logger } from 'pino';
+import RedisParser from 'redis-parser';
+import { reconnectDelayMs } from './connect.js';
+import { utf8Write } from './field-blob.js';
+
+/*
+ * A connection of the writer's own, beside ioredis, for the one thing ioredis does slowly: a transaction of hundreds
+ * of commands. Through ioredis each command is an object with its own argument handling and promise (about 10 µs of
+ * client time per XADD, measured); here a batch is RESP bytes written straight into one buffer and its replies are
+ * counted off one parser. Everything else (seeding, lookups after an outage, trims, reads) stays on ioredis.
+ */
+
+/** Where to connect: the subset of ioredis' options that say so, so both connections go to the same server. */
+export type RespTarget = Pick<RedisOptions, 'host' | 'port' | 'path' | 'username' | 'password' | 'db' | 'tls' | 'connectTimeout'>;
+
+/** RESP commands written into one buffer. No argument may be longer than 512 MB (Redis' own limit). */
+export class RespWriter {
+  private buf: Buffer;
+  private len = 0;
+
+  constructor(expectedBytes: number) {
+    this.buf = Buffer.allocUnsafe(Math.max(256, expectedBytes));
+  }
+
+  /** Starts a command of `argc` arguments (its name included); the arguments follow with `arg`. */
+  command(argc: number): this {
+    this.ascii(`*${argc}\r\n`);
+    return this;
+  }
+
+  arg(value: string | Buffer): this {
+    const bytes = typeof value === 'string' ? Buffer.byteLength(value) : value.length;
+    this.ensure(bytes + 16);
+    this.ascii(`$${bytes}\r\n`);
+    if (typeof value === 'string') this.len += utf8Write.call(this.buf, value, this.len);
+    else this.len += value.copy(this.buf, this.len);
+    this.buf[this.len++] = 13;
+    this.buf[this.len++] = 10;
+    return this;
+  }
+
+  /** The bytes written (a view: build a new writer per send). */
+  bytes(): Buffer {
+    return this.buf.subarray(0, this.len);
+  }
+
+  private ascii(text: string): void {
+    this.ensure(text.length);
+    this.len += utf8Write.call(this.buf, text, this.len);
+  }
+
+  private ensure(bytes: number): void {
+    if (this.len + bytes <= this.buf.length) return;
+    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.len + bytes));
+    this.buf.copy(next, 0, 0, this.len);
+    this.buf = next;
+  }
+}
+
+/** The connection was lost (or never made) before every reply came: the server may have run none, some or all. */
+export class RespConnectionError extends Error {
+  override name = 'RespConnectionError';
+}
+
+interface Pending {
+  expected: number;
+  replies: unknown[];
+  resolve: (replies: unknown[]) => void;
+  reject: (err: Error) => void;
+}
+
+export interface RespConnectionHooks {
+  logger: Logger;
+  /** Connected and through the handshake (AUTH, SELECT, the setup commands). */
+  onReady: () => void;
+  /** Commands sent right after every (re)connection, before `onReady` (SCRIPT LOAD): their error replies fail it. */
+  setup?: () => { payload: Buffer; replies: number };
+}
+
+/**
+ * One socket to Redis that sends RESP bytes and hands back a fixed number of replies per send, in order. Reconnects
+ * forever with the same backoff as ioredis (`reconnectDelayMs`) until closed. Sends while not ready fail at once: the
+ * caller (the writer) keeps its own queue, as with ioredis' offline queue turned off.
+ */
+export class RespConnection {
+  private socket: net.Socket | undefined;
+  private readonly pending: Pending[] = [];
+  private ready = false;
+  private closed = false;
+  private attempt = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private lastError = '';
+
+  constructor(
+    private readonly target: RespTarget,
+    private readonly hooks: RespConnectionHooks,
+  ) {}
+
+  get isReady(): boolean {
+    return this.ready;
+  }
+
+  connect(): void {
+    if (this.closed || this.socket !== undefined) return;
+    const t = this.target;
+    const socket =
+      t.path !== undefined && t.path !== null
+        ? net.connect({ path: t.path })
+        : t.tls
+          ? tls.connect({ host: t.host ?? 'localhost', port: t.port ?? 6379, servername: t.host ?? 'localhost', ...t.tls })
+          : net.connect({ host: t.host ?? 'localhost', port: t.port ?? 6379 });
+    this.socket = socket;
+    socket.setNoDelay(true);
+    socket.setTimeout(t.connectTimeout ?? 5000, () => socket.destroy(new Error('connect timeout')));
+    const parser = new RedisParser({
+      returnReply: (reply: unknown) => this.onReply(reply),
+      // An error reply answers one command; it is that command's reply, not a failure of the connection.
+      returnError: (err: Error) => this.onReply(err),
+      returnFatalError: (err: Error) => socket.destroy(err),
+    });
+    socket.on('data', (chunk: Buffer) => parser.execute(chunk));
+    socket.on('error', (err: Error) => {
+      if (err.message !== this.lastError) this.hooks.logger.warn({ err: err.message }, 'Redis writer connection error');
+      this.lastError = err.message;
+    });
+    socket.on('close', () => this.onClose(socket));
+    socket.once(t.tls && t.path == null ? 'secureConnect' : 'connect', () => {
+      socket.setTimeout(0);
+      void this.handshake();
+    });
+  }
+
+  /** Sends `payload` (RESP commands) and resolves with its `replies` replies; error replies are `Error` values. */
+  send(payload: Buffer, replies: number): Promise<unknown[]> {
+    if (!this.ready || this.socket === undefined) return Promise.reject(new RespConnectionError('Redis writer connection not ready'));
+    return this.write(this.socket, payload, replies);
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.socket?.destroy();
+  }
+
+  private write(socket: net.Socket, payload: Buffer, replies: number): Promise<unknown[]> {
+    return new Promise((resolve, reject) => {
+      this.pending.push({ expected: replies, replies: [], resolve, reject });
+      socket.write(payload);
+    });
+  }
+
+  private async handshake(): Promise<void> {
+    const socket = this.socket;
+    if (socket === undefined) return;
+    const { payload, replies } = this.handshakeCommands();
+    try {
+      const answers = await this.write(socket, payload, replies);
+      const failed = answers.find((a): a is Error => a instanceof Error);
+      if (failed) throw failed;
+    } catch (err) {
+      this.hooks.logger.warn({ err: (err as Error).message }, 'Redis writer connection: handshake failed');
+      socket.destroy();
+      return;
+    }
+    if (socket !== this.socket || this.closed) return;
+    this.ready = true;
+    this.attempt = 0;
+    this.lastError = '';
+    this.hooks.onReady();
+  }
+
+  private handshakeCommands(): { payload: Buffer; replies: number } {
+    const t = this.target;
+    const w = new RespWriter(256);
+    let replies = 1;
+    if (t.password) {
+      if (t.username) w.command(3).arg('AUTH').arg(t.username).arg(t.password);
+      else w.command(2).arg('AUTH').arg(t.password);
+      replies++;
+    }
+    if (t.db) {
+      w.command(2).arg('SELECT').arg(String(t.db));
+      replies++;
+    }
+    w.command(3).arg('CLIENT').arg('SETNAME').arg('dockflow-writer');
+    const setup = this.hooks.setup?.();
+    if (setup === undefined) return { payload: w.bytes(), replies };
+    return { payload: Buffer.concat([w.bytes(), setup.payload]), replies: replies + setup.replies };
+  }
+
+  private onReply(reply: unknown): void {
+    const head = this.pending[0];
+    if (head === undefined) return;
+    head.replies.push(reply);
+    if (head.replies.length < head.expected) return;
+    this.pending.shift();
+    head.resolve(head.replies);
+  }
+
+  private onClose(socket: net.Socket): void {
+    if (socket !== this.socket) return;
+    this.socket = undefined;
+    this.ready = false;
+    const lost = this.pending.splice(0);
+    for (const p of lost) p.reject(new RespConnectionError('Redis writer connection lost before the reply'));
+    if (this.closed) return;
+    this.attempt++;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.connect();
+    }, reconnectDelayMs(this.attempt));
+  }
+}
