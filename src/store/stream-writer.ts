@@ -14,7 +14,7 @@ import {
 } from './encode.js';
 import { INDEX_OPS_SCRIPT, LUA_APPLY_INDEX, type IndexOps } from './index-ops.js';
 import { storeKeys } from './keys.js';
-import { RespConnection, RespWriter } from './resp.js';
+import { encodeArgs, RespConnection, RespWriter } from './resp.js';
 import { Spool, type SpoolSegment } from './spool.js';
 import type { IndexEntry, StreamIndexer } from './types.js';
 
@@ -98,6 +98,12 @@ interface Item {
 interface SegmentTicket {
   segment: SpoolSegment;
   pending: number;
+}
+
+/** `XADD <stream>` with the argument count of an entry stored with its message (`m`, `x`: 7) or whole (`r`: 5). */
+interface XaddHeads {
+  message: Buffer;
+  whole: Buffer;
 }
 
 interface Batch {
@@ -187,9 +193,10 @@ const SCRIPT_LOAD = new RespWriter(GUARDED_INDEX_SCRIPT.length + 64).command(3).
 
 /** Lua's 1-based stream numbers, as strings, made once. */
 const STREAM_INDEX_ARG = Array.from({ length: 16 }, (_, i) => String(i + 1));
-/** A record stored whole (`r`) is an XADD of 5 arguments; with its message (`m`, `x`), of 7. */
-const XADD_WHOLE_ARGC = 5;
-const XADD_MESSAGE_ARGC = 7;
+/** Field names as RESP bytes, written as they are into every XADD. */
+const MESSAGE_ARG = encodeArgs(MESSAGE_FIELD);
+const CONTEXT_ARG = encodeArgs(CONTEXT_FIELD);
+const RECORD_ARG = encodeArgs(RECORD_FIELD);
 const CONFLICT_RE = /equal or smaller than the target stream top item/i;
 
 /**
@@ -215,6 +222,7 @@ export class StreamWriter {
   private readonly streams: readonly string[];
   private readonly streamCountArg: string;
   private readonly streamOf: Map<string, number>;
+  private readonly xaddHeads: readonly XaddHeads[];
   private readonly spool: Spool;
 
   private readonly maxQueue: number;
@@ -288,6 +296,8 @@ export class StreamWriter {
     this.streams = keys.streams;
     this.streamCountArg = String(this.streams.length);
     this.streamOf = new Map(DIRECTIONS.map((d) => [d, this.streams.indexOf(keys.stream(d))]));
+    const head = (argc: number, stream: string): Buffer => Buffer.concat([new RespWriter(16).command(argc).bytes(), encodeArgs('XADD', stream)]);
+    this.xaddHeads = this.streams.map((stream) => ({ message: head(7, stream), whole: head(5, stream) }));
     this.lastIds = this.streams.map(() => [0, 0]);
     this.maxQueue = opts.maxQueueRecords ?? 4_000;
     this.batchMax = opts.batchMaxRecords ?? 250;
@@ -468,7 +478,8 @@ export class StreamWriter {
         writes.add(item.stream);
         written.push(`${STREAM_INDEX_ARG[item.stream]}:${id}`);
       }
-      bytes += (item.message?.length ?? 0) * 3 + item.encoded.length * 3 + 96;
+      // ASCII as a rule; the writer grows for the rest.
+      bytes += (item.message?.length ?? 0) + item.encoded.length + 128;
     }
     const ops = this.buildIndex(items);
     const w = new RespWriter(bytes + (ops === undefined ? 0 : ops.keys.length * 64) + 256);
@@ -482,12 +493,9 @@ export class StreamWriter {
       queued++;
     }
     for (const item of items) {
-      const stream = this.streams[item.stream] as string;
-      if (item.message !== undefined) {
-        w.command(XADD_MESSAGE_ARGC).arg('XADD').arg(stream).arg(item.id as string).arg(MESSAGE_FIELD).arg(item.message).arg(CONTEXT_FIELD).arg(item.encoded);
-      } else {
-        w.command(XADD_WHOLE_ARGC).arg('XADD').arg(stream).arg(item.id as string).arg(RECORD_FIELD).arg(item.encoded);
-      }
+      const xadd = this.xaddHeads[item.stream] as XaddHeads;
+      if (item.message !== undefined) w.raw(xadd.message).arg(item.id as string).raw(MESSAGE_ARG).arg(item.message).raw(CONTEXT_ARG).arg(item.encoded);
+      else w.raw(xadd.whole).arg(item.id as string).raw(RECORD_ARG).arg(item.encoded);
     }
     if (this.maxLen !== undefined) {
       for (const stream of writes) {
@@ -829,7 +837,7 @@ export class StreamWriter {
     gauge('dockflow_store_queue_records', 'Records waiting in memory for Redis', () => this.queue.length);
     gauge('dockflow_store_batches_in_flight', 'Pipelines awaiting an answer from Redis', () => this.inFlight.size);
     gauge('dockflow_store_spool_bytes', 'Bytes in the on-disk spool', () => this.spool.bytes);
-    gauge('dockflow_store_redis_up', '1 when the Redis connection is ready', () => (this.redisUp ? 1 : 0));
+    gauge('dockflow_store_redis_up', '1 when the Redis connections (batches, and everything else) are ready', () => (this.redisUp && this.resp.isReady ? 1 : 0));
     return new Histogram({
       name: 'dockflow_store_redis_write_seconds',
       help: 'Time from sending a pipeline to its last reply (successful pipelines)',

@@ -1,8 +1,12 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import t, { type Test } from 'tap';
-import { RespConnection, RespConnectionError, RespWriter, type RespTarget } from '../../src/store/resp.js';
-import { startRedis } from '../helpers/redis.js';
+import { connectRedis } from '../../src/store/connect.js';
+import { encodeArgs, RespConnection, RespConnectionError, RespWriter, type RespTarget } from '../../src/store/resp.js';
+import { freePort, startRedis } from '../helpers/redis.js';
+import { tempDir } from '../helpers/temp.js';
 import { silent, until } from './records.js';
 
 /** A connection that counts its handshakes; closed when the test ends. */
@@ -19,6 +23,26 @@ const command = (...args: Array<string | Buffer>): Buffer => {
   for (const a of args) w.arg(a);
   return w.bytes();
 };
+
+t.test('RespWriter: exact RESP for every argument, including where a string’s bytes need more digits than its length', async (t) => {
+  const reference = (args: Array<string | Buffer>): Buffer =>
+    Buffer.concat([Buffer.from(`*${args.length}\r\n`), ...args.flatMap((a) => [Buffer.from(`$${Buffer.byteLength(a)}\r\n`), Buffer.from(a), Buffer.from('\r\n')])]);
+  const cases: Array<Array<string | Buffer>> = [
+    ['PING'],
+    ['SET', '', 'x'.repeat(9), 'y'.repeat(10)],
+    ['a'.repeat(8) + 'é'], // 9 units, 10 bytes
+    ['é'.repeat(5), '😀'.repeat(3), '€'.repeat(33), '€'.repeat(34)], // 10/12/99/102 bytes
+    ['\ud800 lone surrogate', 'x'.repeat(99_999) + '€'], // 3 bytes for the lone unit; 5 -> 6 digits
+    [Buffer.from([0, 13, 10]), 'tail'],
+  ];
+  for (const args of cases) {
+    const w = new RespWriter(1).command(args.length);
+    for (const a of args) w.arg(a);
+    t.same(w.bytes(), reference(args), args.map((a) => a.length).join(','));
+  }
+  const raw = new RespWriter(8).raw(encodeArgs('XADD', 's')).arg('1-0').bytes();
+  t.same(raw, Buffer.from('$4\r\nXADD\r\n$1\r\ns\r\n$3\r\n1-0\r\n'), 'raw bytes written as they are');
+});
 
 t.test('arguments are sent with their UTF-8 byte lengths; replies come back in order, error replies as values', async (t) => {
   const redis = await startRedis();
@@ -80,4 +104,22 @@ t.test('a unix socket', async (t) => {
   const { conn } = connection(t, { path: join(redis.dir, 'redis.sock') });
   await until(() => conn.isReady, 'ready');
   t.same(await conn.send(command('PING'), 1), ['PONG']);
+});
+
+t.test('TLS (rediss://): the writer connection takes the client’s TLS options', async (t) => {
+  const certDir = tempDir(t, 'tls');
+  const [key, cert] = [join(certDir, 'key.pem'), join(certDir, 'cert.pem')];
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+  const tlsPort = await freePort();
+  const redis = await startRedis({
+    args: () => ['--tls-port', String(tlsPort), '--tls-cert-file', cert, '--tls-key-file', key, '--tls-ca-cert-file', cert, '--tls-auth-clients', 'no'],
+  });
+  t.teardown(() => redis.stop());
+  const client = connectRedis(`rediss://127.0.0.1:${tlsPort}`, silent, { tls: { ca: readFileSync(cert) } });
+  t.teardown(() => client.disconnect());
+  const { host, port, tls } = client.options;
+  const { conn } = connection(t, { host, port, tls });
+  await until(() => conn.isReady, 'ready over TLS');
+  t.same(await conn.send(command('SET', 'over', 'tls'), 1), ['OK']);
+  t.equal(await client.get('over'), 'tls');
 });
