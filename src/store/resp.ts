@@ -62,16 +62,26 @@ export class RespWriter {
     return this;
   }
 
-  /** Bytes already in RESP (see `encodeArgs`). */
-  raw(bytes: Buffer): this {
-    this.ensure(bytes.length);
-    this.len += bytes.copy(this.buf, this.len);
+  /** Bytes already in RESP (see `encodeArgs`), or the part `start`..`end` of them. */
+  raw(bytes: Buffer, start = 0, end = bytes.length): this {
+    this.ensure(end - start);
+    this.len += bytes.copy(this.buf, this.len, start, end);
     return this;
   }
 
   /** The bytes written (a view: build a new writer per send). */
   bytes(): Buffer {
     return this.buf.subarray(0, this.len);
+  }
+
+  /** Bytes written so far. */
+  get length(): number {
+    return this.len;
+  }
+
+  /** The memory written into (replaced by a larger one when it fills: what was written before stays in the old). */
+  get buffer(): Buffer {
+    return this.buf;
   }
 
   /** Writes `<type><n>\r\n` at `at`; returns the position after it. */
@@ -104,6 +114,22 @@ function headerBytes(n: number): number {
   let digits = 1;
   for (let v = n; v >= 10; v = Math.floor(v / 10)) digits++;
   return digits + 3;
+}
+
+/**
+ * The bulk strings of `bytes` from `start`, decoded, in order (`$<n>\r\n<n bytes>\r\n` each). For reading back
+ * arguments a RespWriter wrote; anything else is not expected here.
+ */
+export function readBulks(bytes: Buffer, start: number, end: number): string[] {
+  const out: string[] = [];
+  let at = start;
+  while (at < end) {
+    const eol = bytes.indexOf(13, at);
+    const n = Number(bytes.toString('latin1', at + 1, eol));
+    out.push(bytes.toString('utf8', eol + 2, eol + 2 + n));
+    at = eol + 2 + n + 2;
+  }
+  return out;
 }
 
 /** Arguments as RESP bytes, for the constant parts of commands sent over and over (`RespWriter.raw`). */

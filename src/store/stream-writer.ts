@@ -14,7 +14,7 @@ import {
 } from './encode.js';
 import { INDEX_OPS_SCRIPT, LUA_APPLY_INDEX, type IndexOps } from './index-ops.js';
 import { storeKeys } from './keys.js';
-import { encodeArgs, RespConnection, RespWriter } from './resp.js';
+import { encodeArgs, readBulks, RespConnection, RespWriter } from './resp.js';
 import { Spool, type SpoolSegment } from './spool.js';
 import type { IndexEntry, StreamIndexer } from './types.js';
 
@@ -73,18 +73,20 @@ export interface StreamWriterStats {
 }
 
 /**
- * One record on its way to Redis, in the form it is stored in and with what the indexer needs of it, but not the
- * record itself: records held until Redis answered outlived young-generation collections, and copying them was the
- * largest cost of the ingest thread.
+ * One record on its way to Redis: its entry's fields already in RESP, in memory off the JS heap (`staged`), and what
+ * the indexer needs of it, but neither the record nor its message: what waits for Redis is copied by every
+ * young-generation collection it lives through, and those copies were the largest cost of the ingest thread.
  */
 interface Item {
   direction: Direction;
   /** Index into the stream keys (`DIRECTIONS` order). */
   stream: number;
-  /** The syslog message it was parsed from, stored beside its context (see encode.ts); else the whole record. */
-  message?: string;
-  /** The context (`x`) with a message, else the whole record (`r`). */
-  encoded: string;
+  /** Stored with its message (`m`, `x`: see encode.ts) rather than whole (`r`). */
+  withMessage: boolean;
+  /** The entry's field-value pairs as RESP bulk strings, at `start`..`end` of `staged`. */
+  staged: Buffer;
+  start: number;
+  end: number;
   /** `StreamIndexer.facts` of the record. */
   facts?: unknown;
   /** The ID it was last sent under. */
@@ -122,12 +124,15 @@ interface SpoolLine {
   id?: unknown;
 }
 
-function spoolLine(item: Item, id?: string): string {
-  const form =
-    item.message !== undefined
-      ? `"${MESSAGE_FIELD}":${JSON.stringify(item.message)},"${CONTEXT_FIELD}":${item.encoded}`
-      : `"${RECORD_FIELD}":${item.encoded}`;
+function spoolLine(message: string | undefined, encoded: string, id?: string): string {
+  const form = message !== undefined ? `"${MESSAGE_FIELD}":${JSON.stringify(message)},"${CONTEXT_FIELD}":${encoded}` : `"${RECORD_FIELD}":${encoded}`;
   return id === undefined ? `{${form}}` : `{${form},"id":"${id}"}`;
+}
+
+/** The spool line of a staged item: its fields read back from RESP. */
+function stagedSpoolLine(item: Item): string {
+  const fields = readBulks(item.staged, item.start, item.end);
+  return item.withMessage ? spoolLine(fields[1], fields[3] as string, item.id) : spoolLine(undefined, fields[1] as string, item.id);
 }
 
 /** The record a spool line holds, or `undefined` if it holds none. */
@@ -197,6 +202,8 @@ const STREAM_INDEX_ARG = Array.from({ length: 16 }, (_, i) => String(i + 1));
 const MESSAGE_ARG = encodeArgs(MESSAGE_FIELD);
 const CONTEXT_ARG = encodeArgs(CONTEXT_FIELD);
 const RECORD_ARG = encodeArgs(RECORD_FIELD);
+/** Items' fields are staged in chunks of this size, each freed once no item written into it is left. */
+const STAGING_CHUNK_BYTES = 1024 * 1024;
 const CONFLICT_RE = /equal or smaller than the target stream top item/i;
 
 /**
@@ -234,6 +241,7 @@ export class StreamWriter {
   private readonly trimIntervalMs: number;
 
   private readonly queue = new Fifo<Item>();
+  private staging = new RespWriter(STAGING_CHUNK_BYTES + 64 * 1024);
   private readonly inFlight = new Map<number, Batch>();
   private failed: Batch[] = [];
   private batchSeq = 0;
@@ -345,7 +353,8 @@ export class StreamWriter {
       return false;
     }
     if (origin === 'udp' && (this.queue.length >= this.maxQueue || this.spool.hasUnread())) {
-      if (this.spool.append(spoolLine(this.itemOf(record, message)))) {
+      const withMessage = message !== undefined && message !== '';
+      if (this.spool.append(withMessage ? spoolLine(message, encodeContext(record)) : spoolLine(undefined, encodeRecord(record)))) {
         this.counts.spooled++;
         // Taken; and the UDP receiver, which can hold datagrams unparsed in its own backlog, is asked to pause.
         this.wantDrain = true;
@@ -374,9 +383,13 @@ export class StreamWriter {
     const stream = this.streamOf.get(direction) ?? this.streams.length - 1;
     const facts = this.factsOf(record);
     // An empty message parses to no record, so it cannot stand for one.
-    return message !== undefined && message !== ''
-      ? { direction, stream, message, encoded: encodeContext(record), facts }
-      : { direction, stream, encoded: encodeRecord(record), facts };
+    const withMessage = message !== undefined && message !== '';
+    let staging = this.staging;
+    if (staging.length >= STAGING_CHUNK_BYTES) staging = this.staging = new RespWriter(STAGING_CHUNK_BYTES + 64 * 1024);
+    const start = staging.length;
+    if (withMessage) staging.raw(MESSAGE_ARG).arg(message).raw(CONTEXT_ARG).arg(encodeContext(record));
+    else staging.raw(RECORD_ARG).arg(encodeRecord(record));
+    return { direction, stream, withMessage, staged: staging.buffer, start, end: staging.length, facts };
   }
 
   private factsOf(record: FlowRecord): unknown {
@@ -479,7 +492,7 @@ export class StreamWriter {
         written.push(`${STREAM_INDEX_ARG[item.stream]}:${id}`);
       }
       // ASCII as a rule; the writer grows for the rest.
-      bytes += (item.message?.length ?? 0) + item.encoded.length + 128;
+      bytes += item.end - item.start + 64;
     }
     const ops = this.buildIndex(items);
     const w = new RespWriter(bytes + (ops === undefined ? 0 : ops.keys.length * 64) + 256);
@@ -494,8 +507,9 @@ export class StreamWriter {
     }
     for (const item of items) {
       const xadd = this.xaddHeads[item.stream] as XaddHeads;
-      if (item.message !== undefined) w.raw(xadd.message).arg(item.id as string).raw(MESSAGE_ARG).arg(item.message).raw(CONTEXT_ARG).arg(item.encoded);
-      else w.raw(xadd.whole).arg(item.id as string).raw(RECORD_ARG).arg(item.encoded);
+      w.raw(item.withMessage ? xadd.message : xadd.whole)
+        .arg(item.id as string)
+        .raw(item.staged, item.start, item.end);
     }
     if (this.maxLen !== undefined) {
       for (const stream of writes) {
@@ -772,7 +786,7 @@ export class StreamWriter {
     this.failed = [];
     // An item still carrying an ID was sent and not answered: keep the ID so the next run asks Redis whether it
     // took it before resending.
-    const lines = left.map((item) => spoolLine(item, item.id));
+    const lines = left.map(stagedSpoolLine);
     try {
       this.spool.writeHead(lines);
       this.counts.spooled += lines.length;

@@ -249,6 +249,32 @@ t.test('close() with Redis down writes the rest to the spool; the next writer re
   await second.close(1000);
 });
 
+t.test('what close() spools is the entry as it would have been stored: messages with any characters come back the same', async (t) => {
+  const { redis, client, prefix } = await helperRedis(t);
+  const spoolDir = tempDir(t, 'spool');
+  const first = makeWriter(client, spoolDir, prefix);
+  await first.start();
+  await redis.kill();
+  await until(() => !first.stats().redisUp, 'down');
+  const records = makeRecords(3);
+  const messages = records.map((r, i) => messageOf(r).replace('IN=', ['préfixe€ ', '😀 \u0001', ''][i]! + 'IN='));
+  records.forEach((r, i) => first.push(r, 'tcp', messages[i]));
+  first.push(makeRecords(1, 3)[0]!, 'tcp'); // no message: stored whole
+  await first.close(100);
+  t.equal(first.stats().spooled, 4);
+  await redis.restart();
+  await until(() => client.status === 'ready', 'ready again');
+  const second = makeWriter(client, spoolDir, prefix);
+  await second.start();
+  await until(() => second.stats().stored === 4, 'replayed');
+  const stored: string[] = [];
+  for (const stream of storeKeys(prefix).streams) {
+    for (const [, fields] of await client.xrange(stream, '-', '+')) stored.push(fields[0] === 'm' ? (fields[1] as string) : `whole:${fields[0]}`);
+  }
+  t.same(stored.sort(), [...messages, 'whole:r'].sort());
+  await second.close(1000);
+});
+
 t.test('a torn spool line left by a crash is counted, the rest replayed', async (t) => {
   const { client, prefix } = await helperRedis(t);
   const spoolDir = tempDir(t, 'spool');
