@@ -1,5 +1,5 @@
 /**
- * Client-side cost of the query indexes per record: `FlowIndexer.build` and the encoding of its writes over the burst corpus in
+ * Client-side cost of the query indexes per record: `FlowIndexer.facts`, `build` and the encoding of its writes over the burst corpus in
  * batches of 500, with container fields set (as attribution sets them). The Redis side
  * is measured by `bench:ingest` and `bench:query`. One core, in-process; median of several runs.
  *
@@ -59,4 +59,4 @@ for (let r = 0; r < runs; r++) {
 perRecordUs.sort((a, b) => a - b);
 const median = perRecordUs[Math.floor(perRecordUs.length / 2)]!;
 console.log(`node ${process.version}; ${records.length} records, ${containers} containers, batches of 500, ${Math.round(blobBytes / records.length)} bytes of index writes per record`);
-console.log(`FlowIndexer.build + encode: ${median.toFixed(2)} µs per record (median of ${runs}), ${Math.round(1e6 / median).toLocaleString('en-US')} records/s`);
+console.log(`FlowIndexer.facts + build + encode: ${median.toFixed(2)} µs per record (median of ${runs}), ${Math.round(1e6 / median).toLocaleString('en-US')} records/s`);

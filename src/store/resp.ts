@@ -189,7 +189,7 @@ export class RespConnection {
       t.path !== undefined && t.path !== null
         ? net.connect({ path: t.path })
         : t.tls
-          ? tls.connect({ host: t.host ?? 'localhost', port: t.port ?? 6379, servername: t.host ?? 'localhost', ...t.tls })
+          ? tls.connect({ host: t.host ?? 'localhost', port: t.port ?? 6379, ...(net.isIP(t.host ?? '') ? {} : { servername: t.host ?? 'localhost' }), ...t.tls })
           : net.connect({ host: t.host ?? 'localhost', port: t.port ?? 6379 });
     this.socket = socket;
     socket.setNoDelay(true);
