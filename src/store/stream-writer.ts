@@ -204,6 +204,8 @@ const CONTEXT_ARG = encodeArgs(CONTEXT_FIELD);
 const RECORD_ARG = encodeArgs(RECORD_FIELD);
 /** Items' fields are staged in chunks of this size, each freed once no item written into it is left. */
 const STAGING_CHUNK_BYTES = 1024 * 1024;
+/** Room past the chunk size for the record that crosses it (a larger one grows the chunk). */
+const stagingChunk = (): RespWriter => new RespWriter(STAGING_CHUNK_BYTES + 64 * 1024);
 const CONFLICT_RE = /equal or smaller than the target stream top item/i;
 
 /**
@@ -241,7 +243,7 @@ export class StreamWriter {
   private readonly trimIntervalMs: number;
 
   private readonly queue = new Fifo<Item>();
-  private staging = new RespWriter(STAGING_CHUNK_BYTES + 64 * 1024);
+  private staging = stagingChunk();
   private readonly inFlight = new Map<number, Batch>();
   private failed: Batch[] = [];
   private batchSeq = 0;
@@ -385,7 +387,7 @@ export class StreamWriter {
     // An empty message parses to no record, so it cannot stand for one.
     const withMessage = message !== undefined && message !== '';
     let staging = this.staging;
-    if (staging.length >= STAGING_CHUNK_BYTES) staging = this.staging = new RespWriter(STAGING_CHUNK_BYTES + 64 * 1024);
+    if (staging.length >= STAGING_CHUNK_BYTES) staging = this.staging = stagingChunk();
     const start = staging.length;
     if (withMessage) staging.raw(MESSAGE_ARG).arg(message).raw(CONTEXT_ARG).arg(encodeContext(record));
     else staging.raw(RECORD_ARG).arg(encodeRecord(record));
