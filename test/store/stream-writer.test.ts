@@ -28,6 +28,18 @@ t.teardown(async () => {
   await redis.stop();
 });
 
+/** An indexer that counts each record, by its sequence number, in the sorted set `key`. */
+function seqCounter(key: string, facts: (r: FlowRecord) => number = seqOf): StreamIndexer<number> {
+  return {
+    facts,
+    build(entries) {
+      const ops = new IndexOps();
+      for (const e of entries) ops.incr(ops.key(key), String(e.facts));
+      return ops;
+    },
+  };
+}
+
 /** A writer on its own key prefix and spool directory. */
 function writer(t: Test, opts: Partial<StreamWriterOptions> = {}, deps: { indexer?: StreamIndexer; now?: () => number } = {}) {
   const prefix = opts.keyPrefix ?? `t${n++}`;
@@ -206,17 +218,10 @@ t.test('an entry Redis refuses: the rest of its batch is indexed apart, and each
 
 t.test('a record the indexer fails on is stored unindexed and counted; the rest of its batch is indexed', async (t) => {
   const prefix = `t${n++}`;
-  const indexer: StreamIndexer<number> = {
-    facts(r) {
-      if (seqOf(r) === 1) throw new Error('indexer bug');
-      return seqOf(r);
-    },
-    build(entries) {
-      const ops = new IndexOps();
-      for (const { facts } of entries) ops.zadd(ops.key(`${prefix}:seen`), String(facts), String(facts));
-      return ops;
-    },
-  };
+  const indexer = seqCounter(`${prefix}:seen`, (r) => {
+    if (seqOf(r) === 1) throw new Error('indexer bug');
+    return seqOf(r);
+  });
   const { w, registry } = writer(t, { keyPrefix: prefix, flushIntervalMs: 10 }, { indexer });
   await w.start();
   for (const r of makeRecords(3)) w.push(r, 'tcp', messageOf(r));
@@ -229,14 +234,7 @@ t.test('a record the indexer fails on is stored unindexed and counted; the rest 
 
 t.test('scripts flushed from Redis mid-stream: every record is still indexed exactly once', async (t) => {
   const prefix = `t${n++}`;
-  const indexer: StreamIndexer<number> = {
-    facts: (r) => seqOf(r),
-    build(entries) {
-      const ops = new IndexOps();
-      for (const { facts } of entries) ops.incr(ops.key(`${prefix}:seen`), String(facts));
-      return ops;
-    },
-  };
+  const indexer = seqCounter(`${prefix}:seen`);
   const { w } = writer(t, { keyPrefix: prefix, flushIntervalMs: 5, batchMaxRecords: 50 }, { indexer });
   await w.start();
   const records = makeRecords(600);
@@ -254,14 +252,7 @@ t.test('scripts flushed from Redis mid-stream: every record is still indexed exa
 
 t.test('an index write Redis refuses is counted; the batch is stored, not resent', async (t) => {
   const prefix = `t${n++}`;
-  const indexer: StreamIndexer<number> = {
-    facts: (r) => seqOf(r),
-    build(entries) {
-      const ops = new IndexOps();
-      for (const { facts } of entries) ops.incr(ops.key(`${prefix}:counted`), String(facts));
-      return ops;
-    },
-  };
+  const indexer = seqCounter(`${prefix}:counted`);
   await client.set(`${prefix}:counted`, 'not a sorted set');
   const { w, registry, keys } = writer(t, { keyPrefix: prefix, flushIntervalMs: 5 }, { indexer });
   await w.start();
