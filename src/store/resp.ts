@@ -4,7 +4,7 @@ import type { RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import RedisParser from 'redis-parser';
 import { reconnectDelayMs } from './connect.js';
-import { utf8Write } from './field-blob.js';
+import { ByteWriter, utf8Write } from './byte-writer.js';
 
 /*
  * A connection of the writer's own, beside ioredis, for the one thing ioredis does slowly: a transaction of hundreds
@@ -22,14 +22,7 @@ export type RespTarget = Pick<RedisOptions, 'host' | 'port' | 'path' | 'username
  * byte count says otherwise (utf8Write returns it; any other character takes more than one byte per unit). Constant
  * parts of commands are written as pre-encoded bytes (`encodeArgs`).
  */
-export class RespWriter {
-  private buf: Buffer;
-  private len = 0;
-
-  constructor(expectedBytes: number) {
-    this.buf = Buffer.allocUnsafe(Math.max(256, expectedBytes));
-  }
-
+export class RespWriter extends ByteWriter {
   /** Starts a command of `argc` arguments (its name included); the arguments follow with `arg` or `raw`. */
   command(argc: number): this {
     this.ensure(16);
@@ -69,20 +62,6 @@ export class RespWriter {
     return this;
   }
 
-  /** The bytes written (a view: build a new writer per send). */
-  bytes(): Buffer {
-    return this.buf.subarray(0, this.len);
-  }
-
-  /** Bytes written so far. */
-  get length(): number {
-    return this.len;
-  }
-
-  /** The memory written into (replaced by a larger one when it fills: what was written before stays in the old). */
-  get buffer(): Buffer {
-    return this.buf;
-  }
 
   /** Writes `<type><n>\r\n` at `at`; returns the position after it. */
   private header(type: number, n: number, at: number): number {
@@ -101,12 +80,6 @@ export class RespWriter {
     this.buf[this.len++] = 10;
   }
 
-  private ensure(bytes: number): void {
-    if (this.len + bytes <= this.buf.length) return;
-    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.len + bytes));
-    this.buf.copy(next, 0, 0, this.len);
-    this.buf = next;
-  }
 }
 
 /** The length of `$<n>\r\n`. */

@@ -29,11 +29,11 @@ export interface StreamWriterOptions {
   singleStream?: string | undefined;
   /** Records waiting for Redis before `push` asks callers to pause (UDP overflows to the spool). Default 4,000. */
   maxQueueRecords?: number;
-  /** Records per pipeline. Default 250. */
+  /** Records per batch (one transaction). Default 250. */
   batchMaxRecords?: number;
   /** A partial batch is written after this long. Default 50 ms. */
   flushIntervalMs?: number;
-  /** Pipelines awaiting Redis' answer at once. Default 4. */
+  /** Batches awaiting Redis' answer at once. Default 4. */
   maxBatchesInFlight?: number;
   /** `XADD … MAXLEN ~ n`; 0 = no count limit. Default 10,000,000. */
   maxLenPerStream?: number;
@@ -127,6 +127,14 @@ interface SpoolLine {
 function spoolLine(message: string | undefined, encoded: string, id?: string): string {
   const form = message !== undefined ? `"${MESSAGE_FIELD}":${JSON.stringify(message)},"${CONTEXT_FIELD}":${encoded}` : `"${RECORD_FIELD}":${encoded}`;
   return id === undefined ? `{${form}}` : `{${form},"id":"${id}"}`;
+}
+
+/**
+ * The entry's stored form (see encode.ts): the message and the context JSON, or (no message) the whole record's
+ * JSON. An empty message parses to no record, so it cannot stand for one.
+ */
+function storedForm(record: FlowRecord, message: string | undefined): { message: string | undefined; encoded: string } {
+  return message !== undefined && message !== '' ? { message, encoded: encodeContext(record) } : { message: undefined, encoded: encodeRecord(record) };
 }
 
 /** The spool line of a staged item: its fields read back from RESP. */
@@ -306,7 +314,7 @@ export class StreamWriter {
     this.streams = keys.streams;
     this.streamCountArg = String(this.streams.length);
     this.streamOf = new Map(DIRECTIONS.map((d) => [d, this.streams.indexOf(keys.stream(d))]));
-    const head = (argc: number, stream: string): Buffer => Buffer.concat([new RespWriter(16).command(argc).bytes(), encodeArgs('XADD', stream)]);
+    const head = (argc: number, stream: string): Buffer => Buffer.from(new RespWriter(64).command(argc).arg('XADD').arg(stream).bytes());
     this.xaddHeads = this.streams.map((stream) => ({ message: head(7, stream), whole: head(5, stream) }));
     this.lastIds = this.streams.map(() => [0, 0]);
     this.maxQueue = opts.maxQueueRecords ?? 4_000;
@@ -355,8 +363,8 @@ export class StreamWriter {
       return false;
     }
     if (origin === 'udp' && (this.queue.length >= this.maxQueue || this.spool.hasUnread())) {
-      const withMessage = message !== undefined && message !== '';
-      if (this.spool.append(withMessage ? spoolLine(message, encodeContext(record)) : spoolLine(undefined, encodeRecord(record)))) {
+      const form = storedForm(record, message);
+      if (this.spool.append(spoolLine(form.message, form.encoded))) {
         this.counts.spooled++;
         // Taken; and the UDP receiver, which can hold datagrams unparsed in its own backlog, is asked to pause.
         this.wantDrain = true;
@@ -384,14 +392,13 @@ export class StreamWriter {
     const direction = record.network.direction;
     const stream = this.streamOf.get(direction) ?? this.streams.length - 1;
     const facts = this.factsOf(record);
-    // An empty message parses to no record, so it cannot stand for one.
-    const withMessage = message !== undefined && message !== '';
+    const form = storedForm(record, message);
     let staging = this.staging;
     if (staging.length >= STAGING_CHUNK_BYTES) staging = this.staging = stagingChunk();
     const start = staging.length;
-    if (withMessage) staging.raw(MESSAGE_ARG).arg(message).raw(CONTEXT_ARG).arg(encodeContext(record));
-    else staging.raw(RECORD_ARG).arg(encodeRecord(record));
-    return { direction, stream, withMessage, staged: staging.buffer, start, end: staging.length, facts };
+    if (form.message !== undefined) staging.raw(MESSAGE_ARG).arg(form.message).raw(CONTEXT_ARG).arg(form.encoded);
+    else staging.raw(RECORD_ARG).arg(form.encoded);
+    return { direction, stream, withMessage: form.message !== undefined, staged: staging.buffer, start, end: staging.length, facts };
   }
 
   private factsOf(record: FlowRecord): unknown {
@@ -435,13 +442,18 @@ export class StreamWriter {
       queued: this.queue.length,
       inFlight,
       spoolBytes: this.spool.bytes,
-      redisUp: this.redisUp && this.resp.isReady,
+      redisUp: this.connected,
     };
+  }
+
+  /** Both connections ready: ioredis' (seeding, lookups) and the batches'. */
+  private get connected(): boolean {
+    return this.redisUp && this.resp.isReady;
   }
 
   /** Decides the next step; called whenever something changed. Never awaits. */
   private pump(): void {
-    if (!this.started || this.closed || !this.redisUp || !this.resp.isReady || this.maintenance) return;
+    if (!this.started || this.closed || !this.connected || this.maintenance) return;
     if (this.failed.length > 0) {
       if (this.inFlight.size > 0) return;
       this.requeueFailed();
@@ -483,17 +495,12 @@ export class StreamWriter {
 
   private dispatch(items: Item[]): void {
     let bytes = 0;
-    /** The streams this batch writes, each with its first ID (`<stream number>:<id>`). */
-    const written: string[] = [];
-    const writes = new Set<number>();
+    /** The streams this batch writes, each with its first ID. */
+    const firstIds = new Map<number, string>();
     for (const item of items) {
       const id = this.nextId(item.stream);
       item.id = id;
-      if (!writes.has(item.stream)) {
-        writes.add(item.stream);
-        written.push(`${STREAM_INDEX_ARG[item.stream]}:${id}`);
-      }
-      // ASCII as a rule; the writer grows for the rest.
+      if (!firstIds.has(item.stream)) firstIds.set(item.stream, id);
       bytes += item.end - item.start + 64;
     }
     const ops = this.buildIndex(items);
@@ -504,6 +511,7 @@ export class StreamWriter {
       const keys = [...this.streams, ...ops.keys];
       w.command(6 + keys.length).arg('EVALSHA').arg(GUARDED_INDEX_SHA).arg(String(keys.length));
       for (const key of keys) w.arg(key);
+      const written = [...firstIds].map(([stream, id]) => `${STREAM_INDEX_ARG[stream]}:${id}`);
       w.arg(this.streamCountArg).arg(written.join(',')).arg(ops.encode());
       queued++;
     }
@@ -514,7 +522,7 @@ export class StreamWriter {
         .raw(item.staged, item.start, item.end);
     }
     if (this.maxLen !== undefined) {
-      for (const stream of writes) {
+      for (const stream of firstIds.keys()) {
         w.command(5).arg('XTRIM').arg(this.streams[stream] as string).arg('MAXLEN').arg('~').arg(this.maxLen);
         queued++;
       }
@@ -851,12 +859,12 @@ export class StreamWriter {
     total('dockflow_store_batch_failures_total', 'Pipelines Redis did not fully take (retried)', () => c.failedBatches);
     total('dockflow_store_index_errors_total', 'Secondary index writes that failed', () => c.indexErrors);
     gauge('dockflow_store_queue_records', 'Records waiting in memory for Redis', () => this.queue.length);
-    gauge('dockflow_store_batches_in_flight', 'Pipelines awaiting an answer from Redis', () => this.inFlight.size);
+    gauge('dockflow_store_batches_in_flight', 'Batches (transactions) awaiting an answer from Redis', () => this.inFlight.size);
     gauge('dockflow_store_spool_bytes', 'Bytes in the on-disk spool', () => this.spool.bytes);
-    gauge('dockflow_store_redis_up', '1 when the Redis connections (batches, and everything else) are ready', () => (this.redisUp && this.resp.isReady ? 1 : 0));
+    gauge('dockflow_store_redis_up', '1 when the Redis connections (batches, and everything else) are ready', () => (this.connected ? 1 : 0));
     return new Histogram({
       name: 'dockflow_store_redis_write_seconds',
-      help: 'Time from sending a pipeline to its last reply (successful pipelines)',
+      help: 'Time from sending a batch to its reply (batches stored whole)',
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers,
     });
