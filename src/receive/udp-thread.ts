@@ -62,6 +62,35 @@ function receive(msg: Buffer, from: string, receivedAtMs: number): void {
   datagrams++;
   if (used >= SEAL_AT) seal();
   else flushTimer ??= setTimeout(seal, FLUSH_MS);
+  readSinceCheck++;
+  if (!pacing) {
+    pacing = true;
+    setImmediate(pace);
+  }
+}
+
+/*
+ * Reads in batches. Woken for every datagram or two, as it is while it keeps up, this thread cost ~14 µs per
+ * datagram at 100,000/s on two busy cores, mostly context switches, and at its raised priority it preempted the
+ * sender after nearly every datagram. So once a pass of the event loop finds the sockets dry, it sleeps
+ * READ_PAUSE_MS and then reads what gathered meanwhile (~100 datagrams at 100,000/s, where the kernel buffer holds
+ * thousands). libuv reads at most READS_PER_PASS datagrams from a socket per pass, so fewer means they ran dry. An
+ * idle thread stops pacing and blocks in the kernel until the next datagram.
+ */
+const READ_PAUSE_MS = 1;
+const READS_PER_PASS = 32;
+const sleepCell = new Int32Array(new SharedArrayBuffer(4));
+let readSinceCheck = 0;
+let pacing = false;
+
+function pace(): void {
+  if (readSinceCheck === 0 || closing) {
+    pacing = false;
+    return;
+  }
+  if (readSinceCheck < READS_PER_PASS) Atomics.wait(sleepCell, 0, 0, READ_PAUSE_MS);
+  readSinceCheck = 0;
+  setImmediate(pace);
 }
 
 /** Closes the chunk being filled and sends it on, or queues it. */
