@@ -46,23 +46,38 @@ export type ToUdpThread = { type: 'ack'; buffers: ArrayBuffer[] } | { type: 'clo
 /** Bytes before the address: length (4) and address length (1); after it: received-at (8). */
 const FIXED_HEADER_BYTES = 13;
 
-/** Writes one datagram at `at`, which must leave room for it and its header; returns where the next one goes. */
+/**
+ * Writes one datagram at `at`, which must leave room for it and its header; returns where the next one goes. The
+ * address (an IP address as Node prints it: ASCII) is copied a character at a time and the datagram with `set`: both
+ * half the time of a native `write`/`copy` call at ~300 bytes, and this runs once per datagram on the receive thread.
+ */
 export function writeDatagram(chunk: Buffer, at: number, datagram: Buffer, from: string, receivedAtMs: number): number {
-  const addressLength = chunk.write(from, at + 5, 'latin1');
+  const addressLength = from.length;
+  for (let i = 0; i < addressLength; i++) chunk[at + 5 + i] = from.charCodeAt(i);
   chunk.writeUInt32LE(datagram.length, at);
   chunk[at + 4] = addressLength;
   chunk.writeDoubleLE(receivedAtMs, at + 5 + addressLength);
   const start = at + FIXED_HEADER_BYTES + addressLength;
-  datagram.copy(chunk, start);
+  chunk.set(datagram, start);
   return start + datagram.length;
 }
 
-/** Calls `each` for every datagram of a chunk: the datagram is `chunk[start, end)`. */
+/**
+ * Calls `each` for every datagram of a chunk: the datagram is `chunk[start, end)`. A run of datagrams from one
+ * sender (the usual case: one relay) shares one address string, made once.
+ */
 export function forEachDatagram(chunk: Buffer, each: (start: number, end: number, from: string, receivedAtMs: number) => void): void {
+  let from = '';
+  let fromAt = -1;
+  let fromLength = 0;
   for (let at = 0; at + FIXED_HEADER_BYTES <= chunk.length; ) {
     const length = chunk.readUInt32LE(at);
     const addressLength = chunk[at + 4] as number;
-    const from = chunk.toString('latin1', at + 5, at + 5 + addressLength);
+    let same = fromAt >= 0 && addressLength === fromLength;
+    for (let i = 0; same && i < addressLength; i++) same = chunk[at + 5 + i] === chunk[fromAt + i];
+    if (!same) from = chunk.toString('latin1', at + 5, at + 5 + addressLength);
+    fromAt = at + 5;
+    fromLength = addressLength;
     const receivedAtMs = chunk.readDoubleLE(at + 5 + addressLength);
     const start = at + FIXED_HEADER_BYTES + addressLength;
     each(start, start + length, from, receivedAtMs);
