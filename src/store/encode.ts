@@ -26,7 +26,7 @@ export function encodeRecord(record: FlowRecord): string {
 /**
  * The `x` of a record stored with its message: every field that parsing the message alone would not give. Written out
  * by hand, the same text `JSON.stringify` gives for those fields gathered in a new object (a test holds the two
- * equal), in about three quarters of its time: GeoIP answers are shared between records, so their JSON is kept.
+ * equal), faster: what records share (a GeoIP answer with its ASN and class, the database epochs) is serialized once.
  */
 export function encodeContext(record: FlowRecord): string {
   let json = `{"@timestamp":${quote(record['@timestamp'])}`;
@@ -37,7 +37,7 @@ export function encodeContext(record: FlowRecord): string {
   json += enrichmentJson(',"destination":', record.destination);
   if (record.container !== undefined) json += `,"container":${JSON.stringify(record.container)}`;
   if (record.peer_container !== undefined) json += `,"peer_container":${JSON.stringify(record.peer_container)}`;
-  if (record.dockflow !== undefined) json += `,"dockflow":${JSON.stringify(record.dockflow)}`;
+  if (record.dockflow !== undefined) json += `,"dockflow":${dockflowJson(record.dockflow)}`;
   return `${json}}`;
 }
 
@@ -51,7 +51,8 @@ function quote(value: string): string {
 /** An object of strings (the record's `event` and `host`); anything else goes to `JSON.stringify`. */
 function flatJson(value: object): string {
   let json = '';
-  for (const key in value) {
+  // Object.keys, not for…in: event and host objects differ in shape, and for…in over both ran at a third of the speed.
+  for (const key of Object.keys(value)) {
     const v = (value as Record<string, unknown>)[key];
     if (v === undefined) continue;
     if (typeof v !== 'string') return JSON.stringify(value);
@@ -60,14 +61,34 @@ function flatJson(value: object): string {
   return `{${json.slice(1)}}`;
 }
 
+/** What the enricher puts on a remote endpoint, serialized once per GeoIP answer (see sharedJson). */
+interface EndpointJson {
+  as: object | undefined;
+  addressClass: string | undefined;
+  json: string;
+}
+const endpointJson = new WeakMap<object, EndpointJson>();
+
 function enrichmentJson(name: string, endpoint: Endpoint): string {
   const { geo, as, address_class: addressClass } = endpoint;
-  if (geo === undefined && as === undefined && addressClass === undefined) return '';
+  const key = geo ?? as;
+  if (key === undefined) return addressClass === undefined ? '' : `${name}{"address_class":${quote(addressClass)}}`;
+  const cached = endpointJson.get(key);
+  if (cached !== undefined && cached.as === as && cached.addressClass === addressClass) return name + cached.json;
   let json = '';
   if (geo !== undefined) json += `,"geo":${sharedJson(geo)}`;
   if (as !== undefined) json += `,"as":${sharedJson(as)}`;
   if (addressClass !== undefined) json += `,"address_class":${quote(addressClass)}`;
-  return `${name}{${json.slice(1)}}`;
+  json = `{${json.slice(1)}}`;
+  if (frozenJson.has(key) && (as === undefined || frozenJson.has(as))) endpointJson.set(key, { as, addressClass, json });
+  return name + json;
+}
+
+/** The enricher's `{ geo_build_epoch }` points at one frozen object per database generation. */
+function dockflowJson(value: NonNullable<FlowRecord['dockflow']>): string {
+  const epochs = value.geo_build_epoch;
+  for (const key in value) if (key !== 'geo_build_epoch') return JSON.stringify(value);
+  return epochs === undefined ? '{}' : `{"geo_build_epoch":${sharedJson(epochs)}}`;
 }
 
 const frozenJson = new WeakMap<object, string>();

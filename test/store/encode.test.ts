@@ -104,6 +104,30 @@ t.test('the context is exactly the JSON of its fields, and a GeoIP answer change
     checked++;
   }
   t.ok(checked >= 50, `${checked} records`);
+  // Shapes the enricher does not make, around what is serialized once and reused: one frozen answer with different
+  // ASNs and address classes beside it, an ASN alone, and dockflow objects that are not just the database epochs.
+  const geoAnswer = Object.freeze({ country_iso_code: 'FR' });
+  const asA = Object.freeze({ number: 3215, organization: { name: 'Orange' } });
+  const asB = Object.freeze({ number: 12322, organization: Object.freeze({ name: 'Free' }) });
+  const epochs = Object.freeze({ country: 1_781_725_900 });
+  const variants: Array<[string, (r: FlowRecord) => void]> = [
+    ['answer with one ASN', (r) => Object.assign(r.destination, { geo: geoAnswer, as: asA })],
+    ['same answer, another ASN', (r) => Object.assign(r.destination, { geo: geoAnswer, as: asB })],
+    ['same answer, no ASN', (r) => Object.assign(r.destination, { geo: geoAnswer, as: undefined })],
+    ['same answer, an address class too', (r) => Object.assign(r.destination, { geo: geoAnswer, as: asB, address_class: 'public' })],
+    ['an ASN alone', (r) => Object.assign(r.source, { geo: undefined, as: asB, address_class: undefined })],
+    ['an address class alone', (r) => Object.assign(r.source, { geo: undefined, as: undefined, address_class: 'private' })],
+    ['database epochs', (r) => (r.dockflow = { geo_build_epoch: epochs })],
+    ['no epochs', (r) => (r.dockflow = { geo_build_epoch: undefined })],
+    ['empty dockflow', (r) => (r.dockflow = {})],
+    ['dockflow with more', (r) => (r.dockflow = { geo_build_epoch: epochs, note: 'x' } as FlowRecord['dockflow'])],
+  ];
+  for (const [name, change] of variants) {
+    const r = structuredClone(realRecords()[1]!);
+    change(r);
+    t.equal(encodeContext(r), JSON.stringify(contextObject(r)), name);
+    t.equal(encodeContext(r), JSON.stringify(contextObject(r)), `${name}, again`);
+  }
   const r = structuredClone(realRecords()[0]!);
   const shared = Object.freeze({ country_iso_code: 'DE', location: Object.freeze({ lat: 1, lon: 2 }) });
   r.destination.geo = shared;
