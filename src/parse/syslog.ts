@@ -179,8 +179,9 @@ export function parseEnvelope(line: string, opts: EnvelopeOptions, referenceMs?:
         return parse5424(line, j + 1, opts, out);
       }
     }
-    // RFC 3164 §4.3.3: after a PRI without a stamp, the rest is the message.
-    return parse3164(line, pos, opts, referenceMs, out) ?? messageOnly(out, 'rfc3164', pos);
+    // RFC 3164 §4.3.3: after a PRI without a stamp, the rest is the message; but senders that leave the stamp out
+    // (busybox syslogd, `logger`-less relays) still begin it with the kernel's tag, and the tag is not the LOG prefix.
+    return parse3164(line, pos, opts, referenceMs, out) ?? kernelTagged(line, pos, opts, out) ?? messageOnly(out, 'rfc3164', pos);
   }
   if (isDigit(c0)) {
     if (line.charCodeAt(4) === MINUS) {
@@ -281,6 +282,27 @@ function parse3164(line: string, pos: number, opts: EnvelopeOptions, referenceMs
   if (i < 0 || line.charCodeAt(i) !== SPACE) return undefined;
   return readHostAndTag(line, i + 1, opts, out);
 }
+
+/**
+ * `kernel: MSG` or `HOSTNAME kernel: MSG` at `pos`, after a PRI without a stamp; undefined for anything else (which
+ * stays the message). A hostname holds no `=`, so a LOG line's first field never passes for one.
+ */
+function kernelTagged(line: string, pos: number, opts: EnvelopeOptions, out: Envelope): Envelope | undefined {
+  let tag = pos;
+  if (!line.startsWith(KERNEL_TAG, pos)) {
+    const sp = line.indexOf(' ', pos);
+    if (sp <= pos || !line.startsWith(KERNEL_TAG, sp + 1)) return undefined;
+    const eq = line.indexOf('=', pos);
+    if (eq >= 0 && eq < sp) return undefined;
+    out.hostname = opts.names.get(line, pos, sp);
+    tag = sp + 1;
+  }
+  messageOnly(out, 'rfc3164', pos);
+  out.appname = 'kernel';
+  out.messageStart = readUptime(line, tag + KERNEL_TAG.length, out);
+  return out;
+}
+const KERNEL_TAG = 'kernel: ';
 
 /**
  * `[HOSTNAME ]TAG: MSG`. The hostname is absent when the first word is already a tag (`kernel:`). A tag other
