@@ -98,6 +98,7 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
         maxQueueRecords: config.store.maxQueueRecords,
         batchMaxRecords: config.store.batchMaxRecords,
         flushIntervalMs: config.store.flushIntervalMs,
+        replyTimeoutMs: config.store.replyTimeoutMs,
         maxLenPerStream: config.store.maxLenPerStream,
         retentionMs: config.store.retentionMs,
         spoolDir: config.store.spoolDir,

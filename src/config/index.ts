@@ -59,6 +59,8 @@ export const ConfigSchema = z
         flushIntervalMs: positiveInt.default(20),
         /** Twice what is in flight (4 batches): enough to keep Redis busy; more only costs memory. */
         maxQueueRecords: positiveInt.default(4_000),
+        /** With batches waiting, the longest wait for Redis to answer one before the writer reconnects. */
+        replyTimeoutMs: positiveInt.default(10_000),
         maxLenPerStream: nonNegativeInt.default(10_000_000),
         retentionMs: nonNegativeInt.default(30 * 24 * 3600_000),
         spoolDir: z.string().default('.dockflow/spool'),
@@ -137,6 +139,7 @@ export const SETTINGS: readonly Setting[] = [
   { path: 'store.maxLenPerStream', env: 'DOCKFLOW_MAX_LEN_PER_STREAM', flag: 'max-len-per-stream', kind: 'int', help: 'approximate cap per stream (0: none)' },
   { path: 'store.maxQueueRecords', env: 'DOCKFLOW_MAX_QUEUE_RECORDS', flag: 'max-queue-records', kind: 'int', help: 'records waiting for Redis before TCP senders are paused' },
   { path: 'store.batchMaxRecords', env: 'DOCKFLOW_BATCH_MAX_RECORDS', flag: 'batch-max-records', kind: 'int', help: 'records per Redis write' },
+  { path: 'store.replyTimeoutMs', env: 'DOCKFLOW_REDIS_REPLY_TIMEOUT_MS', flag: 'redis-reply-timeout-ms', kind: 'int', help: 'Redis silent this long with a batch waiting: reconnect and resend' },
   { path: 'store.spoolDir', env: 'DOCKFLOW_SPOOL_DIR', flag: 'spool-dir', kind: 'string', help: 'on-disk spool for Redis outages' },
   { path: 'store.spoolMaxBytes', env: 'DOCKFLOW_SPOOL_MAX_BYTES', flag: 'spool-max-bytes', kind: 'int', help: 'spool size limit' },
   { path: 'http.host', env: 'HTTP_HOST', flag: 'http-host', kind: 'string', help: 'HTTP API listen address' },

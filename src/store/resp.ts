@@ -112,6 +112,8 @@ export function encodeArgs(...args: string[]): Buffer {
   return Buffer.from(w.bytes());
 }
 
+const DEFAULT_REPLY_TIMEOUT_MS = 10_000;
+
 /** The connection was lost (or never made) before every reply came: the server may have run none, some or all. */
 export class RespConnectionError extends Error {
   override name = 'RespConnectionError';
@@ -130,6 +132,11 @@ export interface RespConnectionHooks {
   onReady: () => void;
   /** Commands sent right after every (re)connection, before `onReady` (SCRIPT LOAD): their error replies fail it. */
   setup?: () => { payload: Buffer; replies: number };
+  /**
+   * With sends waiting, the longest wait for the next one to be fully answered before the connection is dropped
+   * (its sends then fail as lost, which the writer treats as uncertain). Default 10 s.
+   */
+  replyTimeoutMs?: number | undefined;
 }
 
 /**
@@ -145,6 +152,8 @@ export class RespConnection {
   private attempt = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private lastError = '';
+  /** Armed while sends wait for replies; pushed back each time one is fully answered (see `replyTimeoutMs`). */
+  private replyTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly target: RespTarget,
@@ -199,9 +208,28 @@ export class RespConnection {
 
   private write(socket: net.Socket, payload: Buffer, replies: number): Promise<unknown[]> {
     return new Promise((resolve, reject) => {
+      if (this.pending.length === 0) this.awaitReplies();
       this.pending.push({ expected: replies, replies: [], resolve, reject });
       socket.write(payload);
     });
+  }
+
+  /*
+   * A server that accepts and never answers (stopped with SIGSTOP, a wedged proxy, a half-open connection with no
+   * RST) would otherwise hold the writer's batches, and so its queue and the TCP senders behind it, until the kernel
+   * gives up on the socket, which can take many minutes.
+   */
+  private awaitReplies(): void {
+    const ms = this.hooks.replyTimeoutMs ?? DEFAULT_REPLY_TIMEOUT_MS;
+    if (this.replyTimer !== undefined) this.replyTimer.refresh();
+    else this.replyTimer = setTimeout(() => this.onReplyTimeout(ms), ms);
+  }
+
+  private onReplyTimeout(ms: number): void {
+    this.replyTimer = undefined;
+    if (this.pending.length === 0 || this.socket === undefined) return;
+    this.hooks.logger.warn({ replyTimeoutMs: ms, waiting: this.pending.length }, 'Redis writer connection: no reply in time, reconnecting');
+    this.socket.destroy();
   }
 
   private async handshake(): Promise<void> {
@@ -249,6 +277,11 @@ export class RespConnection {
     head.replies.push(reply);
     if (head.replies.length < head.expected) return;
     this.pending.shift();
+    if (this.pending.length > 0) this.awaitReplies();
+    else if (this.replyTimer !== undefined) {
+      clearTimeout(this.replyTimer);
+      this.replyTimer = undefined;
+    }
     head.resolve(head.replies);
   }
 
@@ -256,6 +289,10 @@ export class RespConnection {
     if (socket !== this.socket) return;
     this.socket = undefined;
     this.ready = false;
+    if (this.replyTimer !== undefined) {
+      clearTimeout(this.replyTimer);
+      this.replyTimer = undefined;
+    }
     const lost = this.pending.splice(0);
     for (const p of lost) p.reject(new RespConnectionError('Redis writer connection lost before the reply'));
     if (this.closed) return;

@@ -35,6 +35,8 @@ export interface StreamWriterOptions {
   flushIntervalMs?: number;
   /** Batches awaiting Redis' answer at once. Default 4. */
   maxBatchesInFlight?: number;
+  /** Redis silent this long with a batch waiting: the batch connection is dropped and the batches are uncertain. Default 10 s. */
+  replyTimeoutMs?: number;
   /** `XADD … MAXLEN ~ n`; 0 = no count limit. Default 10,000,000. */
   maxLenPerStream?: number;
   /** `XTRIM … MINID ~ now-retentionMs`; 0 = no age limit. Default 30 days. */
@@ -305,7 +307,7 @@ export class StreamWriter {
     const { host, port, path, username, password, db, tls, connectTimeout } = redis.options;
     this.resp = new RespConnection(
       { host, port, path, username, password, db, tls, connectTimeout },
-      { logger: deps.logger, onReady: () => this.pump(), setup: () => ({ payload: SCRIPT_LOAD, replies: 1 }) },
+      { logger: deps.logger, onReady: () => this.pump(), setup: () => ({ payload: SCRIPT_LOAD, replies: 1 }), replyTimeoutMs: opts.replyTimeoutMs },
     );
     this.logger = deps.logger;
     this.indexer = deps.indexer;

@@ -23,6 +23,9 @@ export interface TestRedis {
   kill(): Promise<void>;
   /** Starts it again on the same port and directory. */
   restart(): Promise<void>;
+  /** Stops and continues the process (SIGSTOP, SIGCONT): a server that keeps its connections and answers nothing. */
+  pause(): void;
+  resume(): void;
   stop(): Promise<void>;
 }
 
@@ -74,7 +77,10 @@ export async function startRedis(opts: { persistent?: boolean; args?: (dir: stri
     dir,
     kill,
     restart: launch,
+    pause: () => child?.kill('SIGSTOP'),
+    resume: () => child?.kill('SIGCONT'),
     async stop() {
+      child?.kill('SIGCONT');
       await kill();
       rmSync(dir, { recursive: true, force: true });
     },

@@ -10,9 +10,9 @@ import { tempDir } from '../helpers/temp.js';
 import { silent, until } from './records.js';
 
 /** A connection that counts its handshakes; closed when the test ends. */
-function connection(t: Test, target: RespTarget, setup?: () => { payload: Buffer; replies: number }) {
+function connection(t: Test, target: RespTarget, setup?: () => { payload: Buffer; replies: number }, replyTimeoutMs?: number) {
   const state = { ready: 0 };
-  const conn = new RespConnection(target, { logger: silent, onReady: () => state.ready++, ...(setup ? { setup } : {}) });
+  const conn = new RespConnection(target, { logger: silent, onReady: () => state.ready++, ...(setup ? { setup } : {}), replyTimeoutMs });
   t.teardown(() => conn.close());
   conn.connect();
   return { conn, state };
@@ -83,6 +83,31 @@ t.test('AUTH with a user, SELECT, and the setup commands run on every connection
   await until(() => conn.isReady, 'reconnected');
   t.equal(state.ready, 2);
   t.same(await conn.send(command('GET', 'handshakes'), 1), ['1'], 'the setup ran again on the new server');
+});
+
+t.test('a server that stops answering: waiting sends fail as lost after the reply timeout, and it reconnects when it answers again', async (t) => {
+  const redis = await startRedis({ args: () => ['--enable-debug-command', 'local'] });
+  t.teardown(() => redis.stop());
+  const { conn, state } = connection(t, { host: '127.0.0.1', port: redis.port }, undefined, 500);
+  await until(() => conn.isReady, 'ready');
+  t.same(await conn.send(command('PING'), 1), ['PONG']);
+  // Two sends answered 0.3 s apart, 0.6 s in all: each answer within the timeout, so not a stall.
+  const slow = Buffer.concat([command('DEBUG', 'SLEEP', '0.3'), command('PING')]);
+  const first = conn.send(slow, 2);
+  await new Promise((r) => setTimeout(r, 100));
+  t.same(await Promise.all([first, conn.send(slow, 2)]), [['OK', 'PONG'], ['OK', 'PONG']]);
+  redis.pause();
+  const started = Date.now();
+  const lost = await conn.send(command('PING'), 1).catch((err: unknown) => err);
+  t.ok(lost instanceof RespConnectionError, 'failed as lost, so the writer treats its batch as uncertain');
+  t.ok(Date.now() - started >= 450, 'after the timeout, not before');
+  // The kernel still accepts connections for the stopped server: handshakes time out too, and are retried.
+  await new Promise((r) => setTimeout(r, 1200));
+  t.equal(conn.isReady, false, 'not ready while the server is silent');
+  redis.resume();
+  await until(() => conn.isReady, 'reconnected', 10_000);
+  t.ok(state.ready >= 2);
+  t.same(await conn.send(command('PING'), 1), ['PONG']);
 });
 
 t.test('a wrong password fails the handshake: never ready, retried, nothing sent', async (t) => {

@@ -169,6 +169,30 @@ t.test('Redis killed mid-stream (AOF): UDP overflows to the spool and is replaye
   await w.close(1000);
 });
 
+t.test('Redis stopped mid-stream (SIGSTOP): the writer drops the silent connection, and once Redis runs again every record lands exactly once, in order', async (t) => {
+  const { redis, client, prefix } = await helperRedis(t);
+  const registry = new Registry();
+  let resumed: Promise<void> | undefined;
+  const stopper = onDispatch(6000, () => {
+    redis.pause();
+    resumed = new Promise((r) => setTimeout(r, 1500)).then(() => redis.resume());
+  });
+  const w = makeWriter(client, tempDir(t, 'spool'), prefix, { replyTimeoutMs: 400 }, { registry, indexer: stopper });
+  await w.start();
+  const records = makeRecords(20_000);
+  const pushed = pushAll(w, records, 'tcp');
+  await until(() => resumed !== undefined, 'stopped');
+  await new Promise((r) => setTimeout(r, 1000));
+  t.ok((await failures(registry)) > 0, 'the batches waiting on the silent server failed (uncertain) while it was stopped');
+  await resumed;
+  await pushed;
+  await until(() => w.stats().stored === records.length, 'all stored', 30_000);
+  // Batches the server read before it stopped run when it continues, after the writer gave up on them: the lookup
+  // on reconnection finds them, so they are not written twice.
+  checkExactlyOnceInOrder(t, await readStreams(client, storeKeys(prefix).streams), records.length);
+  await w.close(1000);
+});
+
 t.test('Redis killed (helper kill/restart): TCP waits for drain, then everything lands in order', async (t) => {
   const { redis, client, prefix } = await helperRedis(t);
   const w = makeWriter(client, tempDir(t, 'spool'), prefix, { maxQueueRecords: 500 });
