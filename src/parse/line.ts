@@ -1,7 +1,7 @@
 import type { FlowRecord, SkipReason } from '../record.js';
 import { bridgeMatcher, DEFAULT_BRIDGES } from './direction.js';
 import type { BridgeMatcher } from './direction.js';
-import { parseNetfilter } from './netfilter.js';
+import { Ipv4Texts, parseNetfilter } from './netfilter.js';
 import { createEnvelopeOptions, newEnvelope, parseEnvelope, SYSLOG_FACILITIES, SYSLOG_SEVERITIES } from './syslog.js';
 import type { Envelope, EnvelopeOptions, EnvelopeOptionsInput } from './syslog.js';
 import { IsoFormatter } from './time.js';
@@ -18,6 +18,7 @@ export interface LineOptions extends EnvelopeOptions {
   /** Scratch envelope and timestamp formatter: per-instance state that keeps the hot path free of allocations. */
   readonly envelope: Envelope;
   readonly iso: IsoFormatter;
+  readonly ipv4Texts: Ipv4Texts;
 }
 
 export interface LineOptionsInput extends EnvelopeOptionsInput {
@@ -40,6 +41,7 @@ export function createLineOptions(partial: LineOptionsInput = {}): LineOptions {
     maxLineBytes: partial.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES,
     envelope: newEnvelope(),
     iso: new IsoFormatter(),
+    ipv4Texts: new Ipv4Texts(),
   };
 }
 

@@ -23,7 +23,35 @@ import { classifyDirection } from './direction.js';
 
 export interface NetfilterOptions {
   isBridge: BridgeMatcher;
+  /** Shared texts of IPv4 addresses; without one, each record gets its own. */
+  ipv4Texts?: Ipv4Texts;
 }
+
+/**
+ * IPv4 address texts by value, in a direct-mapped table. A slice of the message would keep the whole message alive
+ * wherever the address is kept as a key (the GeoIP cache holds up to 100,000; attribution and the indexes hold
+ * more), so a text made here is a copy; and as most records repeat a few addresses, one string per address has its
+ * hash computed once and compares by identity in those maps.
+ */
+export class Ipv4Texts {
+  private readonly values = new Float64Array(IPV4_TEXT_SLOTS).fill(-1);
+  private readonly texts = new Array<string>(IPV4_TEXT_SLOTS).fill('');
+  private readonly codes: number[] = [];
+
+  /** The text of `ip` (a u32), which `s` spells from `from` to `to`. */
+  get(ip: number, s: string, from: number, to: number): string {
+    const slot = ((ip >>> 0) ^ (ip >>> 13)) & (IPV4_TEXT_SLOTS - 1);
+    if (this.values[slot] === ip) return this.texts[slot] as string;
+    const codes = this.codes;
+    codes.length = 0;
+    for (let i = from; i < to; i++) codes.push(s.charCodeAt(i));
+    const text = String.fromCharCode(...codes);
+    this.values[slot] = ip;
+    this.texts[slot] = text;
+    return text;
+  }
+}
+const IPV4_TEXT_SLOTS = 4096;
 
 const IANA_ICMP = 1;
 const IANA_TCP = 6;
@@ -76,6 +104,7 @@ class Packet {
   dstV4 = -1;
   /** SRC=/DST= held something that is not an address. */
   badAddress = false;
+  ipv4Texts: Ipv4Texts | undefined = undefined;
   srcMac: string | undefined = undefined;
   dstMac: string | undefined = undefined;
   etherType: number | undefined = undefined;
@@ -204,7 +233,7 @@ function address(pk: Packet, s: string, v: number, end: number): string | undefi
     pk.p = i;
     pk.family = 4;
     pk.v4 = ip * 256 + octet;
-    return s.slice(v, i);
+    return pk.ipv4Texts === undefined ? s.slice(v, i) : pk.ipv4Texts.get(pk.v4, s, v, i);
   }
   pk.v4 = -1;
   const e = tokenEnd(s, i, end);
@@ -313,6 +342,7 @@ function scan(s: string, i: number, end: number, pk: Packet, quoted: boolean): v
       const close = closingBracket(s, i + 1, end);
       if (!quoted && pk.embedded === undefined) {
         const inner = new Packet();
+        inner.ipv4Texts = pk.ipv4Texts;
         scan(s, i + 1, close, inner, true);
         pk.embedded = inner;
       }
@@ -729,6 +759,7 @@ export function parseNetfilter(text: string, start: number, opts: NetfilterOptio
   const outIf = text.slice(outStart, outEnd);
 
   const pk = new Packet();
+  pk.ipv4Texts = opts.ipv4Texts;
   scan(text, outEnd, end, pk, false);
 
   let src = pk.src;
