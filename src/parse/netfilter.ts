@@ -29,9 +29,9 @@ export interface NetfilterOptions {
 
 /**
  * IPv4 address texts by value, in a direct-mapped table. A slice of the message would keep the whole message alive
- * wherever the address is kept as a key (the GeoIP cache holds up to 100,000; attribution and the indexes hold
- * more), so a text made here is a copy; and as most records repeat a few addresses, one string per address has its
- * hash computed once and compares by identity in those maps.
+ * wherever the address is kept as a key (the GeoIP cache holds up to 100,000), so a text made here is a copy; and
+ * as most records repeat a few addresses, one string per address has its hash computed once and compares by
+ * identity in such maps.
  */
 export class Ipv4Texts {
   private readonly values = new Float64Array(IPV4_TEXT_SLOTS).fill(-1);
