@@ -51,8 +51,7 @@ function quote(value: string): string {
 /** An object of strings (the record's `event` and `host`); anything else goes to `JSON.stringify`. */
 function flatJson(value: object): string {
   let json = '';
-  // Object.keys, not for…in: event and host objects differ in shape, and for…in over both ran at a third of the speed.
-  for (const key of Object.keys(value)) {
+  for (const key in value) {
     const v = (value as Record<string, unknown>)[key];
     if (v === undefined) continue;
     if (typeof v !== 'string') return JSON.stringify(value);
