@@ -180,7 +180,8 @@ export function parseEnvelope(line: string, opts: EnvelopeOptions, referenceMs?:
       }
     }
     // RFC 3164 §4.3.3: after a PRI without a stamp, the rest is the message; but senders that leave the stamp out
-    // (busybox syslogd, `logger`-less relays) still begin it with the kernel's tag, and the tag is not the LOG prefix.
+    // (`echo '<4>kernel: [UFW BLOCK] IN=…' | nc -u`, seen in the wild) may still begin it with the kernel's tag, and
+    // the tag is not the LOG prefix.
     return parse3164(line, pos, opts, referenceMs, out) ?? kernelTagged(line, pos, opts, out) ?? messageOnly(out, 'rfc3164', pos);
   }
   if (isDigit(c0)) {

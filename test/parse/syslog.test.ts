@@ -35,7 +35,7 @@ const cases: Case[] = [
   { name: 'rsyslog file format (RFC 3339, µs, offset)', line: `2026-11-27T06:43:29.896926+00:00 vm kernel: ${K}`, want: { format: 'rfc3164', iso: '2026-11-27T06:43:29.896926Z', timestampPrecise: true, hostname: 'vm' } },
   { name: 'journalctl short-iso (+0000)', line: `2026-11-27T07:43:42+0100 vm kernel: ${K}`, want: { iso: '2026-11-27T06:43:42.000000Z', timestampPrecise: false } },
   { name: 'RFC 3164 PRI without a stamp: the rest is the message', line: `<4>${K}`, want: { format: 'rfc3164', priority: 4, iso: undefined, hostname: undefined } },
-  { name: 'PRI without a stamp, kernel tag (busybox syslogd)', line: `<4>kernel: ${K}`, want: { format: 'rfc3164', priority: 4, iso: undefined, hostname: undefined, appname: 'kernel' } },
+  { name: 'PRI without a stamp, kernel tag (a hand-made sender)', line: `<4>kernel: ${K}`, want: { format: 'rfc3164', priority: 4, iso: undefined, hostname: undefined, appname: 'kernel' } },
   { name: 'PRI without a stamp, kernel tag and uptime', line: `<6>kernel: [ 1253.212740] ${K}`, want: { format: 'rfc3164', priority: 6, appname: 'kernel', kernelUptime: 1253.21274 } },
   { name: 'PRI without a stamp, hostname and kernel tag', line: `<4>gw1 kernel: ${K}`, want: { format: 'rfc3164', hostname: 'gw1', appname: 'kernel', iso: undefined } },
   { name: 'RFC 5424 from rsyslog', line: `<4>1 2026-11-27T06:43:41.674651+00:00 vm kernel - - - ${K}`, want: { format: 'rfc5424', version: 1, priority: 4, hostname: 'vm', appname: 'kernel', procid: undefined, msgid: undefined, structuredData: undefined, iso: '2026-11-27T06:43:41.674651Z', timestampPrecise: true } },
