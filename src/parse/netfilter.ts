@@ -40,7 +40,7 @@ export class Ipv4Texts {
 
   /** The text of `ip` (a u32), which `s` spells from `from` to `to`. */
   get(ip: number, s: string, from: number, to: number): string {
-    const slot = ((ip >>> 0) ^ (ip >>> 13)) & (IPV4_TEXT_SLOTS - 1);
+    const slot = (ip ^ (ip >>> 13)) & (IPV4_TEXT_SLOTS - 1);
     if (this.values[slot] === ip) return this.texts[slot] as string;
     const codes = this.codes;
     codes.length = 0;
@@ -93,6 +93,9 @@ const V6 = new Uint16Array(8);
 
 /** What one packet header chain said: the logged packet, or the one an ICMP error quotes. */
 class Packet {
+  /** Shares IPv4 address texts between records when the caller keeps one (see Ipv4Texts). */
+  constructor(readonly ipv4Texts: Ipv4Texts | undefined) {}
+
   /** Where a value reader stopped. */
   p = 0;
   family: 4 | 6 | 0 = 0;
@@ -104,7 +107,6 @@ class Packet {
   dstV4 = -1;
   /** SRC=/DST= held something that is not an address. */
   badAddress = false;
-  ipv4Texts: Ipv4Texts | undefined = undefined;
   srcMac: string | undefined = undefined;
   dstMac: string | undefined = undefined;
   etherType: number | undefined = undefined;
@@ -341,8 +343,7 @@ function scan(s: string, i: number, end: number, pk: Packet, quoted: boolean): v
       // `[SRC=... ]`: the packet an ICMP error quotes. Kept apart so it cannot overwrite the outer fields.
       const close = closingBracket(s, i + 1, end);
       if (!quoted && pk.embedded === undefined) {
-        const inner = new Packet();
-        inner.ipv4Texts = pk.ipv4Texts;
+        const inner = new Packet(pk.ipv4Texts);
         scan(s, i + 1, close, inner, true);
         pk.embedded = inner;
       }
@@ -758,8 +759,7 @@ export function parseNetfilter(text: string, start: number, opts: NetfilterOptio
   const outEnd = tokenEnd(text, outStart, end);
   const outIf = text.slice(outStart, outEnd);
 
-  const pk = new Packet();
-  pk.ipv4Texts = opts.ipv4Texts;
+  const pk = new Packet(opts.ipv4Texts);
   scan(text, outEnd, end, pk, false);
 
   let src = pk.src;

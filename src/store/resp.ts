@@ -225,6 +225,11 @@ export class RespConnection {
     else this.replyTimer = setTimeout(() => this.onReplyTimeout(ms), ms);
   }
 
+  private stopAwaitingReplies(): void {
+    clearTimeout(this.replyTimer);
+    this.replyTimer = undefined;
+  }
+
   private onReplyTimeout(ms: number): void {
     this.replyTimer = undefined;
     if (this.pending.length === 0 || this.socket === undefined) return;
@@ -278,10 +283,7 @@ export class RespConnection {
     if (head.replies.length < head.expected) return;
     this.pending.shift();
     if (this.pending.length > 0) this.awaitReplies();
-    else if (this.replyTimer !== undefined) {
-      clearTimeout(this.replyTimer);
-      this.replyTimer = undefined;
-    }
+    else this.stopAwaitingReplies();
     head.resolve(head.replies);
   }
 
@@ -289,10 +291,7 @@ export class RespConnection {
     if (socket !== this.socket) return;
     this.socket = undefined;
     this.ready = false;
-    if (this.replyTimer !== undefined) {
-      clearTimeout(this.replyTimer);
-      this.replyTimer = undefined;
-    }
+    this.stopAwaitingReplies();
     const lost = this.pending.splice(0);
     for (const p of lost) p.reject(new RespConnectionError('Redis writer connection lost before the reply'));
     if (this.closed) return;
