@@ -161,6 +161,7 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
         maxConnections: config.syslog.maxConnections,
         idleTimeoutMs: config.syslog.idleTimeoutMs,
         receiveBufferBytes: config.syslog.udpReceiveBufferBytes,
+        udpReader: config.syslog.udpReader,
         udpBacklogMemoryBytes: config.syslog.udpBacklogMemoryBytes,
         udpBacklogDir: config.syslog.udpBacklogDiskBytes > 0 ? join(config.store.spoolDir, 'udp') : undefined,
         udpBacklogDiskBytes: config.syslog.udpBacklogDiskBytes,

@@ -16,6 +16,8 @@ export const ConfigSchema = z
         udpEnabled: z.boolean().default(true),
         udpPort: port.default(5514),
         udpReceiveBufferBytes: positiveInt.default(8 * 1024 * 1024),
+        /** recvmmsg through the addon (`batch`), node:dgram, or the addon when it loads and node:dgram otherwise. */
+        udpReader: z.enum(['auto', 'batch', 'dgram']).default('auto'),
         /** Datagrams read ahead of parsing, in memory; beyond it they go to `<spoolDir>/udp`. */
         udpBacklogMemoryBytes: positiveInt.default(8 * 1024 * 1024),
         /** The on-disk part of that backlog; beyond it datagrams are dropped and counted. */
@@ -125,6 +127,7 @@ export const SETTINGS: readonly Setting[] = [
   { path: 'syslog.udpEnabled', env: 'SYSLOG_UDP', flag: 'udp', kind: 'bool', help: 'listen on UDP' },
   { path: 'syslog.tcpEnabled', env: 'SYSLOG_TCP', flag: 'tcp', kind: 'bool', help: 'listen on TCP' },
   { path: 'syslog.udpReceiveBufferBytes', env: 'UDP_RCVBUF', flag: 'udp-rcvbuf', kind: 'int', help: 'UDP socket receive buffer' },
+  { path: 'syslog.udpReader', env: 'DOCKFLOW_UDP_READER', flag: 'udp-reader', kind: 'string', help: 'UDP reader: auto, batch (recvmmsg addon) or dgram' },
   { path: 'syslog.udpBacklogMemoryBytes', env: 'DOCKFLOW_UDP_BACKLOG_MEMORY_BYTES', flag: 'udp-backlog-memory-bytes', kind: 'int', help: 'UDP datagrams read ahead of parsing, in memory' },
   { path: 'syslog.udpBacklogDiskBytes', env: 'DOCKFLOW_UDP_BACKLOG_DISK_BYTES', flag: 'udp-backlog-disk-bytes', kind: 'int', help: 'then on disk under <spool-dir>/udp (0: none)' },
   { path: 'syslog.maxMessageBytes', env: 'SYSLOG_MAX_MESSAGE_BYTES', flag: 'max-message-bytes', kind: 'int', help: 'largest syslog message accepted' },

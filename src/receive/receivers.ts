@@ -5,6 +5,7 @@ import type { BoundAddress, ListenAddress } from './listen.js';
 import { ReceiveMetrics } from './metrics.js';
 import { TcpReceiver } from './tcp.js';
 import type { MessageSink } from './types.js';
+import type { UdpReader } from './udp-batch.js';
 import { UdpReceiver } from './udp.js';
 
 export interface ReceiverOptions {
@@ -17,6 +18,8 @@ export interface ReceiverOptions {
   maxConnections: number;
   idleTimeoutMs: number;
   receiveBufferBytes: number;
+  /** How UDP sockets are read: recvmmsg through the addon (`batch`), node:dgram, or the first that loads (`auto`). */
+  udpReader: UdpReader;
   /** UDP datagrams read ahead of parsing: in memory up to this, then in `udpBacklogDir` (undefined: memory only). */
   udpBacklogMemoryBytes: number;
   udpBacklogDir: string | undefined;
@@ -33,6 +36,7 @@ export const RECEIVER_DEFAULTS: ReceiverOptions = {
   maxConnections: 1024,
   idleTimeoutMs: 10 * 60_000,
   receiveBufferBytes: 8 * 1024 * 1024,
+  udpReader: 'auto',
   udpBacklogMemoryBytes: 8 * 1024 * 1024,
   udpBacklogDir: undefined,
   udpBacklogDiskBytes: 1024 * 1024 * 1024,
@@ -64,6 +68,7 @@ export async function startReceivers(opts: ReceiverOptions, sink: MessageSink, d
   const udp = new UdpReceiver(
     {
       listen: opts.udp,
+      reader: opts.udpReader,
       receiveBufferBytes: opts.receiveBufferBytes,
       backlogMemoryBytes: opts.udpBacklogMemoryBytes,
       backlogDir: opts.udpBacklogDir,

@@ -3,10 +3,12 @@ import { unmapIPv4 } from './allowlist.js';
 import { contentEnd } from './framing.js';
 import { familyOf, listenFailed, type BoundAddress, type ListenAddress, type ReceiverContext } from './listen.js';
 import type { UdpSocketId } from './proc-net-udp.js';
+import type { UdpReader } from './udp-batch.js';
 import { BACKLOG_STATS, BACKLOG_STATS_LENGTH, forEachDatagram, type FromUdpThread, type ToUdpThread, type UdpThreadData } from './udp-wire.js';
 
 export interface UdpReceiverOptions {
   listen: readonly ListenAddress[];
+  reader: UdpReader;
   /**
    * SO_RCVBUF asked for each socket: bursts larger than this are dropped by the kernel. Linux caps it at
    * `net.core.rmem_max` and reports twice what it granted; the granted value is logged and exported.
@@ -38,6 +40,8 @@ export class UdpReceiver {
   private readonly unacked: ArrayBuffer[] = [];
   /** The sink asked to pause: chunks are not acknowledged until it drains, so they wait in the thread's backlog. */
   private paused = false;
+  /** The thread has stopped (it failed, or closed): nothing will answer a close. */
+  private exited = false;
 
   constructor(
     private readonly opts: UdpReceiverOptions,
@@ -48,6 +52,7 @@ export class UdpReceiver {
     if (this.opts.listen.length === 0) return;
     const workerData: UdpThreadData = {
       listen: this.opts.listen,
+      reader: this.opts.reader,
       receiveBufferBytes: this.opts.receiveBufferBytes,
       maxChunksInFlight: MAX_CHUNKS_IN_FLIGHT,
       backlogMemoryBytes: this.opts.backlogMemoryBytes,
@@ -73,10 +78,13 @@ export class UdpReceiver {
       const id: UdpSocketId = { family: familyOf(s.family), address: s.address, port: s.port };
       this.ids.push(id);
       this.ctx.metrics.addUdpSocket(id, s.receiveBufferBytes);
-      const log = { listen: { address: s.address, family: s.family, port: s.port }, receiveBufferBytes: s.receiveBufferBytes, requested: this.opts.receiveBufferBytes };
+      const log = { listen: { address: s.address, family: s.family, port: s.port }, reader: first.reader, receiveBufferBytes: s.receiveBufferBytes, requested: this.opts.receiveBufferBytes };
       if (s.bufferError !== undefined) this.ctx.logger.warn({ ...log, err: s.bufferError }, 'cannot set the syslog UDP receive buffer');
       if (s.receiveBufferBytes < this.opts.receiveBufferBytes) this.ctx.logger.warn(log, 'syslog UDP receive buffer smaller than asked: raise net.core.rmem_max');
       else this.ctx.logger.info(log, 'syslog UDP listening');
+    }
+    if (first.batchError !== undefined) {
+      this.ctx.logger.warn({ err: first.batchError }, 'syslog UDP read with node:dgram: the batched reader (recvmmsg) did not load, and takes ~3× less CPU per datagram');
     }
     if (first.priorityError !== undefined) {
       this.ctx.logger.info({ err: first.priorityError }, 'UDP receive thread at normal priority (a higher one needs root or CAP_SYS_NICE)');
@@ -88,6 +96,7 @@ export class UdpReceiver {
     worker.on('message', (m: FromUdpThread) => this.onMessage(m));
     worker.on('error', (err) => this.ctx.logger.error({ err }, 'syslog UDP receive thread failed'));
     worker.on('exit', (code) => {
+      this.exited = true;
       if (this.closing === undefined) this.ctx.logger.error({ code }, 'syslog UDP receive thread stopped: UDP is no longer received');
     });
   }
@@ -153,7 +162,7 @@ export class UdpReceiver {
   private async doClose(): Promise<void> {
     const worker = this.worker;
     if (worker === undefined) return;
-    await new Promise<void>((resolve) => {
+    if (!this.exited) await new Promise<void>((resolve) => {
       this.onClosed = resolve;
       worker.once('exit', () => resolve());
       worker.postMessage({ type: 'close' } satisfies ToUdpThread);

@@ -146,5 +146,7 @@ t.test('TLS (rediss://): the writer connection takes the client’s TLS options'
   const { conn } = connection(t, { host, port, tls });
   await until(() => conn.isReady, 'ready over TLS');
   t.same(await conn.send(command('SET', 'over', 'tls'), 1), ['OK']);
+  // The client has no offline queue: a command before its own TLS handshake is done fails at once.
+  await until(() => client.status === 'ready', 'the client ready over TLS');
   t.equal(await client.get('over'), 'tls');
 });
