@@ -86,6 +86,20 @@ t.test('real rsyslog datagrams come out in the chunk layout, in order, with thei
   );
 });
 
+t.test('received-at is when the kernel took the datagram, not when it was read: a backlog does not move it', async (t) => {
+  const s = open(t, '127.0.0.1', 4);
+  await send(s, [Buffer.from('one'), Buffer.from('two')]);
+  const sentBy = Date.now();
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const readFrom = Date.now();
+  const { got } = await readAll(t, [s.fd], 2);
+  t.equal(got.length, 2);
+  t.ok(
+    got.every((g) => g.receivedAtMs <= sentBy + 1 && g.receivedAtMs < readFrom - 250),
+    `arrived by ${sentBy}, read from ${readFrom}: ${got.map((g) => g.receivedAtMs.toFixed(3)).join(', ')}`,
+  );
+});
+
 t.test('IPv6 and dual-stack sockets name senders as node:dgram does', async (t) => {
   const v6 = open(t, '::1', 6);
   t.equal(v6.address, '::1');
