@@ -190,7 +190,10 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
         return {
           redis: { ok: w.redisUp, detail: redactUrl(redisUrl) },
           queue: { ok: w.queued < config.store.maxQueueRecords, detail: `${w.queued} queued, ${w.inFlight} in flight` },
-          receivers: { ok: receivers.addresses().length > 0, detail: receivers.addresses().map((a) => `${a.transport}/${a.address}:${a.port}`).join(' ') },
+          receivers: {
+            ok: receivers.addresses().length > 0 && receivers.udpRunning,
+            detail: `${receivers.addresses().map((a) => `${a.transport}/${a.address}:${a.port}`).join(' ')}${receivers.udpRunning ? '' : '; UDP receive thread down, restarting'}`,
+          },
         };
       },
     };

@@ -41,6 +41,8 @@ export class ReceiveMetrics {
   readonly udp = new TransportCounts();
   openConnections = 0;
   idleTimeouts = 0;
+  /** UDP receive threads that stopped unasked and were replaced. */
+  udpThreadRestarts = 0;
   private readonly udpSockets: UdpSocketState[] = [];
   /** The UDP receive thread's counters (udp-wire.ts BACKLOG_STATS), shared memory it writes. */
   private udpBacklog: Float64Array | undefined;
@@ -101,6 +103,15 @@ export class ReceiveMetrics {
       collect() {
         this.reset();
         this.inc(self.idleTimeouts);
+      },
+    });
+    new Counter({
+      name: 'dockflow_receive_udp_thread_restarts_total',
+      help: 'UDP receive threads that stopped unasked and were replaced (datagrams in their memory backlog were lost)',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(self.udpThreadRestarts);
       },
     });
     new Gauge({

@@ -56,6 +56,8 @@ export interface Receivers {
   readonly metrics: ReceiveMetrics;
   /** True while TCP reading is suspended because the sink refused. */
   readonly tcpPaused: boolean;
+  /** False while the UDP receive thread is down (it stopped unasked and its replacement is not up yet). */
+  readonly udpRunning: boolean;
   /** Stops accepting and closes every socket after handing on what was already read. */
   close(): Promise<void>;
 }
@@ -91,6 +93,9 @@ export async function startReceivers(opts: ReceiverOptions, sink: MessageSink, d
     metrics,
     get tcpPaused() {
       return tcp.isPaused;
+    },
+    get udpRunning() {
+      return udp.running;
     },
     close,
   };

@@ -17,7 +17,8 @@ export interface UdpBatch {
    * stopped for room, the errno of a failed read.
    */
   receive(fds: Int32Array, waitMs: number, chunk: Uint8Array, at: number, sealAt: number, result: Float64Array): number;
-  close(fd: number): void;
+  /** Closes a socket this thread opened; false (and nothing closed) for any other descriptor or a second close. */
+  close(fd: number): boolean;
 }
 
 /** `batch` needs the addon; `auto` uses it when it loads, and node:dgram otherwise. */
@@ -26,14 +27,14 @@ export type UdpReader = 'auto' | 'batch' | 'dgram';
 const ADDON = join('build', 'Release', 'udp_batch.node');
 
 /** The addon, from the package root (the nearest folder up with a package.json), or why it cannot be used. */
-export function loadUdpBatch(): { batch: UdpBatch } | { error: string } {
+export function loadUdpBatch(): { batch: UdpBatch; path: string } | { error: string } {
   if (process.platform !== 'linux') return { error: 'batched UDP receive is Linux only' };
   let dir = dirname(fileURLToPath(import.meta.url));
   while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
   const path = join(dir, ADDON);
   if (!existsSync(path)) return { error: `${path} not found: \`npm install\` builds it, with python3, make and a C compiler` };
   try {
-    return { batch: createRequire(import.meta.url)(path) as UdpBatch };
+    return { batch: createRequire(import.meta.url)(path) as UdpBatch, path };
   } catch (err) {
     return { error: err instanceof Error ? err.message : String(err) };
   }

@@ -23,6 +23,8 @@ export interface UdpReceiverOptions {
 
 /** Chunks handed to the ingest thread at once (each ~64 KiB): one being read while the next is on its way. */
 const MAX_CHUNKS_IN_FLIGHT = 2;
+const THREAD_RESTART_FIRST_MS = 100;
+const THREAD_RESTART_MAX_MS = 30_000;
 
 /**
  * Syslog over UDP: one datagram is one message. The sockets are read on a thread of their own (udp-thread.ts), so
@@ -42,6 +44,8 @@ export class UdpReceiver {
   private paused = false;
   /** The thread has stopped (it failed, or closed): nothing will answer a close. */
   private exited = false;
+  /** A replacement thread being started after one stopped unasked. */
+  private restarting: Promise<void> | undefined;
 
   constructor(
     private readonly opts: UdpReceiverOptions,
@@ -50,29 +54,7 @@ export class UdpReceiver {
 
   async listen(): Promise<void> {
     if (this.opts.listen.length === 0) return;
-    const workerData: UdpThreadData = {
-      listen: this.opts.listen,
-      reader: this.opts.reader,
-      receiveBufferBytes: this.opts.receiveBufferBytes,
-      maxChunksInFlight: MAX_CHUNKS_IN_FLIGHT,
-      backlogMemoryBytes: this.opts.backlogMemoryBytes,
-      backlogDir: this.opts.backlogDir,
-      backlogDiskBytes: this.opts.backlogDiskBytes,
-      stats: this.stats.buffer as SharedArrayBuffer,
-    };
-    // Its JavaScript heap holds little (datagrams are in Buffers, outside it): V8's default sizes would only add RSS.
-    const worker = new Worker(new URL('./udp-thread.js', import.meta.url), { workerData, resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 } });
-    this.worker = worker;
-    const first = await new Promise<FromUdpThread>((resolve, reject) => {
-      worker.once('message', resolve);
-      worker.once('error', reject);
-    }).catch((err: unknown) => ({ type: 'listen-failed', index: 0, message: err instanceof Error ? err.message : String(err) }) as const);
-    if (first.type !== 'listening') {
-      this.worker = undefined;
-      await worker.terminate();
-      const index = first.type === 'listen-failed' ? first.index : 0;
-      throw listenFailed('udp', this.opts.listen[index] ?? (this.opts.listen[0] as ListenAddress), new Error(first.type === 'listen-failed' ? first.message : 'unexpected answer'));
-    }
+    const first = await this.startThread(this.opts.listen);
     this.ctx.metrics.setUdpBacklog(this.stats);
     for (const s of first.sockets) {
       const id: UdpSocketId = { family: familyOf(s.family), address: s.address, port: s.port };
@@ -93,12 +75,72 @@ export class UdpReceiver {
       this.ctx.logger.info({ bytes: this.stats[BACKLOG_STATS.replayedBytes], dir: this.opts.backlogDir }, 'UDP backlog left by the previous run: handed on first');
     }
     this.ctx.sink.onDrain(this.onDrain);
+  }
+
+  /** True while a receive thread reads the sockets (or there are none to read). */
+  get running(): boolean {
+    return this.opts.listen.length === 0 || (this.worker !== undefined && !this.exited);
+  }
+
+  /** Starts a receive thread on `listen`; rejects (the thread gone) when it cannot bind them all. */
+  private async startThread(listen: readonly ListenAddress[]): Promise<Extract<FromUdpThread, { type: 'listening' }>> {
+    const workerData: UdpThreadData = {
+      listen,
+      reader: this.opts.reader,
+      receiveBufferBytes: this.opts.receiveBufferBytes,
+      maxChunksInFlight: MAX_CHUNKS_IN_FLIGHT,
+      backlogMemoryBytes: this.opts.backlogMemoryBytes,
+      backlogDir: this.opts.backlogDir,
+      backlogDiskBytes: this.opts.backlogDiskBytes,
+      stats: this.stats.buffer as SharedArrayBuffer,
+    };
+    // Its JavaScript heap holds little (datagrams are in Buffers, outside it): V8's default sizes would only add RSS.
+    const worker = new Worker(new URL('./udp-thread.js', import.meta.url), { workerData, resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 } });
+    const first = await new Promise<FromUdpThread>((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    }).catch((err: unknown) => ({ type: 'listen-failed', index: 0, message: err instanceof Error ? err.message : String(err) }) as const);
+    if (first.type !== 'listening') {
+      await worker.terminate();
+      const index = first.type === 'listen-failed' ? first.index : 0;
+      throw listenFailed('udp', listen[index] ?? (listen[0] as ListenAddress), new Error(first.type === 'listen-failed' ? first.message : 'unexpected answer'));
+    }
+    this.worker = worker;
+    this.exited = false;
     worker.on('message', (m: FromUdpThread) => this.onMessage(m));
     worker.on('error', (err) => this.ctx.logger.error({ err }, 'syslog UDP receive thread failed'));
-    worker.on('exit', (code) => {
-      this.exited = true;
-      if (this.closing === undefined) this.ctx.logger.error({ code }, 'syslog UDP receive thread stopped: UDP is no longer received');
-    });
+    worker.on('exit', (code) => this.onThreadExit(worker, code));
+    return first;
+  }
+
+  /**
+   * A thread that stops unasked (a bug, or its heap exhausted) is replaced on the same addresses and ports, retried
+   * with backoff while they cannot be bound: UDP senders are not told, so a silent stop would lose everything. The
+   * backlog it kept on disk is handed on by the next thread; what it held in memory is lost with it.
+   */
+  private onThreadExit(worker: Worker, code: number): void {
+    if (worker !== this.worker) return;
+    this.exited = true;
+    if (this.closing !== undefined) return;
+    this.ctx.metrics.udpThreadRestarts++;
+    // Its chunks' memory went with it, and the next thread counts its chunks in flight afresh.
+    this.unacked.length = 0;
+    this.ctx.logger.error({ code, memoryBacklogBytesLost: this.stats[BACKLOG_STATS.bytes] }, 'syslog UDP receive thread stopped; starting another');
+    this.restartThread(THREAD_RESTART_FIRST_MS);
+  }
+
+  private restartThread(delayMs: number): void {
+    const listen = this.ids.map((id) => ({ host: id.address, port: id.port }));
+    setTimeout(() => {
+      if (this.closing !== undefined) return;
+      this.restarting = this.startThread(listen).then(
+        () => this.ctx.logger.warn({ listen }, 'syslog UDP receive thread restarted'),
+        (err: unknown) => {
+          this.ctx.logger.error({ err, retryInMs: delayMs * 2 }, 'syslog UDP receive thread cannot restart');
+          this.restartThread(Math.min(delayMs * 2, THREAD_RESTART_MAX_MS));
+        },
+      );
+    }, delayMs);
   }
 
   addresses(): BoundAddress[] {
@@ -160,6 +202,8 @@ export class UdpReceiver {
   }
 
   private async doClose(): Promise<void> {
+    // A thread being started is closed like any other once it is up.
+    await this.restarting;
     const worker = this.worker;
     if (worker === undefined) return;
     if (!this.exited) await new Promise<void>((resolve) => {

@@ -2,6 +2,7 @@ import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
+import { Worker } from 'node:worker_threads';
 import { loadUdpBatch, type UdpBatch } from '../../src/receive/udp-batch.js';
 import { forEachDatagram } from '../../src/receive/udp-wire.js';
 import { udpDatagrams } from './corpus.js';
@@ -9,6 +10,7 @@ import { udpDatagrams } from './corpus.js';
 const loaded = loadUdpBatch();
 if (!('batch' in loaded)) throw new Error(`the addon must be built for these tests (npm install builds it): ${loaded.error}`);
 const batch: UdpBatch = loaded.batch;
+const addonPath = loaded.path;
 
 /** What udp_batch.c guarantees a chunk can always take: one datagram of the largest size, with its header. */
 const CHUNK_BYTES = 64 * 1024 + 65_536 + 512;
@@ -197,12 +199,33 @@ t.test('a closed descriptor is a read error, reported in result[2], not a crash'
   t.equal(result[2], 9, 'EBADF');
 });
 
-t.test('the socket is released at close: its port can be bound again', async (t) => {
+t.test('the socket is released at close: its port can be bound again; a second close closes nothing', async (t) => {
   const [fd, , port] = batch.open('127.0.0.1', 0, 4, 1 << 20);
-  batch.close(fd);
+  t.equal(batch.close(fd), true);
+  t.equal(batch.close(fd), false, 'the number may belong to another descriptor by now');
+  t.equal(batch.close(0), false, 'nor is any descriptor the addon did not open');
   const s = dgram.createSocket('udp4');
   s.bind(port, '127.0.0.1');
   await once(s, 'listening');
   t.equal(s.address().port, port);
+  s.close();
+});
+
+t.test('a thread that dies with its sockets open leaves no port bound', async (t) => {
+  const code = `
+    const { parentPort } = require('node:worker_threads');
+    const batch = require(${JSON.stringify(addonPath)});
+    const [, , port] = batch.open('127.0.0.1', 0, 4, 1 << 20);
+    parentPort.postMessage(port);
+    setImmediate(() => { throw new Error('the thread fails'); });`;
+  const worker = new Worker(code, { eval: true });
+  const [port] = (await once(worker, 'message')) as [number];
+  const [err] = (await once(worker, 'error')) as [Error];
+  t.match(err.message, /the thread fails/);
+  await once(worker, 'exit');
+  const s = dgram.createSocket('udp4');
+  s.bind(port, '127.0.0.1');
+  await once(s, 'listening');
+  t.equal(s.address().port, port, 'bound again');
   s.close();
 });

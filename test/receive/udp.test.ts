@@ -1,13 +1,18 @@
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
+import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
+import type { Worker } from 'node:worker_threads';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
+import { Allowlist } from '../../src/receive/allowlist.js';
 import type { BoundAddress } from '../../src/receive/listen.js';
+import { ReceiveMetrics } from '../../src/receive/metrics.js';
 import { startReceivers, type Receivers } from '../../src/receive/receivers.js';
 import type { MessageMeta, MessageSink } from '../../src/receive/types.js';
 import type { UdpReader } from '../../src/receive/udp-batch.js';
+import { UdpReceiver } from '../../src/receive/udp.js';
 import { udpDatagrams } from './corpus.js';
 import { CollectingSink, metricValue, sendDatagrams, startHarness, TEST_OPTIONS, until } from './harness.js';
 import { tempDir } from '../helpers/temp.js';
@@ -210,4 +215,44 @@ each('with no disk, a full memory backlog drops datagrams and counts them', asyn
   const dropped = async (): Promise<number> => (await metricValue(registry, 'dockflow_receive_dropped_total{transport="udp",reason="backlog-full"}')) ?? 0;
   await until(async () => (await dropped()) > 0);
   t.pass(`${await dropped()} dropped for a full backlog, counted`);
+});
+
+each('a receive thread that stops unasked is replaced on the same port, and counted', async (t, udpReader) => {
+  const sink = new CollectingSink();
+  const registry = new Registry();
+  const ctx = { sink, logger: pino({ level: 'silent' }), metrics: new ReceiveMetrics(registry), allowlist: Allowlist.parse([]), maxMessageBytes: 8192 };
+  const receiver = new UdpReceiver({ listen: [{ host: '127.0.0.1', port: 0 }], reader: udpReader, receiveBufferBytes: 1 << 20, backlogMemoryBytes: 1 << 20, backlogDir: undefined, backlogDiskBytes: 0 }, ctx);
+  await receiver.listen();
+  t.teardown(() => receiver.close());
+  const [to] = receiver.addresses();
+  await sendDatagrams(to!, [Buffer.from('before')]);
+  await sink.waitFor(1);
+  t.ok(receiver.running);
+
+  // What a crash or an exhausted heap does to the thread, from the outside.
+  await (receiver as unknown as { worker: Worker }).worker.terminate();
+  t.notOk(receiver.running, 'down: the health check says so');
+  await until(() => receiver.running);
+  t.same(receiver.addresses(), [to], 'the same address and port');
+  await sendDatagrams(to!, [Buffer.from('after')]);
+  await sink.waitFor(2);
+  t.same(sink.messages, ['before', 'after']);
+  t.equal(await metricValue(registry, 'dockflow_receive_udp_thread_restarts_total'), 1);
+});
+
+t.test('closing while a replacement thread starts closes that one too', async (t) => {
+  const ctx = { sink: new CollectingSink(), logger: pino({ level: 'silent' }), metrics: new ReceiveMetrics(new Registry()), allowlist: Allowlist.parse([]), maxMessageBytes: 8192 };
+  const receiver = new UdpReceiver({ listen: [{ host: '127.0.0.1', port: 0 }], reader: 'batch', receiveBufferBytes: 1 << 20, backlogMemoryBytes: 1 << 20, backlogDir: undefined, backlogDiskBytes: 0 }, ctx);
+  await receiver.listen();
+  const [to] = receiver.addresses();
+  await (receiver as unknown as { worker: Worker }).worker.terminate();
+  // The replacement starts 100 ms later: close meanwhile, then as it starts.
+  await new Promise((resolve) => setTimeout(resolve, 120));
+  await receiver.close();
+  t.notOk(receiver.running);
+  const s = dgram.createSocket('udp4');
+  s.bind(to!.port, '127.0.0.1');
+  await once(s, 'listening');
+  t.pass('the port is free: no thread was left behind');
+  s.close();
 });

@@ -31,6 +31,9 @@
 /* The most one datagram takes in a chunk: a chunk at least this long always has room for the next one. */
 #define MAX_RECORD_BYTES (FIXED_HEADER_BYTES + ADDRESS_BYTES + SLOT_BYTES)
 
+/* Sockets one thread may hold open at once. */
+#define MAX_OPEN 256
+
 /* Per thread (each worker has its own napi_env): the slots recvmmsg fills. Pages are touched only as far as the
  * datagrams reach, so ~300-byte datagrams keep a page per slot resident, not 64 KiB. */
 typedef struct {
@@ -42,12 +45,17 @@ typedef struct {
   /* Read but not yet written to a chunk: headers[next, count). */
   int next, count;
   double readAtMs;
+  /* Sockets opened here and not closed: closed when the thread ends, however it ends, so that a thread that fails
+   * leaves no port bound behind it (libuv closes its own handles; these are not its). */
+  int open[MAX_OPEN];
+  int openCount;
 } Scratch;
 
 static void free_scratch(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
   Scratch *s = data;
+  for (int i = 0; i < s->openCount; i++) close(s->open[i]);
   free(s->slots);
   free(s);
 }
@@ -151,6 +159,9 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1) return throw_errno(env, "open: not an IPv6 address", EINVAL);
     atLength = sizeof *a;
   }
+  Scratch *s = scratch_of(env);
+  if (s == NULL) return throw_errno(env, "open", ENOMEM);
+  if (s->openCount == MAX_OPEN) return throw_errno(env, "open", EMFILE);
   int fd = socket(family == 4 ? AF_INET : AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, "socket", errno);
   int on = 1, off = 0;
@@ -177,6 +188,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &granted, &grantedLength);
   uint16_t boundPort = ntohs(bound.ss_family == AF_INET ? ((struct sockaddr_in *)&bound)->sin_port
                                                         : ((struct sockaddr_in6 *)&bound)->sin6_port);
+  s->open[s->openCount++] = fd;
   napi_value result;
   napi_create_array_with_length(env, 5, &result);
   napi_set_element(env, result, 0, make_int(env, fd));
@@ -190,6 +202,8 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* close(fd) → whether it was a socket this thread opened and had not closed: only those are closed, so that a
+ * second close cannot close whatever descriptor the number was given to since. */
 static napi_value udp_close(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -199,8 +213,18 @@ static napi_value udp_close(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "close(fd: number)");
     return NULL;
   }
-  close(fd);
-  return NULL;
+  Scratch *s = scratch_of(env);
+  int found = 0;
+  for (int i = 0; s != NULL && i < s->openCount; i++) {
+    if (s->open[i] != fd) continue;
+    s->open[i] = s->open[--s->openCount];
+    found = 1;
+    break;
+  }
+  if (found) close(fd);
+  napi_value result;
+  napi_get_boolean(env, found, &result);
+  return result;
 }
 
 static double now_ms(void) {
