@@ -1,10 +1,12 @@
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import { loadUdpBatch, type UdpBatch } from '../../src/receive/udp-batch.js';
 import { forEachDatagram } from '../../src/receive/udp-wire.js';
+import { netnsUnsupported, sh, startReaper } from '../helpers/netns.js';
 import { udpDatagrams } from './corpus.js';
 
 const loaded = loadUdpBatch();
@@ -228,4 +230,53 @@ t.test('a thread that dies with its sockets open leaves no port bound', async (t
   await once(s, 'listening');
   t.equal(s.address().port, port, 'bound again');
   s.close();
+});
+
+t.test('a link-local sender is named with its interface, exactly as node:dgram names it', async (t) => {
+  const unsupported = await netnsUnsupported(['ip']);
+  if (unsupported !== undefined) {
+    t.plan(0, `skipped: ${unsupported}`);
+    return;
+  }
+  // A veth pair inside a namespace of the test's own, a link-local address at each end: nothing leaves it.
+  const ns = `dfll-${randomBytes(3).toString('hex')}`;
+  const reaper = startReaper();
+  reaper.netns(ns);
+  t.teardown(async () => {
+    await sh(['ip', 'netns', 'del', ns]).catch(() => undefined);
+    reaper.disarm();
+  });
+  await sh(['ip', 'netns', 'add', ns]);
+  const inNs = (...argv: string[]): Promise<unknown> => sh(['ip', '-n', ns, ...argv]);
+  await inNs('link', 'add', 'dfl0', 'type', 'veth', 'peer', 'name', 'dfl1');
+  await inNs('-6', 'addr', 'add', 'fe80::a/64', 'dev', 'dfl0', 'nodad');
+  await inNs('-6', 'addr', 'add', 'fe80::b/64', 'dev', 'dfl1', 'nodad');
+  await inNs('link', 'set', 'dfl0', 'up');
+  await inNs('link', 'set', 'dfl1', 'up');
+  const code = `
+    const dgram = require('node:dgram');
+    const batch = require(${JSON.stringify(addonPath)});
+    const [fd, , port] = batch.open('::', 0, 6, 1 << 20);
+    const viaDgram = dgram.createSocket('udp6');
+    viaDgram.bind(0, '::', () => {
+      const sender = dgram.createSocket('udp6');
+      sender.bind(0, 'fe80::b%dfl1', () => {
+        sender.send('hi', port, 'fe80::a%dfl1');
+        sender.send('hi', viaDgram.address().port, 'fe80::a%dfl1');
+      });
+      viaDgram.on('message', (_m, rinfo) => {
+        const chunk = Buffer.alloc(${CHUNK_BYTES});
+        const result = new Float64Array(3);
+        let used = 0;
+        for (let i = 0; i < 100 && result[0] === 0; i++) used = batch.receive(Int32Array.of(fd), 20, chunk, 0, 1024, result);
+        const address = chunk.toString('latin1', 5, 5 + chunk[4]);
+        console.log(JSON.stringify({ dgram: rinfo.address, batch: address }));
+        process.exit(0);
+      });
+    });
+    setTimeout(() => process.exit(2), 5000);`;
+  const { stdout } = await sh(['ip', 'netns', 'exec', ns, process.execPath, '-e', code]);
+  const seen = JSON.parse(stdout) as { dgram: string; batch: string };
+  t.equal(seen.dgram, 'fe80::b%dfl0', 'node:dgram: the address and the interface it came in on');
+  t.equal(seen.batch, seen.dgram, 'the addon names it the same');
 });
