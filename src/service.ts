@@ -147,7 +147,9 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
     const enricher = chainEnrichers(enrichers);
 
     const pipeline = new IngestPipeline(
-      createLineOptions({ bridges: config.parse.bridges, timeZone: config.parse.timeZone, maxLineBytes: config.syslog.maxMessageBytes }),
+      // No Community ID at ingest: records are stored as their message plus what it does not determine, and the ID
+      // is computed again whenever a record is read; the writer and the indexer never read it (a SHA-1 per record).
+      createLineOptions({ bridges: config.parse.bridges, timeZone: config.parse.timeZone, maxLineBytes: config.syslog.maxMessageBytes, communityId: false }),
       enricher,
       writer,
       registry,

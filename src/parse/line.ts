@@ -15,6 +15,8 @@ export interface LineOptions extends EnvelopeOptions {
   hostName: string | undefined;
   /** Longer lines are skipped as `oversize` before any parsing. */
   maxLineBytes: number;
+  /** False: records come without `network.community_id` (see NetfilterOptions). */
+  communityId: boolean;
   /** Scratch envelope and timestamp formatter: per-instance state that keeps the hot path free of allocations. */
   readonly envelope: Envelope;
   readonly iso: IsoFormatter;
@@ -27,6 +29,7 @@ export interface LineOptionsInput extends EnvelopeOptionsInput {
   isBridge?: BridgeMatcher;
   hostName?: string;
   maxLineBytes?: number;
+  communityId?: boolean;
 }
 
 /**
@@ -39,6 +42,7 @@ export function createLineOptions(partial: LineOptionsInput = {}): LineOptions {
     isBridge: partial.isBridge ?? bridgeMatcher(partial.bridges ?? DEFAULT_BRIDGES),
     hostName: partial.hostName,
     maxLineBytes: partial.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES,
+    communityId: partial.communityId ?? true,
     envelope: newEnvelope(),
     iso: new IsoFormatter(),
     ipv4Texts: new Ipv4Texts(),

@@ -25,6 +25,8 @@ export interface NetfilterOptions {
   isBridge: BridgeMatcher;
   /** Shared texts of IPv4 addresses; without one, each record gets its own. */
   ipv4Texts?: Ipv4Texts;
+  /** False: no `network.community_id` (a SHA-1 per record) for a caller that never reads it. Default true. */
+  communityId?: boolean;
 }
 
 /**
@@ -776,7 +778,7 @@ export function parseNetfilter(text: string, start: number, opts: NetfilterOptio
   const sport = ported ? pk.spt : undefined;
   const dport = ported ? pk.dpt : undefined;
   let cid: string | undefined;
-  if (iana !== undefined && src !== undefined && dst !== undefined) {
+  if (iana !== undefined && src !== undefined && dst !== undefined && opts.communityId !== false) {
     cid =
       pk.srcV4 >= 0 && pk.dstV4 >= 0
         ? communityIdV4(iana, pk.srcV4, sport, pk.dstV4, dport, pk.icmpType, pk.icmpCode)

@@ -88,6 +88,20 @@ t.test('burst sample', async (t) => {
   }
 });
 
+t.test('communityId: false leaves out the Community ID and nothing else', async (t) => {
+  // Real captures, and every variant (IPv6, ICMP errors, fragments, ARP, …).
+  for (const line of [...kmsgLines('burst-5000-sample.kmsg.txt'), ...variants.values()]) {
+    const full = parse(line);
+    const without = parseNetfilter(line, 0, { ...opts, communityId: false });
+    if (!isRecord(full) || !isRecord(without)) {
+      t.equal(without, full, 'the same skip reason');
+      continue;
+    }
+    t.equal(without.network.community_id, undefined);
+    t.same({ ...without, network: { ...without.network, community_id: full.network.community_id } }, full, line);
+  }
+});
+
 t.test('every record has one shape', async (t) => {
   const shape = (o: unknown): unknown =>
     o !== null && typeof o === 'object' && !Array.isArray(o)
