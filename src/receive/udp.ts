@@ -46,6 +46,9 @@ export class UdpReceiver {
   private exited = false;
   /** A replacement thread being started after one stopped unasked. */
   private restarting: Promise<void> | undefined;
+  private threadStartedAtMs = 0;
+  /** The wait before the last replacement: doubled while replacements keep stopping soon after they start. */
+  private restartDelayMs = 0;
 
   constructor(
     private readonly opts: UdpReceiverOptions,
@@ -107,6 +110,7 @@ export class UdpReceiver {
     }
     this.worker = worker;
     this.exited = false;
+    this.threadStartedAtMs = Date.now();
     worker.on('message', (m: FromUdpThread) => this.onMessage(m));
     worker.on('error', (err) => this.ctx.logger.error({ err }, 'syslog UDP receive thread failed'));
     worker.on('exit', (code) => this.onThreadExit(worker, code));
@@ -125,8 +129,11 @@ export class UdpReceiver {
     this.ctx.metrics.udpThreadRestarts++;
     // Its chunks' memory went with it, and the next thread counts its chunks in flight afresh.
     this.unacked.length = 0;
-    this.ctx.logger.error({ code, memoryBacklogBytesLost: this.stats[BACKLOG_STATS.bytes] }, 'syslog UDP receive thread stopped; starting another');
-    this.restartThread(THREAD_RESTART_FIRST_MS);
+    // A thread that keeps failing soon after it starts (on the same datagrams, say) is not restarted in a tight loop.
+    const soon = Date.now() - this.threadStartedAtMs < THREAD_RESTART_MAX_MS;
+    this.restartDelayMs = soon && this.restartDelayMs > 0 ? Math.min(this.restartDelayMs * 2, THREAD_RESTART_MAX_MS) : THREAD_RESTART_FIRST_MS;
+    this.ctx.logger.error({ code, memoryBacklogBytesLost: this.stats[BACKLOG_STATS.bytes], restartInMs: this.restartDelayMs }, 'syslog UDP receive thread stopped; starting another');
+    this.restartThread(this.restartDelayMs);
   }
 
   private restartThread(delayMs: number): void {
