@@ -217,12 +217,18 @@ each('with no disk, a full memory backlog drops datagrams and counts them', asyn
   t.pass(`${await dropped()} dropped for a full backlog, counted`);
 });
 
-each('a receive thread that stops unasked is replaced on the same port, and counted', async (t, udpReader) => {
+/** A UDP receiver alone on 127.0.0.1, its thread reachable as the tests below need it. */
+async function udpReceiverAlone(udpReader: UdpReader): Promise<{ receiver: UdpReceiver; sink: CollectingSink; registry: Registry; thread: () => Worker }> {
   const sink = new CollectingSink();
   const registry = new Registry();
   const ctx = { sink, logger: pino({ level: 'silent' }), metrics: new ReceiveMetrics(registry), allowlist: Allowlist.parse([]), maxMessageBytes: 8192 };
   const receiver = new UdpReceiver({ listen: [{ host: '127.0.0.1', port: 0 }], reader: udpReader, receiveBufferBytes: 1 << 20, backlogMemoryBytes: 1 << 20, backlogDir: undefined, backlogDiskBytes: 0 }, ctx);
   await receiver.listen();
+  return { receiver, sink, registry, thread: () => (receiver as unknown as { worker: Worker }).worker };
+}
+
+each('a receive thread that stops unasked is replaced on the same port, and counted', async (t, udpReader) => {
+  const { receiver, sink, registry, thread } = await udpReceiverAlone(udpReader);
   t.teardown(() => receiver.close());
   const [to] = receiver.addresses();
   await sendDatagrams(to!, [Buffer.from('before')]);
@@ -230,7 +236,7 @@ each('a receive thread that stops unasked is replaced on the same port, and coun
   t.ok(receiver.running);
 
   // What a crash or an exhausted heap does to the thread, from the outside.
-  await (receiver as unknown as { worker: Worker }).worker.terminate();
+  await thread().terminate();
   t.notOk(receiver.running, 'down: the health check says so');
   await until(() => receiver.running);
   t.same(receiver.addresses(), [to], 'the same address and port');
@@ -240,12 +246,10 @@ each('a receive thread that stops unasked is replaced on the same port, and coun
   t.equal(await metricValue(registry, 'dockflow_receive_udp_thread_restarts_total'), 1);
 });
 
-t.test('closing while a replacement thread starts closes that one too', async (t) => {
-  const ctx = { sink: new CollectingSink(), logger: pino({ level: 'silent' }), metrics: new ReceiveMetrics(new Registry()), allowlist: Allowlist.parse([]), maxMessageBytes: 8192 };
-  const receiver = new UdpReceiver({ listen: [{ host: '127.0.0.1', port: 0 }], reader: 'batch', receiveBufferBytes: 1 << 20, backlogMemoryBytes: 1 << 20, backlogDir: undefined, backlogDiskBytes: 0 }, ctx);
-  await receiver.listen();
+each('closing while a replacement thread starts closes that one too', async (t, udpReader) => {
+  const { receiver, thread } = await udpReceiverAlone(udpReader);
   const [to] = receiver.addresses();
-  await (receiver as unknown as { worker: Worker }).worker.terminate();
+  await thread().terminate();
   // The replacement starts 100 ms later: close meanwhile, then as it starts.
   await new Promise((resolve) => setTimeout(resolve, 120));
   await receiver.close();

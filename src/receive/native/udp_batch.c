@@ -71,6 +71,17 @@ static Scratch *scratch_of(napi_env env) {
     free(s);
     return NULL;
   }
+  for (int i = 0; i < BATCH; i++) {
+    s->iov[i].iov_base = s->slots + (size_t)i * SLOT_BYTES;
+    s->iov[i].iov_len = SLOT_BYTES;
+    struct msghdr *h = &s->headers[i].msg_hdr;
+    h->msg_name = &s->from[i];
+    h->msg_namelen = sizeof s->from[i];
+    h->msg_iov = &s->iov[i];
+    h->msg_iovlen = 1;
+    h->msg_control = s->control[i];
+    h->msg_controllen = sizeof s->control[i];
+  }
   napi_set_instance_data(env, s, free_scratch, NULL);
   return s;
 }
@@ -329,17 +340,10 @@ static napi_value udp_receive(napi_env env, napi_callback_info info) {
   while (dryCount < fdCount) {
     for (size_t f = 0; f < fdCount; f++) {
       if (dry[f]) continue;
-      for (int i = 0; i < BATCH; i++) {
-        s->iov[i].iov_base = s->slots + (size_t)i * SLOT_BYTES;
-        s->iov[i].iov_len = SLOT_BYTES;
-        struct msghdr *h = &s->headers[i].msg_hdr;
-        h->msg_name = &s->from[i];
-        h->msg_namelen = sizeof s->from[i];
-        h->msg_iov = &s->iov[i];
-        h->msg_iovlen = 1;
-        h->msg_control = s->control[i];
-        h->msg_controllen = sizeof s->control[i];
-        h->msg_flags = 0;
+      /* The kernel shortens these to what it wrote; the rest of each header was set once, in scratch_of. */
+      for (int i = 0; i < s->count; i++) {
+        s->headers[i].msg_hdr.msg_namelen = sizeof s->from[i];
+        s->headers[i].msg_hdr.msg_controllen = sizeof s->control[i];
       }
       int n = recvmmsg(fds[f], s->headers, BATCH, MSG_DONTWAIT, NULL);
       if (n < 0) {
