@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
 import type { ContainerRef, Endpoint, FlowRecord } from '../record.js';
 import { DockerClient, dockerOptionsFromEnv } from './docker/client.js';
-import { Ledger, type LedgerOptions, type MatchKind } from './docker/ledger.js';
+import { Ledger, type ContainerMeta, type LedgerOptions, type MatchKind } from './docker/ledger.js';
 import { dockerMetrics } from './docker/metrics.js';
 import { DockerWatcher } from './docker/watcher.js';
 import type { Enricher } from './enricher.js';
@@ -22,6 +22,7 @@ export interface AttributionOptions {
 type UnattributedReason = 'no-holder' | 'unmapped-host' | 'no-time' | 'no-address';
 
 const MATCH_KINDS: readonly MatchKind[] = ['ip+mac', 'ip+physdev', 'ip', 'ip-nearby'];
+const UNATTRIBUTED: ContainerRef = Object.freeze({ unattributed: true });
 const UNATTRIBUTED_REASONS: readonly UnattributedReason[] = ['no-holder', 'unmapped-host', 'no-time', 'no-address'];
 
 /**
@@ -37,6 +38,11 @@ export class AttributionEnricher implements Enricher {
   private readonly attributed: Record<MatchKind, number> = { 'ip+mac': 0, 'ip+physdev': 0, ip: 0, 'ip-nearby': 0 };
   private readonly unattributed: Record<UnattributedReason, number> = { 'no-holder': 0, 'unmapped-host': 0, 'no-time': 0, 'no-address': 0 };
   private readonly hourCache = { prefix: '', ms: 0 };
+  /**
+   * One frozen answer per container (the ledger replaces its meta object, never edits it) and kind of match, shared by
+   * every record it names: no object per record, and the context JSON writes its text once (encode.ts).
+   */
+  private readonly refs = new WeakMap<ContainerMeta, Partial<Record<MatchKind, ContainerRef>>>();
 
   constructor(opts: AttributionOptions) {
     this.ledger = opts.ledger;
@@ -131,24 +137,24 @@ export class AttributionEnricher implements Enricher {
   }
 
   private flag(record: FlowRecord, internal: boolean, reason: UnattributedReason): void {
-    record.container = { unattributed: true };
+    record.container = UNATTRIBUTED;
     this.unattributed[reason]++;
     if (internal) {
-      record.peer_container = { unattributed: true };
+      record.peer_container = UNATTRIBUTED;
       this.unattributed[reason]++;
     }
   }
 
-  /** The labels object is the ledger's, shared by every record of that container: records are serialized, not edited. */
+  /** Answers are shared between records and frozen: records are serialized, not edited. */
   private attribute(host: string, ep: Endpoint, timeMs: number, physdev: string | undefined): ContainerRef {
     if (ep.ip === undefined) {
       this.unattributed['no-address']++;
-      return { unattributed: true };
+      return UNATTRIBUTED;
     }
     const found = this.ledger.lookup(host, ep.ip, timeMs, { mac: ep.mac, physdev });
     if (found === undefined) {
       this.unattributed['no-holder']++;
-      return { unattributed: true };
+      return UNATTRIBUTED;
     }
     const { holding, match } = found;
     // Learn the veth only from unambiguous matches; a reused veth name would otherwise mislead later lookups.
@@ -156,8 +162,13 @@ export class AttributionEnricher implements Enricher {
       this.ledger.notePhysdev(holding, physdev);
     }
     this.attributed[match]++;
-    const c = holding.container;
-    return { id: c.id, name: c.name, image: { name: c.image }, labels: c.labels, match };
+    return this.ref(holding.container, match);
+  }
+
+  private ref(c: ContainerMeta, match: MatchKind): ContainerRef {
+    let byMatch = this.refs.get(c);
+    if (byMatch === undefined) this.refs.set(c, (byMatch = {}));
+    return (byMatch[match] ??= Object.freeze({ id: c.id, name: c.name, image: Object.freeze({ name: c.image }), labels: Object.freeze({ ...c.labels }), match }));
   }
 }
 

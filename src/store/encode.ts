@@ -26,7 +26,8 @@ export function encodeRecord(record: FlowRecord): string {
 /**
  * The `x` of a record stored with its message: every field that parsing the message alone would not give. Written out
  * by hand, the same text `JSON.stringify` gives for those fields gathered in a new object (a test holds the two
- * equal), faster: what records share (a GeoIP answer with its ASN and class, the database epochs) is serialized once.
+ * equal), faster: what records share (a GeoIP answer with its ASN and class, a container, the database epochs) is
+ * serialized once.
  */
 export function encodeContext(record: FlowRecord): string {
   let json = `{"@timestamp":${quote(record['@timestamp'])}`;
@@ -35,8 +36,8 @@ export function encodeContext(record: FlowRecord): string {
   json += `,"network":{"direction":${quote(record.network.direction)}}`;
   json += enrichmentJson(',"source":', record.source);
   json += enrichmentJson(',"destination":', record.destination);
-  if (record.container !== undefined) json += `,"container":${JSON.stringify(record.container)}`;
-  if (record.peer_container !== undefined) json += `,"peer_container":${JSON.stringify(record.peer_container)}`;
+  if (record.container !== undefined) json += `,"container":${sharedJson(record.container)}`;
+  if (record.peer_container !== undefined) json += `,"peer_container":${sharedJson(record.peer_container)}`;
   if (record.dockflow !== undefined) json += `,"dockflow":${dockflowJson(record.dockflow)}`;
   return `${json}}`;
 }
@@ -93,8 +94,8 @@ function dockflowJson(value: NonNullable<FlowRecord['dockflow']>): string {
 const frozenJson = new WeakMap<object, string>();
 
 /**
- * GeoIP answers are shared between records through the enricher's cache and frozen all the way down, so their JSON
- * is computed once. Anything else (an object that could still change) is serialized every time.
+ * GeoIP answers and containers are shared between records by their enrichers and frozen all the way down, so their
+ * JSON is computed once. Anything else (an object that could still change) is serialized every time.
  */
 function sharedJson(value: object): string {
   let json = frozenJson.get(value);

@@ -86,6 +86,36 @@ t.test('the container side per direction, as of the record time', async (t) => {
   t.match(r2.container, { id: 'old' }, 'an unmapped host uses the default endpoint');
 });
 
+t.test('records of one container share one frozen answer per kind of match; a rename gives a new one', async (t) => {
+  const r = await startRedis();
+  const redis = new Redis(r.url);
+  t.teardown(async () => {
+    redis.disconnect();
+    await r.stop();
+  });
+  const ledger = new Ledger({ redis, logger });
+  ledger.open('docker1', { id: 'web', name: 'web-1', image: 'nginx:1', labels: { 'com.docker.compose.service': 'web' } }, { ip: '172.17.0.2', mac: '02:42:ac:11:00:02' }, T0);
+  const enricher = new AttributionEnricher({ ledger, registry: new Registry(), hostMap: { dockhost1: 'docker1' } });
+  const named = (at: number, srcMac?: string): FlowRecord => {
+    const record = rec('egress', at, '172.17.0.2', '198.51.100.2', srcMac ? { srcMac } : {});
+    enricher.enrich(record);
+    return record;
+  };
+  const first = named(T0 + MIN).container!;
+  t.same(first, { id: 'web', name: 'web-1', image: { name: 'nginx:1' }, labels: { 'com.docker.compose.service': 'web' }, match: 'ip' });
+  t.equal(named(T0 + 2 * MIN).container, first, 'the same object for the next record');
+  t.ok(Object.isFrozen(first) && Object.isFrozen(first.image) && Object.isFrozen(first.labels), 'frozen all the way down');
+  const byMac = named(T0 + 2 * MIN, '02:42:ac:11:00:02').container!;
+  t.not(byMac, first);
+  t.equal(byMac.match, 'ip+mac');
+  ledger.rename('docker1', 'web', 'web-renamed', T0 + 3 * MIN);
+  t.equal(named(T0 + 4 * MIN).container!.name, 'web-renamed', 'a rename is seen at once');
+  t.equal(named(T0 + 2 * MIN).container, first, 'records from before it keep the old name');
+  const unattributed = rec('egress', T0 + MIN, '172.17.0.9', '198.51.100.2');
+  enricher.enrich(unattributed);
+  t.ok(Object.isFrozen(unattributed.container), 'the unattributed flag is shared too');
+});
+
 t.test('two Docker hosts with the same 172.17.0.2, started from config, and the HTTP API', async (t) => {
   const r = await startRedis();
   const redis = new Redis(r.url);

@@ -121,6 +121,10 @@ t.test('the context is exactly the JSON of its fields, and a GeoIP answer change
     ['no epochs', (r) => (r.dockflow = { geo_build_epoch: undefined })],
     ['empty dockflow', (r) => (r.dockflow = {})],
     ['dockflow with more', (r) => (r.dockflow = { geo_build_epoch: epochs, note: 'x' } as FlowRecord['dockflow'])],
+    ['a shared, frozen container and peer', (r) => {
+      r.container = Object.freeze({ id: 'c'.repeat(64), name: 'web-1', image: Object.freeze({ name: 'nginx:1' }), labels: Object.freeze({ 'a"b': 'line\nbreak' }), match: 'ip' });
+      r.peer_container = Object.freeze({ unattributed: true });
+    }],
   ];
   for (const [name, change] of variants) {
     const r = structuredClone(realRecords()[1]!);
