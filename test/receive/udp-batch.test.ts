@@ -3,10 +3,16 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
+import { cpSync, symlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { Redis } from 'ioredis';
 import { loadUdpBatch, type UdpBatch } from '../../src/receive/udp-batch.js';
 import { forEachDatagram } from '../../src/receive/udp-wire.js';
 import { netnsUnsupported, sh, startReaper } from '../helpers/netns.js';
+import { repoRoot } from '../helpers/paths.js';
+import { freePort, startRedis } from '../helpers/redis.js';
+import { tempDir } from '../helpers/temp.js';
 import { udpDatagrams } from './corpus.js';
 
 const loaded = loadUdpBatch();
@@ -279,4 +285,67 @@ t.test('a link-local sender is named with its interface, exactly as node:dgram n
   const seen = JSON.parse(stdout) as { dgram: string; batch: string };
   t.equal(seen.dgram, 'fe80::b%dfl0', 'node:dgram: the address and the interface it came in on');
   t.equal(seen.batch, seen.dgram, 'the addon names it the same');
+});
+
+t.test('a checkout where the addon did not build: `auto` reads with node:dgram, says so, and the datagrams are stored', async (t) => {
+  // A copy of the package without build/, as `npm install` leaves it when node-gyp fails (the install script then
+  // only warns): the reader is chosen at run time, so nothing but the missing file makes the difference.
+  const root = tempDir(t, 'no-addon');
+  cpSync(join(repoRoot, 'src'), join(root, 'src'), { recursive: true });
+  for (const file of ['package.json', 'tsconfig.json']) cpSync(join(repoRoot, file), join(root, file));
+  symlinkSync(join(repoRoot, 'node_modules'), join(root, 'node_modules'));
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const [syslogPort, httpPort] = [await freePort(), await freePort()];
+  const child = spawn(process.execPath, ['--import', '@tapjs/typescript/import', 'src/cli.ts', 'serve'], {
+    cwd: root,
+    env: {
+      ...process.env,
+      TS_NODE_TRANSPILE_ONLY: '1',
+      REDIS_URL: redis.url,
+      SYSLOG_HOST: '127.0.0.1',
+      SYSLOG_UDP_PORT: String(syslogPort),
+      SYSLOG_TCP: 'false',
+      HTTP_PORT: String(httpPort),
+      DOCKFLOW_SPOOL_DIR: join(root, 'spool'),
+      DOCKFLOW_DOCKER: 'false',
+      DOCKFLOW_UDP_READER: 'auto',
+      LOG_LEVEL: 'info',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    timeout: 120_000,
+    killSignal: 'SIGKILL',
+  });
+  let log = '';
+  child.stdout!.on('data', (c: Buffer) => (log += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (log += c.toString()));
+  const exited = once(child, 'exit');
+  t.teardown(() => void child.kill('SIGKILL'));
+  const until = async (what: string, check: () => boolean | Promise<boolean>): Promise<void> => {
+    for (let i = 0; i < 3000 && !(await check()); i++) await new Promise((r) => setTimeout(r, 20));
+    if (!(await check())) throw new Error(`timed out waiting for ${what}\n${log.slice(-2000)}`);
+  };
+  await until('the service to listen', () => log.includes('dockflow serving'));
+
+  const datagrams = udpDatagrams('tcp-egress-smtp.rsyslog-rfc3164-udp.bin');
+  const sender = dgram.createSocket('udp4');
+  t.teardown(() => sender.close());
+  for (const d of datagrams) await new Promise<void>((resolve, reject) => sender.send(d, syslogPort, '127.0.0.1', (err) => (err ? reject(err) : resolve())));
+  const client = new Redis(redis.url);
+  t.teardown(() => client.disconnect());
+  const stored = async (): Promise<number> => {
+    let n = 0;
+    for (const key of await client.keys('dockflow:flows:*')) n += await client.xlen(key);
+    return n;
+  };
+  await until('the datagrams stored', async () => (await stored()) === datagrams.length);
+  t.equal(await stored(), datagrams.length, `${datagrams.length} datagrams, every one stored`);
+  const lines = log.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg?: string; reader?: string; err?: string });
+  const fallback = lines.find((l) => l.msg?.startsWith('syslog UDP read with node:dgram'));
+  t.ok(fallback, 'the fallback is logged as a warning');
+  t.match(fallback?.err, /udp_batch\.node not found/, 'with the reason');
+  t.ok(lines.some((l) => l.reader === 'dgram'), 'the listener reports the node:dgram reader');
+  child.kill('SIGTERM');
+  const [code] = await exited;
+  t.equal(code, 0, 'a clean exit');
 });
