@@ -3,7 +3,6 @@
  * redis-server, fed the real rsyslog captures over UDP, TCP-LF and TCP octet-counted; then the failure paths: Redis
  * killed mid-stream, SIGTERM mid-burst, junk and half-open senders.
  */
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync, readdirSync } from 'node:fs';
 import dgram from 'node:dgram';
@@ -21,6 +20,7 @@ import { decodeEntry } from '../src/store/encode.js';
 import { freePort, startRedis, type TestRedis } from './helpers/redis.js';
 import { fixture, repoRoot } from './helpers/paths.js';
 import { messages, SCENARIOS } from './fixtures/syslog/corpus.js';
+import { serveProcess } from './helpers/serve-process.js';
 import { tempDir } from './helpers/temp.js';
 
 const silent = pino({ level: 'silent' });
@@ -280,29 +280,16 @@ t.test('SIGTERM mid-burst: what was accepted is in Redis or in the spool, and th
   t.teardown(() => client.disconnect());
   const spoolDir = tempDir(t, 'svc');
   const [syslogPort, httpPort] = [await freePort(), await freePort()];
-  const child = spawn(process.execPath, ['--import', '@tapjs/typescript/import', 'src/cli.ts', 'serve'], {
-    cwd: repoRoot,
-    env: {
-      ...process.env,
-      TS_NODE_TRANSPILE_ONLY: '1',
-      REDIS_URL: redis.url,
-      SYSLOG_HOST: '127.0.0.1',
-      SYSLOG_TCP_PORT: String(syslogPort),
-      SYSLOG_UDP: 'false',
-      HTTP_PORT: String(httpPort),
-      DOCKFLOW_SPOOL_DIR: spoolDir,
-      DOCKFLOW_DOCKER: 'false',
-      LOG_LEVEL: 'info',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    timeout: 120_000,
-    killSignal: 'SIGKILL',
+  const service = serveProcess(t, {
+    REDIS_URL: redis.url,
+    SYSLOG_HOST: '127.0.0.1',
+    SYSLOG_TCP_PORT: String(syslogPort),
+    SYSLOG_UDP: 'false',
+    HTTP_PORT: String(httpPort),
+    DOCKFLOW_SPOOL_DIR: spoolDir,
+    DOCKFLOW_DOCKER: 'false',
   });
-  let log = '';
-  child.stdout!.on('data', (c: Buffer) => (log += c.toString()));
-  child.stderr!.on('data', (c: Buffer) => (log += c.toString()));
-  const exited = once(child, 'exit');
-  await waitFor('the service to listen', async () => log.includes('dockflow serving'), 60_000);
+  await service.logged('dockflow serving');
 
   const msgs = [...burstMessages(), ...burstMessages(), ...burstMessages()];
   const socket = net.connect(syslogPort, '127.0.0.1');
@@ -318,12 +305,12 @@ t.test('SIGTERM mid-burst: what was accepted is in Redis or in the spool, and th
   };
   pump();
   await waitFor('part of the burst stored', async () => (await storedCount(client)) >= 20_000);
-  child.kill('SIGTERM');
-  const [code] = await exited;
+  service.child.kill('SIGTERM');
+  const [code] = await service.exited;
   socket.destroy();
-  t.equal(code, 0, `clean exit within the deadline\n${log.slice(-2000)}`);
+  t.equal(code, 0, `clean exit within the deadline\n${service.log().slice(-2000)}`);
 
-  const stopped = log.split('\n').filter((l) => l.includes('"msg":"stopped"')).map((l) => JSON.parse(l) as { accepted: number; stored: number; spooled: number });
+  const stopped = service.log().split('\n').filter((l) => l.includes('"msg":"stopped"')).map((l) => JSON.parse(l) as { accepted: number; stored: number; spooled: number });
   t.equal(stopped.length, 1, 'the final report was logged');
   const { accepted, spooled } = stopped[0]!;
   t.ok(accepted >= 20_000 && accepted <= msgs.length, `accepted ${accepted} records before stopping`);

@@ -1,4 +1,4 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import Fastify from 'fastify';
 import { Redis } from 'ioredis';
 import pino from 'pino';
@@ -34,14 +34,19 @@ async function waitFor(cond: () => boolean, what: string): Promise<void> {
   if (!cond()) throw new Error(`timed out waiting for ${what}`);
 }
 
-t.test('the container side per direction, as of the record time', async (t) => {
+/** An empty ledger on a redis-server of its own, stopped when the test ends. */
+async function freshLedger(t: Test): Promise<Ledger> {
   const r = await startRedis();
   const redis = new Redis(r.url);
   t.teardown(async () => {
     redis.disconnect();
     await r.stop();
   });
-  const ledger = new Ledger({ redis, logger });
+  return new Ledger({ redis, logger });
+}
+
+t.test('the container side per direction, as of the record time', async (t) => {
+  const ledger = await freshLedger(t);
   const meta = (id: string) => ({ id, name: id, image: `${id}:1`, labels: { 'com.docker.compose.service': id } });
   // The address reused with the same veth name and a new MAC: time (and the MAC) must tell them apart.
   ledger.open('docker1', meta('old'), { ip: '172.17.0.2', mac: '02:42:ac:11:00:02' }, T0);
@@ -87,13 +92,7 @@ t.test('the container side per direction, as of the record time', async (t) => {
 });
 
 t.test('records of one container share one frozen answer per kind of match; a rename gives a new one', async (t) => {
-  const r = await startRedis();
-  const redis = new Redis(r.url);
-  t.teardown(async () => {
-    redis.disconnect();
-    await r.stop();
-  });
-  const ledger = new Ledger({ redis, logger });
+  const ledger = await freshLedger(t);
   ledger.open('docker1', { id: 'web', name: 'web-1', image: 'nginx:1', labels: { 'com.docker.compose.service': 'web' } }, { ip: '172.17.0.2', mac: '02:42:ac:11:00:02' }, T0);
   const enricher = new AttributionEnricher({ ledger, registry: new Registry(), hostMap: { dockhost1: 'docker1' } });
   const named = (at: number, srcMac?: string): FlowRecord => {

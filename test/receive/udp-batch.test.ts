@@ -12,6 +12,7 @@ import { forEachDatagram } from '../../src/receive/udp-wire.js';
 import { netnsUnsupported, sh, startReaper } from '../helpers/netns.js';
 import { repoRoot } from '../helpers/paths.js';
 import { freePort, startRedis } from '../helpers/redis.js';
+import { serveProcess } from '../helpers/serve-process.js';
 import { tempDir } from '../helpers/temp.js';
 import { udpDatagrams } from './corpus.js';
 
@@ -297,11 +298,9 @@ t.test('a checkout where the addon did not build: `auto` reads with node:dgram, 
   const redis = await startRedis();
   t.teardown(() => redis.stop());
   const [syslogPort, httpPort] = [await freePort(), await freePort()];
-  const child = spawn(process.execPath, ['--import', '@tapjs/typescript/import', 'src/cli.ts', 'serve'], {
-    cwd: root,
-    env: {
-      ...process.env,
-      TS_NODE_TRANSPILE_ONLY: '1',
+  const service = serveProcess(
+    t,
+    {
       REDIS_URL: redis.url,
       SYSLOG_HOST: '127.0.0.1',
       SYSLOG_UDP_PORT: String(syslogPort),
@@ -310,22 +309,10 @@ t.test('a checkout where the addon did not build: `auto` reads with node:dgram, 
       DOCKFLOW_SPOOL_DIR: join(root, 'spool'),
       DOCKFLOW_DOCKER: 'false',
       DOCKFLOW_UDP_READER: 'auto',
-      LOG_LEVEL: 'info',
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    timeout: 120_000,
-    killSignal: 'SIGKILL',
-  });
-  let log = '';
-  child.stdout!.on('data', (c: Buffer) => (log += c.toString()));
-  child.stderr!.on('data', (c: Buffer) => (log += c.toString()));
-  const exited = once(child, 'exit');
-  t.teardown(() => void child.kill('SIGKILL'));
-  const until = async (what: string, check: () => boolean | Promise<boolean>): Promise<void> => {
-    for (let i = 0; i < 3000 && !(await check()); i++) await new Promise((r) => setTimeout(r, 20));
-    if (!(await check())) throw new Error(`timed out waiting for ${what}\n${log.slice(-2000)}`);
-  };
-  await until('the service to listen', () => log.includes('dockflow serving'));
+    root,
+  );
+  await service.logged('dockflow serving');
 
   const datagrams = udpDatagrams('tcp-egress-smtp.rsyslog-rfc3164-udp.bin');
   const sender = dgram.createSocket('udp4');
@@ -338,14 +325,14 @@ t.test('a checkout where the addon did not build: `auto` reads with node:dgram, 
     for (const key of await client.keys('dockflow:flows:*')) n += await client.xlen(key);
     return n;
   };
-  await until('the datagrams stored', async () => (await stored()) === datagrams.length);
+  for (let i = 0; i < 500 && (await stored()) < datagrams.length; i++) await new Promise((r) => setTimeout(r, 20));
   t.equal(await stored(), datagrams.length, `${datagrams.length} datagrams, every one stored`);
-  const lines = log.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg?: string; reader?: string; err?: string });
+  const lines = service.log().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg?: string; reader?: string; err?: string });
   const fallback = lines.find((l) => l.msg?.startsWith('syslog UDP read with node:dgram'));
   t.ok(fallback, 'the fallback is logged as a warning');
   t.match(fallback?.err, /udp_batch\.node not found/, 'with the reason');
   t.ok(lines.some((l) => l.reader === 'dgram'), 'the listener reports the node:dgram reader');
-  child.kill('SIGTERM');
-  const [code] = await exited;
+  service.child.kill('SIGTERM');
+  const [code] = await service.exited;
   t.equal(code, 0, 'a clean exit');
 });
