@@ -21,6 +21,7 @@ import { freePort, startRedis, type TestRedis } from './helpers/redis.js';
 import { fixture, repoRoot } from './helpers/paths.js';
 import { messages, SCENARIOS } from './fixtures/syslog/corpus.js';
 import { serveProcess } from './helpers/serve-process.js';
+import { storedCount, streamKeys } from './helpers/streams.js';
 import { tempDir } from './helpers/temp.js';
 
 const silent = pino({ level: 'silent' });
@@ -70,16 +71,6 @@ async function sendUdp(port: number, datagrams: readonly string[]): Promise<void
     if (i % 200 === 199) await new Promise((r) => setTimeout(r, 2));
   }
   socket.close();
-}
-
-async function streamKeys(redis: Redis): Promise<string[]> {
-  return (await redis.keys('dockflow:flows:*')).sort();
-}
-
-async function storedCount(redis: Redis): Promise<number> {
-  let n = 0;
-  for (const key of await streamKeys(redis)) n += await redis.xlen(key);
-  return n;
 }
 
 /** Every stored record, by stream, in stream order. */

@@ -24,6 +24,9 @@ export interface UdpBatch {
 /** `batch` needs the addon; `auto` uses it when it loads, and node:dgram otherwise. */
 export type UdpReader = 'auto' | 'batch' | 'dgram';
 
+/** The reader a thread actually uses. */
+export type ChosenUdpReader = Exclude<UdpReader, 'auto'>;
+
 const ADDON = join('build', 'Release', 'udp_batch.node');
 
 /** The addon, from the package root (the nearest folder up with a package.json), or why it cannot be used. */

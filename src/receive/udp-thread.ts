@@ -4,7 +4,7 @@ import { readlinkSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
-import { loadUdpBatch, type UdpBatch } from './udp-batch.js';
+import { loadUdpBatch, type ChosenUdpReader, type UdpBatch } from './udp-batch.js';
 import { ChunkBacklog, DEFAULT_SEGMENT_BYTES } from './udp-backlog.js';
 import { BACKLOG_STATS, writeDatagram, type UdpThreadData, type ToUdpThread, type FromUdpThread } from './udp-wire.js';
 
@@ -229,7 +229,7 @@ class BatchReader implements Reader {
 }
 
 /** The reader asked for, and why the batched one is not used when it is not. */
-function chooseReader(): { reader: Reader; name: 'batch' | 'dgram'; batchError: string | undefined } {
+function chooseReader(): { reader: Reader; name: ChosenUdpReader; batchError: string | undefined } {
   if (data.reader === 'dgram') return { reader: new DgramReader(), name: 'dgram', batchError: undefined };
   const loaded = loadUdpBatch();
   if ('batch' in loaded) return { reader: new BatchReader(loaded.batch), name: 'batch', batchError: undefined };

@@ -1,5 +1,5 @@
 import type { ListenAddress } from './listen.js';
-import type { UdpReader } from './udp-batch.js';
+import type { ChosenUdpReader, UdpReader } from './udp-batch.js';
 
 /**
  * What the ingest thread and the UDP receive thread (udp-thread.ts) exchange. A chunk is a run of datagrams, each
@@ -34,7 +34,7 @@ export type FromUdpThread =
       type: 'listening';
       sockets: Array<{ address: string; family: string; port: number; receiveBufferBytes: number; bufferError: string | undefined }>;
       /** Which reader reads the sockets, and why not the batched one when `auto` fell back. */
-      reader: 'batch' | 'dgram';
+      reader: ChosenUdpReader;
       batchError: string | undefined;
       /** Why the thread runs at normal priority, when it asked for more and was refused. */
       priorityError: string | undefined;

@@ -27,6 +27,7 @@ import { startService } from '../../src/service.js';
 import { FakeDocker } from '../helpers/fake-docker.js';
 import { fixture, repoRoot } from '../helpers/paths.js';
 import { startRedis } from '../helpers/redis.js';
+import { storedCount } from '../helpers/streams.js';
 import { messages, SCENARIOS } from '../fixtures/syslog/corpus.js';
 import { tempDir } from '../helpers/temp.js';
 
@@ -59,12 +60,6 @@ async function sendTcp(port: number, payload: Buffer): Promise<void> {
   }
   socket.end();
   await once(socket, 'close');
-}
-
-async function storedCount(redis: Redis): Promise<number> {
-  let n = 0;
-  for (const key of await redis.keys('dockflow:flows:*')) if ((await redis.type(key)) === 'stream') n += await redis.xlen(key);
-  return n;
 }
 
 async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {

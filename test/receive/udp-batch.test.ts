@@ -13,6 +13,7 @@ import { netnsUnsupported, sh, startReaper } from '../helpers/netns.js';
 import { repoRoot } from '../helpers/paths.js';
 import { freePort, startRedis } from '../helpers/redis.js';
 import { serveProcess } from '../helpers/serve-process.js';
+import { storedCount } from '../helpers/streams.js';
 import { tempDir } from '../helpers/temp.js';
 import { udpDatagrams } from './corpus.js';
 
@@ -320,13 +321,8 @@ t.test('a checkout where the addon did not build: `auto` reads with node:dgram, 
   for (const d of datagrams) await new Promise<void>((resolve, reject) => sender.send(d, syslogPort, '127.0.0.1', (err) => (err ? reject(err) : resolve())));
   const client = new Redis(redis.url);
   t.teardown(() => client.disconnect());
-  const stored = async (): Promise<number> => {
-    let n = 0;
-    for (const key of await client.keys('dockflow:flows:*')) n += await client.xlen(key);
-    return n;
-  };
-  for (let i = 0; i < 500 && (await stored()) < datagrams.length; i++) await new Promise((r) => setTimeout(r, 20));
-  t.equal(await stored(), datagrams.length, `${datagrams.length} datagrams, every one stored`);
+  for (let i = 0; i < 500 && (await storedCount(client)) < datagrams.length; i++) await new Promise((r) => setTimeout(r, 20));
+  t.equal(await storedCount(client), datagrams.length, `${datagrams.length} datagrams, every one stored`);
   const lines = service.log().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg?: string; reader?: string; err?: string });
   const fallback = lines.find((l) => l.msg?.startsWith('syslog UDP read with node:dgram'));
   t.ok(fallback, 'the fallback is logged as a warning');
