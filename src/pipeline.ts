@@ -3,7 +3,8 @@ import type { Enricher } from './enrich/enricher.js';
 import { parseLine, type LineOptions } from './parse/line.js';
 import { IsoFormatter } from './parse/time.js';
 import { SKIP_REASONS, type SkipReason } from './record.js';
-import type { MessageMeta, MessageSink } from './receive/types.js';
+import type { FlowRecord } from './record.js';
+import type { DurableOutcome, MessageMeta, MessageSink } from './receive/types.js';
 import type { StreamWriter } from './store/stream-writer.js';
 
 /**
@@ -19,7 +20,7 @@ export class IngestPipeline implements MessageSink {
   constructor(
     private readonly lineOptions: LineOptions,
     private readonly enricher: Enricher,
-    private readonly writer: Pick<StreamWriter, 'push' | 'onDrain'>,
+    private readonly writer: Pick<StreamWriter, 'push' | 'pushDurable' | 'onDrain'>,
     registry: Registry,
   ) {
     this.skipped = Object.fromEntries(SKIP_REASONS.map((r) => [r, 0])) as Record<SkipReason, number>;
@@ -47,18 +48,34 @@ export class IngestPipeline implements MessageSink {
   }
 
   accept(message: string, meta: MessageMeta): boolean {
+    const record = this.recordOf(message, meta);
+    return record === undefined || this.writer.push(record, meta.transport, message);
+  }
+
+  acceptDurable(message: string, meta: MessageMeta, done: (outcome: DurableOutcome) => void): boolean {
+    const record = this.recordOf(message, meta);
+    if (record === undefined) {
+      done('no-record');
+      return true;
+    }
+    const origin = meta.transport === 'udp' ? 'tcp' : meta.transport;
+    return this.writer.pushDurable(record, origin, message, (stored) => done(stored ? 'stored' : 'dropped'));
+  }
+
+  /** The message's record, parsed and enriched; undefined (counted by reason) when it yields none. */
+  private recordOf(message: string, meta: MessageMeta): FlowRecord | undefined {
     const record = parseLine(message, this.lineOptions, meta.receivedAtMs);
     if (typeof record === 'string') {
       this.skipped[record]++;
-      return true;
+      return undefined;
     }
     this.parsed.records++;
     // Senders that put no hostname in the header (bare kernel text over syslog) are known by their address, which
     // is also what multi-host attribution maps when configured so.
     if (record.host === undefined) record.host = { name: meta.remoteAddress };
-    record.event = { ingested: this.ingestedIso.format(meta.receivedAtMs, 0, false) };
+    record.event = meta.hash === undefined ? { ingested: this.ingestedIso.format(meta.receivedAtMs, 0, false) } : { ingested: this.ingestedIso.format(meta.receivedAtMs, 0, false), hash: meta.hash };
     this.enricher.enrich(record);
-    return this.writer.push(record, meta.transport, message);
+    return record;
   }
 
   onDrain(listener: () => void): void {

@@ -144,6 +144,8 @@ export interface FlowRecord {
     id?: string;
     /** When dockflow received or read the line (ISO 8601). */
     ingested?: string;
+    /** RELP: hash of the sender address and the message bytes, the same for a message received twice (dockflow). */
+    hash?: string;
     kind?: 'event';
     category?: string[];
     type?: string[];

@@ -20,6 +20,7 @@ import type { BoundAddress } from './receive/listen.js';
 import { startReceivers, type Receivers } from './receive/receivers.js';
 import { connectRedis, redactUrl } from './store/connect.js';
 import { FlowIndexer } from './store/indexer.js';
+import { recentRecordHashes } from './store/recent-hashes.js';
 import { startEmbeddedRedis, type EmbeddedRedis } from './store/redis-server.js';
 import { StreamWriter } from './store/stream-writer.js';
 
@@ -168,6 +169,35 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
         udpBacklogDir: config.syslog.udpBacklogDiskBytes > 0 ? join(config.store.spoolDir, 'udp') : undefined,
         udpBacklogDiskBytes: config.syslog.udpBacklogDiskBytes,
         allow: config.syslog.allowedSenders,
+        tls: config.syslog.tlsEnabled
+          ? {
+              listen: [{ host: config.syslog.host, port: config.syslog.tlsPort }],
+              credentials: {
+                certFile: config.syslog.tlsCertFile as string,
+                keyFile: config.syslog.tlsKeyFile as string,
+                caFile: config.syslog.tlsCaFile,
+                allowedSubjects: config.syslog.tlsAllowedSubjects,
+                reloadIntervalMs: config.syslog.tlsReloadIntervalMs,
+                handshakeTimeoutMs: config.syslog.tlsHandshakeTimeoutMs,
+              },
+            }
+          : undefined,
+        relp: config.syslog.relpEnabled
+          ? {
+              listen: [{ host: config.syslog.host, port: config.syslog.relpPort }],
+              windowFrames: config.syslog.relpWindowFrames,
+              recentHashes: config.syslog.relpRecentHashes,
+              // What a sender may resend after a crash is at most its window per connection: the streams' tails hold it.
+              seedHashes: () =>
+                recentRecordHashes(redis, {
+                  keyPrefix: config.store.keyPrefix,
+                  singleStream: config.store.singleStream,
+                  perStream: Math.min(config.syslog.relpRecentHashes, config.syslog.relpWindowFrames * 16),
+                }),
+              // Half the shutdown deadline: the writer needs the rest to store or spool what the answers wait for.
+              closeWaitMs: Math.floor(config.shutdownTimeoutMs / 2),
+            }
+          : undefined,
       },
       pipeline,
       { logger, registry },
@@ -196,6 +226,22 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
             ok: receivers.addresses().length > 0 && receivers.udpRunning,
             detail: `${receivers.addresses().map((a) => `${a.transport}/${a.address}:${a.port}`).join(' ')}${receivers.udpRunning ? '' : '; UDP receive thread down, restarting'}`,
           },
+          ...(config.syslog.tlsEnabled
+            ? {
+                tls: {
+                  ok: true,
+                  detail: `${receivers.metrics.connections.tls} connections; ${receivers.metrics.tls.dropped['tls-handshake']} failed handshakes, ${receivers.metrics.tls.dropped['subject-not-allowed']} subjects refused; certificate reloads ${receivers.metrics.tlsCounts.reloads} ok, ${receivers.metrics.tlsCounts.reloadFailures} failed`,
+                },
+              }
+            : {}),
+          ...(config.syslog.relpEnabled
+            ? {
+                relp: {
+                  ok: true,
+                  detail: `${receivers.metrics.connections.relp} connections; ${receivers.metrics.relpCounts.unanswered} frames awaiting storage; ${receivers.metrics.relpCounts.acknowledged} acknowledged, ${receivers.metrics.relpCounts.refused} refused (500), ${receivers.metrics.relpCounts.duplicates} duplicates`,
+                },
+              }
+            : {}),
         };
       },
     };

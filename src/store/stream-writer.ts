@@ -18,7 +18,7 @@ import { encodeArgs, readBulks, RespConnection, RespWriter } from './resp.js';
 import { Spool, type SpoolSegment } from './spool.js';
 import type { IndexEntry, StreamIndexer } from './types.js';
 
-export type Origin = 'tcp' | 'udp' | 'file';
+export type Origin = 'tcp' | 'udp' | 'tls' | 'relp' | 'file';
 export type StoreDropReason = 'spool-full' | 'spool-torn' | 'spool-write-failed' | 'closed';
 export const STORE_DROP_REASONS: readonly StoreDropReason[] = ['spool-full', 'spool-torn', 'spool-write-failed', 'closed'];
 
@@ -97,6 +97,8 @@ interface Item {
   uncertain?: boolean;
   /** The spool segment it was replayed from, deleted once all its records are stored. */
   ticket?: SegmentTicket;
+  /** `pushDurable`'s callback: called once, when the record is stored or spooled (true) or dropped (false). */
+  durable?: (stored: boolean) => void;
 }
 
 interface SegmentTicket {
@@ -280,7 +282,7 @@ export class StreamWriter {
   private idleWaiter: (() => void) | undefined;
 
   private readonly counts = {
-    pushed: { tcp: 0, udp: 0, file: 0 } as Record<Origin, number>,
+    pushed: { tcp: 0, udp: 0, tls: 0, relp: 0, file: 0 } as Record<Origin, number>,
     stored: Object.fromEntries(DIRECTIONS.map((d) => [d, 0])) as Record<Direction, number>,
     dropped: Object.fromEntries(STORE_DROP_REASONS.map((r) => [r, 0])) as Record<StoreDropReason, number>,
     spooled: 0,
@@ -388,6 +390,25 @@ export class StreamWriter {
     if (this.queue.length < this.maxQueue) return true;
     this.wantDrain = true;
     return false;
+  }
+
+  /**
+   * Durability watermark (RELP; docs/design.md): as `push` for a queued origin, and `durable` is called exactly once:
+   * `true` when the record is stored in Redis (its transaction answered) or written to the spool and fsynced (at
+   * close), `false` when it is dropped (pushed after close, or the spool write at close failed). A record whose
+   * connection to Redis was lost stays pending until the writer has asked Redis whether it holds it. Never for UDP:
+   * its overflow spool is not fsynced per record.
+   */
+  pushDurable(record: FlowRecord, origin: Exclude<Origin, 'udp'>, message: string | undefined, durable: (stored: boolean) => void): boolean {
+    if (this.closed) {
+      this.counts.pushed[origin]++;
+      this.counts.dropped.closed++;
+      durable(false);
+      return false;
+    }
+    const ok = this.push(record, origin, message);
+    this.queue.last()!.durable = durable;
+    return ok;
   }
 
   private itemOf(record: FlowRecord, message: string | undefined): Item {
@@ -635,6 +656,11 @@ export class StreamWriter {
 
   private stored(item: Item): void {
     this.counts.stored[item.direction]++;
+    if (item.durable !== undefined) {
+      const durable = item.durable;
+      item.durable = undefined;
+      durable(true);
+    }
     const ticket = item.ticket;
     if (ticket && --ticket.pending === 0) this.spool.release(ticket.segment);
   }
@@ -799,8 +825,10 @@ export class StreamWriter {
     // An item still carrying an ID was sent and not answered: keep the ID so the next run asks Redis whether it
     // took it before resending.
     const lines = left.map(stagedSpoolLine);
+    let written = false;
     try {
       this.spool.writeHead(lines);
+      written = true;
       this.counts.spooled += lines.length;
       if (lines.length > 0) this.logger.warn({ records: lines.length }, 'Redis did not take everything before the deadline; the rest is in the spool');
     } catch (err) {
@@ -808,6 +836,8 @@ export class StreamWriter {
       throw err;
     } finally {
       this.spool.close();
+      // writeHead fsyncs the segment and its directory before returning.
+      for (const item of left) item.durable?.(written);
     }
   }
 
@@ -884,6 +914,10 @@ class Fifo<T> {
 
   push(item: T): void {
     this.items.push(item);
+  }
+
+  last(): T | undefined {
+    return this.items.length > this.head ? this.items[this.items.length - 1] : undefined;
   }
 
   take(n: number): T[] {
