@@ -23,7 +23,8 @@ export interface RelpFrame {
 }
 
 export interface RelpFrameListener {
-  frame(frame: RelpFrame): void;
+  /** Returns false to stop reading after this frame: `push` then returns how far it read. */
+  frame(frame: RelpFrame): boolean;
   /** The stream broke the grammar: nothing after can be trusted, the connection must close. */
   malformed(reason: string): void;
 }
@@ -67,8 +68,11 @@ export class RelpFrameDecoder {
     return !this.failed && (this.state !== IN_TXNR || this.digits > 0);
   }
 
-  /** Returns false once the stream is malformed (the listener was told): close the connection. */
-  push(chunk: Buffer): boolean {
+  /**
+   * Reads frames from `chunk` until its end or until the listener asks to stop; returns the bytes read, or -1 once
+   * the stream is malformed (the listener was told): close the connection.
+   */
+  push(chunk: Buffer): number {
     let pos = 0;
     const n = chunk.length;
     while (pos < n && !this.failed) {
@@ -90,7 +94,7 @@ export class RelpFrameDecoder {
           } else if (this.dataLen === 0) {
             // No data: this octet is the trailer.
             if (c !== LF) return this.fail('no LF after a frame without data');
-            this.emit(undefined);
+            if (!this.emit(undefined)) return pos;
           } else {
             if (c !== SP) return this.fail('no space after the data length');
             this.remaining = this.dataLen;
@@ -125,15 +129,15 @@ export class RelpFrameDecoder {
         case IN_TRAILER: {
           if (chunk[pos++] !== LF) return this.fail('no LF after the data');
           const data = this.oversize ? undefined : this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts, this.partBytes);
-          this.emit(data);
+          if (!this.emit(data)) return pos;
           break;
         }
       }
     }
-    return !this.failed;
+    return this.failed ? -1 : pos;
   }
 
-  private emit(data: Buffer | undefined): void {
+  private emit(data: Buffer | undefined): boolean {
     const frame: RelpFrame = { txnr: this.txnr, command: this.command, data, oversize: this.oversize };
     this.state = IN_TXNR;
     this.txnr = 0;
@@ -143,14 +147,14 @@ export class RelpFrameDecoder {
     this.parts = [];
     this.partBytes = 0;
     this.oversize = false;
-    this.listener.frame(frame);
+    return this.listener.frame(frame);
   }
 
-  private fail(reason: string): false {
+  private fail(reason: string): -1 {
     this.failed = true;
     this.parts = [];
     this.listener.malformed(reason);
-    return false;
+    return -1;
   }
 }
 
@@ -252,7 +256,10 @@ class RelpConnection implements StreamConnection {
     this.counts = ctx.metrics.relp;
     this.relp = ctx.metrics.relpCounts;
     this.decoder = new RelpFrameDecoder(ctx.maxMessageBytes, {
-      frame: (f) => this.onFrame(f),
+      frame: (f) => {
+        this.onFrame(f);
+        return !this.windowFull;
+      },
       malformed: (reason) => this.protocolError(reason),
     });
     socket.on('drain', () => {
@@ -268,16 +275,35 @@ class RelpConnection implements StreamConnection {
 
   data(chunk: Buffer): void {
     this.counts.bytes += chunk.length;
-    if (this.state === 'closing' || this.state === 'closed') return;
-    this.decoder.push(chunk);
+    this.decode(chunk);
   }
 
+  /** Frames past a full window wait here, unread, until answers free the window. */
+  private held: Buffer | undefined;
+
+  private decode(chunk: Buffer): void {
+    if (this.state === 'closing' || this.state === 'closed') return;
+    const read = this.decoder.push(chunk);
+    if (read >= 0 && read < chunk.length) this.held = chunk.subarray(read);
+  }
+
+  /** A frame cut by the end of the connection is lost (the sender resends it: it was not answered); counted once. */
+  private cutCounted = false;
+
   end(): void {
-    if (this.decoder.hasPartial) this.counts.dropped['partial-frame']++;
+    this.countCut();
+  }
+
+  private countCut(): void {
+    if (this.cutCounted || this.state === 'closing') return;
+    if (this.decoder.hasPartial || this.held !== undefined) {
+      this.cutCounted = true;
+      this.counts.dropped['partial-frame']++;
+    }
   }
 
   closed(): void {
-    if (this.state !== 'closing' && this.decoder.hasPartial) this.counts.dropped['partial-frame']++;
+    this.countCut();
     this.state = 'closed';
     // Answers still owed are lost with the connection; the sender resends those frames.
     this.relp.unanswered -= this.unanswered;
@@ -382,6 +408,9 @@ class RelpConnection implements StreamConnection {
     this.flush();
     if (this.windowFull && this.unanswered < this.opts.windowFrames) {
       this.windowFull = false;
+      const held = this.held;
+      this.held = undefined;
+      if (held !== undefined) this.decode(held);
       this.receiver.resumeSocket(this);
     }
   }
