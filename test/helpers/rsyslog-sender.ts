@@ -24,9 +24,9 @@ export interface RsyslogSender {
 /**
  * A real rsyslogd of the test's own that reads `input` with imfile and sends each line unchanged (`%rawmsg%`)
  * through the `action` it is given (an omfwd or omrelp action body, with `template="raw"`). `globals` go into the
- * global() statement (TLS files). Stopped (SIGTERM, then SIGKILL) when the test ends.
+ * global() statement (TLS files), `modules` are loaded (omrelp). Stopped (SIGTERM, then SIGKILL) when the test ends.
  */
-export async function startRsyslogSender(t: Test, dir: string, action: string, globals = ''): Promise<RsyslogSender> {
+export async function startRsyslogSender(t: Test, dir: string, action: string, globals = '', modules: readonly string[] = []): Promise<RsyslogSender> {
   mkdirSync(dir, { recursive: true });
   const input = join(dir, 'in.log');
   writeFileSync(input, '');
@@ -36,6 +36,7 @@ export async function startRsyslogSender(t: Test, dir: string, action: string, g
     [
       `global(workDirectory="${dir}" ${globals})`,
       'module(load="imfile")',
+      ...modules.map((m) => `module(load="${m}")`),
       'template(name="raw" type="string" string="%rawmsg%")',
       `input(type="imfile" file="${input}" tag="dockflow-test" ruleset="send")`,
       `ruleset(name="send") { ${action} }`,
