@@ -255,6 +255,8 @@ class RelpConnection implements StreamConnection {
   ) {
     this.counts = ctx.metrics.relp;
     this.relp = ctx.metrics.relpCounts;
+    // Answers are small and the sender waits for them (its window): no Nagle delay against its delayed ACKs.
+    socket.setNoDelay(true);
     this.decoder = new RelpFrameDecoder(ctx.maxMessageBytes, {
       frame: (f) => {
         this.onFrame(f);

@@ -272,6 +272,7 @@ export class StreamWriter {
   private retryTimer: NodeJS.Timeout | undefined;
   private trimTimer: NodeJS.Timeout | undefined;
   private kickPending = false;
+  private soonPending = false;
   private flushDue = false;
   private wantDrain = false;
   private readonly drainListeners: Array<() => void> = [];
@@ -408,6 +409,17 @@ export class StreamWriter {
     }
     const ok = this.push(record, origin, message);
     this.queue.last()!.durable = durable;
+    // The sender waits for this record's answer (omrelp waits at the end of each of its batches): send it on the next
+    // turn of the event loop with whatever else is queued, not after flushIntervalMs.
+    if (!this.soonPending) {
+      this.soonPending = true;
+      setImmediate(() => {
+        this.soonPending = false;
+        this.flushDue = true;
+        this.pump();
+        this.flushDue = false;
+      });
+    }
     return ok;
   }
 

@@ -301,3 +301,39 @@ t.test('a record pushed with its message is stored as message and context, whate
   for (const e of await readStreams(client, keys.streams)) t.strictSame(plain(e.record), byIngested.get(e.record.event!.ingested!), 'decodes to what was pushed');
   await w.close(1000);
 });
+
+t.test('pushDurable: each callback once, true only when Redis holds the record or the spool has it fsynced, false when dropped', async (t) => {
+  const { w, keys } = writer(t);
+  await w.start();
+  const records = makeRecords(300);
+  const outcomes: Array<boolean[]> = records.map(() => []);
+  const storedWhenCalled: number[] = [];
+  records.forEach((r, i) =>
+    w.pushDurable(r, 'relp', undefined, (ok) => {
+      outcomes[i]!.push(ok);
+      storedWhenCalled.push(w.stats().stored);
+    }),
+  );
+  await until(() => outcomes.every((o) => o.length > 0), 'every record settled');
+  t.ok(outcomes.every((o) => o.length === 1 && o[0] === true), 'each called once, with true');
+  t.equal((await readStreams(client, keys.streams)).length, records.length, 'and Redis holds them all');
+  t.ok(storedWhenCalled.every((s, i) => s >= i + 1), 'never ahead of the records counted stored');
+
+  // Redis not answering: nothing is durable until close() writes the rest to the spool (fsynced), then true.
+  redis.pause();
+  t.teardown(() => redis.resume());
+  const late: boolean[] = [];
+  for (const r of makeRecords(20)) w.pushDurable(r, 'relp', undefined, (ok) => late.push(ok));
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  t.same(late, [], 'no answer while Redis does not answer');
+  await w.close(100);
+  redis.resume();
+  t.same(late, new Array(20).fill(true), 'spooled at close: durable');
+  t.ok(w.stats().spooled >= 20);
+
+  // After close: dropped, said at once.
+  const after: boolean[] = [];
+  t.equal(w.pushDurable(records[0]!, 'relp', undefined, (ok) => after.push(ok)), false);
+  t.same(after, [false]);
+  t.equal(w.stats().dropped.closed, 1);
+});
