@@ -397,6 +397,8 @@ class RelpConnection implements StreamConnection {
   }
 
   private settle(entry: Pending, outcome: DurableOutcome): void {
+    // Remembered even when the connection is gone: the sender never got the answer and will send it again.
+    if (outcome === 'stored' && entry.hash !== undefined) this.opts.recent.add(entry.hash);
     if (this.state === 'closed') return;
     this.unanswered--;
     this.relp.unanswered--;
@@ -405,7 +407,6 @@ class RelpConnection implements StreamConnection {
       entry.answer = '500 not stored, send it again';
     } else {
       entry.answer = OK;
-      if (outcome === 'stored' && entry.hash !== undefined) this.opts.recent.add(entry.hash);
     }
     this.flush();
     if (this.windowFull && this.unanswered < this.opts.windowFrames) {

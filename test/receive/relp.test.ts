@@ -215,6 +215,23 @@ t.test('a repeated txnr is counted; a message stored before is counted as a dupl
   t.equal(h.receivers.metrics.relpCounts.duplicates, 1);
   t.equal(h.sink.metas[2]!.hash, h.sink.metas[0]!.hash, 'both carry the same hash, so the stored pair can be found');
   c2.socket.destroy();
+
+  // The connection is lost while the record is on its way to Redis; stored afterwards, its resend is still detected.
+  h.sink.holdDurable = true;
+  const c3 = await client(h);
+  await c3.open();
+  c3.send(frame(2, 'syslog', LINES[3]));
+  await h.sink.waitFor(4);
+  c3.socket.destroy();
+  await until(() => h.receivers.metrics.connections.relp === 0);
+  h.sink.durable[0]!('stored');
+  h.sink.holdDurable = false;
+  const c4 = await client(h);
+  await c4.open();
+  c4.send(frame(2, 'syslog', LINES[3]));
+  await c4.waitAnswers(2);
+  t.equal(h.receivers.metrics.relpCounts.duplicates, 2, 'a record stored after its connection was lost is remembered too');
+  c4.socket.destroy();
 });
 
 t.test('close(): unanswered frames get their answers if durable in time, then serverclose', async (t) => {
