@@ -4,7 +4,7 @@
  * from the moment the file is written to the moment the last record is in Redis. The same with omfwd over plain TCP
  * (octet-counted), for comparison. rsyslogd, redis-server and dockflow share the machine.
  *
- *   node --import @tapjs/typescript/import scripts/bench-relp.ts [--runs 3] [--window 128]
+ *   npm run bench:relp -- [--runs 3] [--window 128]
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
