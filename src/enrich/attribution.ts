@@ -168,7 +168,7 @@ export class AttributionEnricher implements Enricher {
   private ref(c: ContainerMeta, match: MatchKind): ContainerRef {
     let byMatch = this.refs.get(c);
     if (byMatch === undefined) this.refs.set(c, (byMatch = {}));
-    return (byMatch[match] ??= Object.freeze({ id: c.id, name: c.name, image: Object.freeze({ name: c.image }), labels: Object.freeze({ ...c.labels }), match }));
+    return (byMatch[match] ??= Object.freeze({ id: c.id, name: c.name, image: Object.freeze({ name: c.image }), labels: Object.freeze({ ...c.labels }), ...(c.ports !== undefined && c.ports.length > 0 ? { ports: Object.freeze([...c.ports]) } : {}), match }));
   }
 }
 

@@ -32,12 +32,22 @@ export function addressesOf(networks: Record<string, EndpointSettings> | null | 
   return out;
 }
 
+/** Container ports bound to a host port (`80/tcp`): the running container's, else the requested bindings. */
+export function publishedPorts(c: ContainerInspect): string[] {
+  const out = new Set<string>();
+  for (const table of [c.NetworkSettings?.Ports, c.HostConfig?.PortBindings]) {
+    for (const [port, bindings] of Object.entries(table ?? {})) if (Array.isArray(bindings) && bindings.length > 0) out.add(port);
+  }
+  return [...out].sort();
+}
+
 function metaOf(c: ContainerInspect): ContainerMeta {
   return {
     id: c.Id,
     name: (c.Name ?? '').replace(/^\//, ''),
     image: c.Config?.Image ?? '',
     labels: c.Config?.Labels ?? {},
+    ports: publishedPorts(c),
   };
 }
 
