@@ -7,6 +7,7 @@ const USAGE = `Usage: dockflow <command> [options]
 
 Commands:
   parse [FILE...]   netfilter LOG lines from syslog files, captures or stdin → NDJSON flow records
+  hunt [-]          run detection rules over stored records (or NDJSON records on stdin) and print what fires
   serve             receive syslog over UDP/TCP, enrich and store flow records in Redis, serve them over HTTP
 
 Options:
@@ -61,6 +62,10 @@ async function main(argv: string[]): Promise<number> {
   switch (command.value) {
     case 'parse':
       return runParse(rest);
+    case 'hunt': {
+      const { runHunt } = await import('./cli/hunt.js');
+      return runHunt(rest);
+    }
     case 'serve': {
       // Loaded on demand: `parse` must not pull in the service's dependencies (Redis, HTTP, GeoIP).
       const { runServe } = await import('./cli/serve.js');

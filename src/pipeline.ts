@@ -2,7 +2,7 @@ import { Counter, type Registry } from 'prom-client';
 import type { Enricher } from './enrich/enricher.js';
 import { parseLine, type LineOptions } from './parse/line.js';
 import { IsoFormatter } from './parse/time.js';
-import { SKIP_REASONS, type SkipReason } from './record.js';
+import { SKIP_REASONS, type FlowRecord, type SkipReason } from './record.js';
 import type { MessageMeta, MessageSink } from './receive/types.js';
 import type { StreamWriter } from './store/stream-writer.js';
 
@@ -21,6 +21,8 @@ export class IngestPipeline implements MessageSink {
     private readonly enricher: Enricher,
     private readonly writer: Pick<StreamWriter, 'push' | 'onDrain'>,
     registry: Registry,
+    /** Detections: sees each enriched record before it is stored. */
+    private readonly detect?: { observe(record: FlowRecord, timeMs: number): void },
   ) {
     this.skipped = Object.fromEntries(SKIP_REASONS.map((r) => [r, 0])) as Record<SkipReason, number>;
     const skipped = this.skipped;
@@ -58,6 +60,7 @@ export class IngestPipeline implements MessageSink {
     if (record.host === undefined) record.host = { name: meta.remoteAddress };
     record.event = { ingested: this.ingestedIso.format(meta.receivedAtMs, 0, false) };
     this.enricher.enrich(record);
+    this.detect?.observe(record, meta.receivedAtMs);
     return this.writer.push(record, meta.transport, message);
   }
 

@@ -5,6 +5,7 @@ import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
+import { alertRoutes } from './api/alerts.js';
 import { buildApp, type LossReport } from './api/app.js';
 import { containersRoutes } from './api/containers.js';
 import { DASHBOARD_PUBLIC_PATHS, dashboardRoutes, defaultDashboardDir } from './api/dashboard.js';
@@ -15,12 +16,14 @@ import { DEFAULT_DOCKER_HOST } from './enrich/docker/client.js';
 import { chainEnrichers, type Enricher } from './enrich/enricher.js';
 import { openGeoEnricher } from './enrich/geo.js';
 import { createLineOptions } from './parse/line.js';
+import { rulePaths, startDetection, type Detection } from './detect/live.js';
 import { IngestPipeline } from './pipeline.js';
 import type { BoundAddress } from './receive/listen.js';
 import { startReceivers, type Receivers } from './receive/receivers.js';
 import { connectRedis, redactUrl } from './store/connect.js';
 import { FlowIndexer } from './store/indexer.js';
 import { startEmbeddedRedis, type EmbeddedRedis } from './store/redis-server.js';
+import { storeKeys } from './store/keys.js';
 import { StreamWriter } from './store/stream-writer.js';
 
 export interface Service {
@@ -146,6 +149,33 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
     }
     const enricher = chainEnrichers(enrichers);
 
+    let detection: Detection | undefined;
+    if (config.detect.enabled) {
+      const d = config.detect;
+      const keys = storeKeys(config.store.keyPrefix);
+      detection = await startDetection(
+        {
+          paths: rulePaths({ shipped: d.shippedRules, rules: d.rules }),
+          groupWindowMs: d.groupWindowMs,
+          maxGroups: d.maxGroups,
+          maxStateKeys: d.maxStateKeys,
+          alertsKey: keys.alerts,
+          baselinesKey: keys.detectBaselines,
+          alertsMaxLen: d.alertsMaxLen,
+          alertsMaxQueue: d.alertsMaxQueue,
+          baselineFlushMs: d.baselineFlushMs,
+          reloadDebounceMs: d.reloadDebounceMs,
+          ...(d.webhookUrl !== undefined
+            ? { webhook: { url: d.webhookUrl, maxQueue: d.webhookMaxQueue, maxAttempts: d.webhookMaxAttempts, backoffMs: d.webhookBackoffMs, timeoutMs: d.webhookTimeoutMs } }
+            : {}),
+        },
+        { redis, logger, registry },
+      );
+      const det = detection;
+      cleanups.push(() => det.close());
+      extraRoutes.push(alertRoutes({ redis, key: keys.alerts, logger, maxClients: d.liveMaxClients }));
+    }
+
     const pipeline = new IngestPipeline(
       // No Community ID at ingest: records are stored as their message plus what it does not determine, and the ID
       // is computed again whenever a record is read; the writer and the indexer never read it (a SHA-1 per record).
@@ -153,6 +183,7 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
       enricher,
       writer,
       registry,
+      detection,
     );
     const listen = (enabled: boolean, port: number) => (enabled ? [{ host: config.syslog.host, port }] : []);
     const receivers: Receivers = await startReceivers(
@@ -196,6 +227,7 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
             ok: receivers.addresses().length > 0 && receivers.udpRunning,
             detail: `${receivers.addresses().map((a) => `${a.transport}/${a.address}:${a.port}`).join(' ')}${receivers.udpRunning ? '' : '; UDP receive thread down, restarting'}`,
           },
+          ...(detection !== undefined ? { detections: detection.health() } : {}),
         };
       },
     };
@@ -228,6 +260,8 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
         await receivers.close();
         // The writer spools to disk whatever it cannot write to Redis in time; keep a share of the deadline for the rest.
         await writer.close(Math.max(0, left() - 500));
+        // Open alert groups are closed and the alerts and baselines written while Redis is still there.
+        await detection?.close();
         const stats = writer.stats();
         await app.close();
         await enricher.close?.();

@@ -98,6 +98,32 @@ export const ConfigSchema = z
         reconcileIntervalMs: positiveInt.default(60_000),
       })
       .prefault({}),
+    detect: z
+      .object({
+        enabled: z.boolean().default(true),
+        /** Load the rules shipped in `rules/detections`. */
+        shippedRules: z.boolean().default(true),
+        /** User rule files or directories (`*.yaml`), loaded after the shipped ones, reloaded on change. */
+        rules: z.array(z.string().min(1)).default([]),
+        /** Repeats of a rule for one container and remote within this window are one alert with a count. */
+        groupWindowMs: positiveInt.default(10 * 60_000),
+        maxGroups: positiveInt.default(10_000),
+        /** Keys held per stateful rule (subjects, beacon targets, first-contact baselines). */
+        maxStateKeys: positiveInt.default(100_000),
+        baselineFlushMs: positiveInt.default(1000),
+        reloadDebounceMs: positiveInt.default(250),
+        /** Approximate length cap of the alert stream. */
+        alertsMaxLen: positiveInt.default(100_000),
+        alertsMaxQueue: positiveInt.default(10_000),
+        /** Followers of `/api/alerts/live` at once. */
+        liveMaxClients: positiveInt.default(32),
+        webhookUrl: z.string().url().optional(),
+        webhookMaxQueue: positiveInt.default(1000),
+        webhookMaxAttempts: positiveInt.default(5),
+        webhookBackoffMs: positiveInt.default(1000),
+        webhookTimeoutMs: positiveInt.default(5000),
+      })
+      .prefault({}),
     shutdownTimeoutMs: positiveInt.default(10_000),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
@@ -155,6 +181,10 @@ export const SETTINGS: readonly Setting[] = [
   { path: 'docker.enabled', env: 'DOCKFLOW_DOCKER', flag: 'docker', kind: 'bool', help: 'container attribution' },
   { path: 'docker.defaultEndpoint', env: 'DOCKER_HOST', flag: 'docker-host', kind: 'string', help: 'Docker endpoint (unix://, tcp://)' },
   { path: 'docker.endpoints', env: 'DOCKFLOW_DOCKER_ENDPOINTS', flag: 'docker-endpoints', kind: 'map', help: 'host=endpoint,… per syslog hostname' },
+  { path: 'detect.enabled', env: 'DOCKFLOW_DETECT', flag: 'detect', kind: 'bool', help: 'run detection rules on received records' },
+  { path: 'detect.rules', env: 'DOCKFLOW_RULES', flag: 'rules', kind: 'list', help: 'comma-separated rule files or directories (after the shipped ones)' },
+  { path: 'detect.shippedRules', env: 'DOCKFLOW_SHIPPED_RULES', flag: 'shipped-rules', kind: 'bool', help: 'load the rules shipped in rules/detections' },
+  { path: 'detect.webhookUrl', env: 'DOCKFLOW_ALERT_WEBHOOK', flag: 'alert-webhook', kind: 'string', help: 'POST each alert as JSON to this URL' },
   { path: 'shutdownTimeoutMs', env: 'DOCKFLOW_SHUTDOWN_TIMEOUT_MS', flag: 'shutdown-timeout-ms', kind: 'int', help: 'drain deadline on SIGTERM' },
   { path: 'logLevel', env: 'LOG_LEVEL', flag: 'log-level', kind: 'string', help: 'pino level' },
 ];

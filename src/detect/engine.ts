@@ -52,6 +52,8 @@ export interface DetectorOptions {
   /** Where first-contact baselines live (shared with what persists them). */
   baselines?: Baselines;
   onAlert(alert: Alert): void;
+  /** Every group as it closes, with its final count (whether or not a `repeat` was raised). */
+  onGroupClosed?(alert: Alert): void;
 }
 
 interface Group {
@@ -114,14 +116,20 @@ export class Detector {
     for (const rule of set.rules) if (!this.fired.has(rule.id)) this.fired.set(rule.id, 0);
   }
 
-  /** `timeMs`: the record's time (receive time live, @timestamp over history); `flow`: its stored reference. */
-  observe(r: FlowRecord, timeMs: number, flow?: string): void {
+  /**
+   * Windows and learning periods follow the records' own time (@timestamp, read only once a rule matches), so a
+   * backlog or a replay is judged as it happened; `fallbackMs` stands in for an unreadable @timestamp. `flow`: where
+   * the record is stored, when known.
+   */
+  observe(r: FlowRecord, fallbackMs: number, flow?: string): void {
     const watchers = this.watchers;
-    for (let i = 0; i < watchers.length; i++) watchers[i]!.seen!(r, timeMs);
+    for (let i = 0; i < watchers.length; i++) watchers[i]!.seen!(r, fallbackMs);
     const active = this.active;
+    let timeMs = NaN;
     for (let i = 0; i < active.length; i++) {
       const a = active[i]!;
       if (!a.rule.matches(r)) continue;
+      if (timeMs !== timeMs) timeMs = recordTimeMs(r, fallbackMs);
       let reason: string | undefined;
       if (a.check !== undefined) {
         reason = a.check.observe(r, timeMs);
@@ -147,6 +155,7 @@ export class Detector {
   }
 
   private close(g: Group): void {
+    this.opts.onGroupClosed?.({ ...g.alert, count: g.count, last: g.last });
     if (g.count > 1) this.opts.onAlert({ ...g.alert, kind: 'repeat', count: g.count, last: g.last });
   }
 
@@ -175,6 +184,11 @@ export class Detector {
     }
     this.opts.onAlert(alert);
   }
+}
+
+export function recordTimeMs(r: FlowRecord, fallbackMs: number): number {
+  const t = Date.parse(r['@timestamp']);
+  return Number.isFinite(t) ? t : fallbackMs;
 }
 
 function toAlert(rule: CompiledRule, r: FlowRecord, group: string, reason: string | undefined, flow: string | undefined): Alert {

@@ -76,7 +76,7 @@ export interface StatefulCheck {
   /** A sentence when the condition holds for this record, else undefined. */
   observe(r: FlowRecord, timeMs: number): string | undefined;
   /** Called for every record, matching or not, by checks whose clock starts when a subject is first seen. */
-  seen?(r: FlowRecord, timeMs: number): void;
+  seen?(r: FlowRecord, fallbackMs: number): void;
   readonly size: number;
 }
 
@@ -177,7 +177,10 @@ class FirstContact implements StatefulCheck {
     if (this.started.size >= this.maxKeys) this.started.clear();
     this.started.add(subject);
     const key = this.prefix + subject;
-    if (this.baselines.get(key) === undefined) this.baselines.set(key, { start: timeMs, values: new Set() });
+    if (this.baselines.get(key) === undefined) {
+      const t = Date.parse(r['@timestamp']);
+      this.baselines.set(key, { start: Number.isFinite(t) ? t : timeMs, values: new Set() });
+    }
   }
   observe(r: FlowRecord, timeMs: number): string | undefined {
     const subject = subjectOf(r, this.spec.per);
