@@ -8,6 +8,7 @@
 import type { Params } from './api.js';
 import { forgetToken, storedToken } from './auth.js';
 import { h, viewHref } from './dom.js';
+import { alertsView } from './views/alerts.js';
 import type { View, ViewContext } from './views/common.js';
 import { containerView } from './views/container.js';
 import { flowsView } from './views/flows.js';
@@ -19,6 +20,7 @@ const VIEWS: Record<string, { title: string; render(q: URLSearchParams, ctx: Vie
   container: { title: 'Containers', render: containerView },
   top: { title: 'Top talkers', render: topView },
   map: { title: 'Map', render: mapView },
+  alerts: { title: 'Alerts', render: alertsView },
 };
 
 let current: View | undefined;

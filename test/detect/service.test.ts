@@ -3,7 +3,9 @@
  * shipped rules), to alerts in the stream, the API, the SSE feed and a webhook receiver on loopback; then `dockflow
  * hunt` over the stored records finds the same rules. A bad user rule file keeps the previous rules.
  */
+import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
+import { existsSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { writeFileSync } from 'node:fs';
@@ -12,11 +14,16 @@ import { PassThrough } from 'node:stream';
 import t from 'tap';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
+import { chromium } from 'playwright-core';
+import { alertRoutes } from '../../src/api/alerts.js';
+import { buildApp } from '../../src/api/app.js';
+import { DASHBOARD_PUBLIC_PATHS, dashboardRoutes } from '../../src/api/dashboard.js';
 import { runHunt } from '../../src/cli/hunt.js';
 import { loadConfig } from '../../src/config/index.js';
 import { startService } from '../../src/service.js';
 import { FakeDocker } from '../helpers/fake-docker.js';
 import { startRedis } from '../helpers/redis.js';
+import { repoRoot } from '../helpers/paths.js';
 import { tempDir } from '../helpers/temp.js';
 import { syslogLine, type LineSpec } from './lines.js';
 
@@ -186,6 +193,44 @@ t.test('shipped rules fire end to end and hunt finds them again in the stored re
   );
   t.match(broken, /^9 rules.*custom\.yaml item 1: rule custom-dns/);
   t.match(await (await api('/metrics')).text(), /dockflow_rules_load_errors_total 1/);
+
+  // The Alerts page in Chromium (the bundle built here, served over the same Redis), then one more alert live.
+  if (existsSync('/usr/bin/chromium')) {
+    const distDir = tempDir(t, 'dist');
+    const built = spawnSync(process.execPath, [join(repoRoot, 'scripts', 'build-dashboard.mjs'), '--outdir', distDir], { encoding: 'utf8' });
+    t.equal(built.status, 0, built.stderr);
+    const silent = pino({ level: 'silent' });
+    const app = await buildApp({
+      redis: client,
+      logger: silent,
+      keyPrefix: 'dockflow',
+      auth: { required: false, publicPaths: ['/healthz', ...DASHBOARD_PUBLIC_PATHS] },
+      lossReport: () => ({ dropped: {}, spooled: 0, pending: 0 }),
+      plugins: [dashboardRoutes({ distDir }), alertRoutes({ redis: client, key: 'dockflow:alerts', logger: silent, maxClients: 4, heartbeatMs: 1000 })],
+    });
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    t.teardown(() => app.close());
+    const base = `http://127.0.0.1:${(app.server.address() as net.AddressInfo).port}/`;
+    const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: ['--no-sandbox', '--disable-gpu'] });
+    t.teardown(() => browser.close());
+    const page = await browser.newPage();
+    const problems: string[] = [];
+    page.on('pageerror', (err) => problems.push(err.message));
+    await page.goto(`${base}?view=alerts`);
+    for (const rule of SHIPPED) await page.locator(`#alert-rows tr[data-rule="${rule}"]`).first().waitFor();
+    await page.locator('#alert-live-state[data-state="live"]').waitFor();
+    const smtpRow = page.locator('#alert-rows tr[data-rule="smtp-egress-non-mail"]').first();
+    t.equal(await smtpRow.locator('a', { hasText: 'shop-web-1' }).getAttribute('href'), '?view=container&key=shop-web-1', 'links to the container');
+    t.match(await smtpRow.locator('a', { hasText: 'flows' }).getAttribute('href'), /view=flows.*container=shop-web-1.*ip=198\.51\.100\.2/, 'and to its flows');
+    const more = net.connect(service.syslogAddresses().find((a) => a.transport === 'tcp')!.port, '127.0.0.1');
+    await once(more, 'connect');
+    more.end(syslogLine({ kind: 'egressTcp', timeMs: Math.floor(Date.now() / 1000) * 1000, dst: '198.51.100.77', dpt: 465 }) + '\n');
+    await page.locator('#alert-rows tr[data-rule="smtp-egress-non-mail"]', { hasText: '198.51.100.77' }).waitFor();
+    await page.screenshot({ path: join(tempDir(t, 'shots'), 'alerts.png'), fullPage: true });
+    t.same(problems, [], 'no page errors');
+  } else {
+    t.comment('skip the Chromium part: no /usr/bin/chromium');
+  }
 
   // Hunt over the stored history finds the same rules.
   await client.xlen('dockflow:flows:egress');
