@@ -28,6 +28,17 @@ export function ipv4ToNumber(s: string): number {
   return value * 256 + part;
 }
 
+/** Rules test the same record's address one after another: the last text parsed is remembered. */
+let lastText: string | undefined;
+let lastValue = -1;
+function cachedIpv4(s: string): number {
+  if (s !== lastText) {
+    lastValue = ipv4ToNumber(s);
+    lastText = s;
+  }
+  return lastValue;
+}
+
 /** The IPv6 address as four 32-bit words (an embedded IPv4 tail allowed), or undefined. */
 export function ipv6ToWords(s: string): [number, number, number, number] | undefined {
   if (s.indexOf(':') < 0) return undefined;
@@ -114,7 +125,7 @@ export function rangeMatcher(ranges: readonly AddressRange[]): (ip: string | und
   const n = los.length;
   return (ip) => {
     if (ip === undefined) return false;
-    const a = ipv4ToNumber(ip);
+    const a = cachedIpv4(ip);
     if (a >= 0) {
       let lo = 0;
       let hi = n - 1;
