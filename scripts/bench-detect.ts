@@ -74,5 +74,6 @@ unlinkSync(tmp);
 console.log(`records: ${N} per run (${base.length} distinct real-shaped records, attributed), runs: ${RUNS}`);
 console.log('| rules | count | ns/record (median) | range |');
 console.log('|---|---:|---:|---:|');
+bench('none (the loop alone)', { rules: [], files: [] });
 bench('shipped', shipped);
 bench('100 rules', hundred);

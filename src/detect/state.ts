@@ -40,34 +40,52 @@ function valueReader(fields: readonly string[]): (r: FlowRecord) => string | und
   };
 }
 
-/** A Map used as an LRU: touching moves a key to the end, the oldest is dropped past `cap`. */
+/**
+ * A Map bounded by `cap` with second-chance eviction: a read only marks an entry, and past the cap the oldest entry
+ * not read since it was last passed over is dropped (a read entry is moved to the end instead). Reads cost a Map
+ * lookup, not a delete and insert.
+ */
 class Lru<V> {
-  readonly map = new Map<string, V>();
+  readonly map = new Map<string, { v: V; hot: boolean }>();
   constructor(
     private readonly cap: number,
     private readonly counters: StateCounters,
     private readonly onEvict?: (key: string, v: V) => void,
   ) {}
   get(key: string): V | undefined {
-    const v = this.map.get(key);
-    if (v !== undefined) {
-      this.map.delete(key);
-      this.map.set(key, v);
-    }
-    return v;
+    const e = this.map.get(key);
+    if (e === undefined) return undefined;
+    e.hot = true;
+    return e.v;
   }
   set(key: string, v: V): void {
-    this.map.set(key, v);
+    const e = this.map.get(key);
+    if (e !== undefined) {
+      e.v = v;
+      e.hot = true;
+      return;
+    }
+    this.map.set(key, { v, hot: false });
     while (this.map.size > this.cap) {
-      const oldest = this.map.keys().next().value as string;
-      const ov = this.map.get(oldest)!;
+      const [oldest, oe] = this.map.entries().next().value as [string, { v: V; hot: boolean }];
       this.map.delete(oldest);
+      if (oe.hot) {
+        oe.hot = false;
+        this.map.set(oldest, oe);
+        continue;
+      }
       this.counters.evicted++;
-      this.onEvict?.(oldest, ov);
+      this.onEvict?.(oldest, oe.v);
     }
   }
   get size(): number {
     return this.map.size;
+  }
+  *entries(): IterableIterator<[string, V]> {
+    for (const [k, e] of this.map) yield [k, e.v];
+  }
+  peek(key: string): V | undefined {
+    return this.map.get(key)?.v;
   }
 }
 
@@ -117,7 +135,7 @@ export class Baselines {
     return this.lru.size;
   }
   entries(): IterableIterator<[string, Baseline]> {
-    return this.lru.map.entries();
+    return this.lru.entries();
   }
   /** Restores a stored baseline without marking it dirty. */
   restore(key: string, b: Baseline): void {
@@ -127,7 +145,7 @@ export class Baselines {
   takeDirty(): [string, Baseline][] {
     const out: [string, Baseline][] = [];
     for (const key of this.dirty) {
-      const b = this.lru.map.get(key);
+      const b = this.lru.peek(key);
       if (b !== undefined) out.push([key, b]);
     }
     this.dirty.clear();
@@ -156,8 +174,8 @@ export function decodeBaseline(json: string, maxValues: number): Baseline | unde
 class FirstContact implements StatefulCheck {
   private readonly value: (r: FlowRecord) => string | undefined;
   private readonly prefix: string;
-  /** Subjects known to have a baseline: a lookup without building the key. Cleared when past the cap. */
-  private readonly started = new Set<string>();
+  /** Subject → its baseline's key, so the hot path builds no string. Cleared when past the cap. */
+  private readonly keys = new Map<string, string>();
   constructor(
     ruleId: string,
     private readonly spec: FirstContactSpec,
@@ -168,15 +186,21 @@ class FirstContact implements StatefulCheck {
     this.prefix = `${ruleId}|${spec.of.join(',')}|`;
   }
   get size(): number {
-    return this.started.size;
+    return this.keys.size;
+  }
+  private keyOf(subject: string): string {
+    let key = this.keys.get(subject);
+    if (key === undefined) {
+      if (this.keys.size >= this.maxKeys) this.keys.clear();
+      this.keys.set(subject, (key = this.prefix + subject));
+    }
+    return key;
   }
   seen(r: FlowRecord, timeMs: number): void {
     if (this.spec.per !== 'host' && containerOf(r) === undefined) return;
     const subject = subjectOf(r, this.spec.per);
-    if (subject === undefined || this.started.has(subject)) return;
-    if (this.started.size >= this.maxKeys) this.started.clear();
-    this.started.add(subject);
-    const key = this.prefix + subject;
+    if (subject === undefined || this.keys.has(subject)) return;
+    const key = this.keyOf(subject);
     if (this.baselines.get(key) === undefined) {
       const t = Date.parse(r['@timestamp']);
       this.baselines.set(key, { start: Number.isFinite(t) ? t : timeMs, values: new Set() });
@@ -187,7 +211,7 @@ class FirstContact implements StatefulCheck {
     if (subject === undefined) return undefined;
     const value = this.value(r);
     if (value === undefined) return undefined;
-    const key = this.prefix + subject;
+    const key = this.keyOf(subject);
     let b = this.baselines.get(key);
     if (b === undefined) {
       b = { start: timeMs, values: new Set([value]) };
@@ -275,17 +299,28 @@ class Rate implements StatefulCheck {
 
 /* ---------- beaconing ---------- */
 
+interface BeaconTarget {
+  ring: Float64Array;
+  next: number;
+  filled: number;
+  last: number;
+}
+
+/** Beacon targets kept per subject; past it the oldest target is forgotten (counted). */
+const MAX_TARGETS_PER_SUBJECT = 1000;
+
 class Beacon implements StatefulCheck {
   private readonly value: (r: FlowRecord) => string | undefined;
-  /** Per (subject, target): the last `min_repeats + 1` contact times. */
-  private readonly targets: Lru<{ ring: Float64Array; next: number; filled: number; last: number }>;
+  /** Per subject, per target: the last `min_repeats + 1` contact times. */
+  private readonly targets: Lru<Map<string, BeaconTarget>>;
   constructor(
     private readonly spec: BeaconSpec,
     maxKeys: number,
-    counters: StateCounters,
+    private readonly counters: StateCounters,
   ) {
     this.value = valueReader(spec.of);
-    this.targets = new Lru(maxKeys, counters);
+    // Each subject holds up to MAX_TARGETS_PER_SUBJECT targets: the subjects share the key budget.
+    this.targets = new Lru(Math.max(100, Math.floor(maxKeys / 100)), counters);
   }
   get size(): number {
     return this.targets.size;
@@ -294,9 +329,16 @@ class Beacon implements StatefulCheck {
     const subject = subjectOf(r, this.spec.per);
     const target = this.value(r);
     if (subject === undefined || target === undefined) return undefined;
-    const key = `${subject}|${target}`;
-    let s = this.targets.get(key);
-    if (s === undefined) this.targets.set(key, (s = { ring: new Float64Array(this.spec.min_repeats + 1), next: 0, filled: 0, last: -Infinity }));
+    let bySubject = this.targets.get(subject);
+    if (bySubject === undefined) this.targets.set(subject, (bySubject = new Map()));
+    let s = bySubject.get(target);
+    if (s === undefined) {
+      if (bySubject.size >= MAX_TARGETS_PER_SUBJECT) {
+        bySubject.delete(bySubject.keys().next().value as string);
+        this.counters.evicted++;
+      }
+      bySubject.set(target, (s = { ring: new Float64Array(this.spec.min_repeats + 1), next: 0, filled: 0, last: -Infinity }));
+    }
     // Packets of one connection (or a retry burst) closer together than the shortest interval are one contact.
     if (timeMs - s.last < this.spec.min_interval) return undefined;
     s.last = timeMs;
