@@ -164,7 +164,7 @@ class Parser {
       try {
         return new Parser(tokenize(macro), this.scope, [...this.expanding, t.text], this.fieldsRead).parse();
       } catch (err) {
-        if (err instanceof ConditionError && !err.message.startsWith('in macro')) throw new ConditionError(`in macro ${t.text}: ${err.message}`);
+        if (err instanceof ConditionError) throw new ConditionError(`in macro ${t.text}: ${err.message}`);
         throw err;
       }
     }
