@@ -75,5 +75,6 @@ console.log(`records: ${N} per run (${base.length} distinct real-shaped records,
 console.log('| rules | count | ns/record (median) | range |');
 console.log('|---|---:|---:|---:|');
 bench('none (the loop alone)', { rules: [], files: [] });
+bench('shipped, field conditions only', { rules: shipped.rules.filter((r) => r.stateful === undefined), files: shipped.files });
 bench('shipped', shipped);
 bench('100 rules', hundred);

@@ -70,6 +70,24 @@ export interface CompileScope {
   lists: ReadonlyMap<string, readonly string[]>;
   /** Macro name → its condition text. */
   macros: ReadonlyMap<string, string>;
+  /**
+   * Macros compiled so far, shared by every rule compiled with this scope: each is compiled once, and remembers its
+   * answer for the last record it saw, so a macro used by several rules is evaluated once per record.
+   */
+  compiled?: Map<string, Predicate>;
+}
+
+/** The predicate, answering again for the same record without evaluating (records do not change while detected). */
+function remembering(p: Predicate): Predicate {
+  let last: FlowRecord | undefined;
+  let answer = false;
+  return (r) => {
+    if (r !== last) {
+      answer = p(r);
+      last = r;
+    }
+    return answer;
+  };
 }
 
 const KEYWORDS = new Set(['and', 'or', 'not', 'in', 'exists', 'startswith', 'endswith', 'contains']);
@@ -161,8 +179,12 @@ class Parser {
     if (macro !== undefined) {
       this.i++;
       if (this.expanding.includes(t.text)) throw new ConditionError(`macro ${t.text} refers to itself (${[...this.expanding, t.text].join(' → ')})`);
+      const done = this.scope.compiled?.get(t.text);
+      if (done !== undefined) return done;
       try {
-        return new Parser(tokenize(macro), this.scope, [...this.expanding, t.text], this.fieldsRead).parse();
+        const p = remembering(new Parser(tokenize(macro), this.scope, [...this.expanding, t.text], this.fieldsRead).parse());
+        this.scope.compiled?.set(t.text, p);
+        return p;
       } catch (err) {
         if (err instanceof ConditionError) throw new ConditionError(`in macro ${t.text}: ${err.message}`);
         throw err;

@@ -73,7 +73,14 @@ export const FIELDS: Readonly<Record<string, Field>> = {
     get: (r) => {
       if (r.network.transport !== 'tcp') return true;
       const f = r.iptables.tcp?.flags;
-      return f !== undefined && f.includes('SYN') && !f.includes('ACK');
+      if (f === undefined) return false;
+      let syn = false;
+      for (let i = 0; i < f.length; i++) {
+        const x = f[i];
+        if (x === 'ACK') return false;
+        if (x === 'SYN') syn = true;
+      }
+      return syn;
     },
   },
   ...endpointFields('source', (r) => r.source),

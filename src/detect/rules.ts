@@ -188,7 +188,7 @@ export function loadRules(files: readonly string[], texts: ReadonlyMap<string, s
       throw new RuleLoadError(`${where(it)}: expected a rule, macro or list`);
     }
   }
-  const scope = { lists, macros };
+  const scope = { lists, macros, compiled: new Map() };
   const compiled: CompiledRule[] = [];
   for (const r of rules.values()) {
     if (r.enabled === false) continue;
