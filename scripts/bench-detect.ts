@@ -2,7 +2,7 @@
  * Cost of detections per record: the shipped rules, and 100 rules (the shipped ones plus 92 generated field
  * conditions of the same shapes), over real-shaped records (the burst sample's lines, attributed to a container).
  *
- *   npm run bench:detect -- [--records 200000] [--runs 5]
+ *   npm run bench:detect -- [--records 200000] [--runs 5] [--only none,fields,shipped,100]
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,7 +13,10 @@ import { loadRules } from '../src/detect/rules.js';
 import { createLineOptions, parseLine } from '../src/parse/line.js';
 import type { FlowRecord } from '../src/record.js';
 
-const { values } = parseArgs({ options: { records: { type: 'string', default: '200000' }, runs: { type: 'string', default: '5' } } });
+const { values } = parseArgs({
+  options: { records: { type: 'string', default: '200000' }, runs: { type: 'string', default: '5' }, only: { type: 'string', default: 'none,fields,shipped,100' } },
+});
+const only = new Set(values.only.split(','));
 const N = Number(values.records);
 const RUNS = Number(values.runs);
 
@@ -74,7 +77,7 @@ unlinkSync(tmp);
 console.log(`records: ${N} per run (${base.length} distinct real-shaped records, attributed), runs: ${RUNS}`);
 console.log('| rules | count | ns/record (median) | range |');
 console.log('|---|---:|---:|---:|');
-bench('none (the loop alone)', { rules: [], files: [] });
-bench('shipped, field conditions only', { rules: shipped.rules.filter((r) => r.stateful === undefined), files: shipped.files });
-bench('shipped', shipped);
-bench('100 rules', hundred);
+if (only.has('none')) bench('none (the loop alone)', { rules: [], files: [] });
+if (only.has('fields')) bench('shipped, field conditions only', { rules: shipped.rules.filter((r) => r.stateful === undefined), files: shipped.files });
+if (only.has('shipped')) bench('shipped', shipped);
+if (only.has('100')) bench('100 rules', hundred);
