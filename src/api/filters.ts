@@ -1,5 +1,6 @@
 import { DIRECTIONS, type Direction } from '../record.js';
-import { parseAddressMatch, type FlowFilter } from '../store/query.js';
+import { parseCidr } from '../net/ip.js';
+import type { FlowFilter } from '../store/query.js';
 
 /** An error fastify answers with its `statusCode` and message. */
 export class HttpError extends Error {
@@ -80,7 +81,7 @@ export function parseTime(text: string, nowMs: number): number | undefined {
 
 function address(name: string, text: string | undefined) {
   if (text === undefined) return undefined;
-  const m = parseAddressMatch(text);
+  const m = parseCidr(text);
   if (m === undefined) throw badRequest(`${name}: ${JSON.stringify(text)} is not an IP address or CIDR`);
   return m;
 }

@@ -1,6 +1,6 @@
 import net from 'node:net';
 import { once } from 'node:events';
-import { unmapIPv4 } from './allowlist.js';
+import { unmapIPv4 } from '../net/ip.js';
 import { FrameDecoder, type FrameDropReason, type FrameListener } from './framing.js';
 import { familyOf, listenFailed, type BoundAddress, type ListenAddress, type ReceiverContext } from './listen.js';
 import type { MessageMeta } from './types.js';

@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads';
-import { unmapIPv4 } from './allowlist.js';
+import { unmapIPv4 } from '../net/ip.js';
 import { contentEnd } from './framing.js';
 import { familyOf, listenFailed, type BoundAddress, type ListenAddress, type ReceiverContext } from './listen.js';
 import type { UdpSocketId } from './proc-net-udp.js';

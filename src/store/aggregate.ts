@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { DIRECTIONS, type Direction, type FlowRecord } from '../record.js';
 import { BUCKET_MS, canonicalIp, IndexKeys, parseInventoryMember, REVERSED, type TopDimension } from './indexer.js';
-import { addressMatches, listContainers, planQuery, scanFlows, type FlowFilter, type Position } from './query.js';
+import { rangeContains } from '../net/ip.js';
+import { listContainers, planQuery, scanFlows, type FlowFilter, type Position } from './query.js';
 
 /* ---------- top-N ---------- */
 
@@ -318,8 +319,8 @@ function packetFilter(f: FlowFilter): FlowFilter {
 
 function connectionMatches(c: Connection, f: FlowFilter): boolean {
   if (f.directions !== undefined && !f.directions.includes(c.direction)) return false;
-  if (f.srcIp !== undefined && !addressMatches(f.srcIp, c.source.ip)) return false;
-  if (f.dstIp !== undefined && !addressMatches(f.dstIp, c.destination.ip)) return false;
+  if (f.srcIp !== undefined && !rangeContains(f.srcIp, c.source.ip)) return false;
+  if (f.dstIp !== undefined && !rangeContains(f.dstIp, c.destination.ip)) return false;
   if (f.srcPort !== undefined && c.source.port !== f.srcPort) return false;
   if (f.dstPort !== undefined && c.destination.port !== f.dstPort) return false;
   return true;

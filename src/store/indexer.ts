@@ -1,5 +1,5 @@
 import type { ChainableCommander } from 'ioredis';
-import { canonicalIp } from '../parse/community-id.js';
+import { canonicalIp } from '../net/ip.js';
 import { DIRECTIONS, type Direction, type FlowRecord } from '../record.js';
 import { DockflowError, ErrorCode } from '../errors.js';
 import { storeKeys, type StoreKeys } from './keys.js';
