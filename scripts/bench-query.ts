@@ -16,6 +16,7 @@ import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { buildApp } from '../src/api/app.js';
+import { defaultApiLimits } from '../src/api/limits.js';
 import { createLineOptions, parseLine } from '../src/parse/line.js';
 import type { Direction, FlowRecord } from '../src/record.js';
 import { CONTEXT_FIELD, encodeContext, MESSAGE_FIELD } from '../src/store/encode.js';
@@ -244,6 +245,7 @@ async function main(): Promise<void> {
     console.log(`redis memory per million records: total ${perMillion(after - before)}; streams ${perMillion(streamBytes)}; indexes and counters ${perMillion(after - before - streamBytes)}`);
 
     const app = await buildApp({
+      limits: defaultApiLimits(),
       redis,
       logger: pino({ level: 'silent' }),
       keyPrefix: PREFIX,

@@ -9,6 +9,7 @@ import { buildApp, type LossReport } from './api/app.js';
 import { containersRoutes } from './api/containers.js';
 import { DASHBOARD_PUBLIC_PATHS, dashboardRoutes, defaultDashboardDir } from './api/dashboard.js';
 import { healthRoutes } from './api/health.js';
+import { apiLimits, describeCounters, newCounters, registerApiMetrics } from './api/limits.js';
 import { isLoopback, type Config } from './config/index.js';
 import { startAttribution } from './enrich/attribution.js';
 import { DEFAULT_DOCKER_HOST } from './enrich/docker/client.js';
@@ -186,6 +187,10 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
         pending: w.spoolBytes > 0 ? w.spooled - w.replayed : 0,
       };
     };
+    const limits = apiLimits(config);
+    const apiCounters = newCounters();
+    registerApiMetrics(registry, apiCounters);
+    let apiLoad = (): { clients: number; queries: number } => ({ clients: 0, queries: 0 });
     const health = {
       checks: () => {
         const w = writer.stats();
@@ -196,6 +201,7 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
             ok: receivers.addresses().length > 0 && receivers.udpRunning,
             detail: `${receivers.addresses().map((a) => `${a.transport}/${a.address}:${a.port}`).join(' ')}${receivers.udpRunning ? '' : '; UDP receive thread down, restarting'}`,
           },
+          api: { ok: true, detail: describeCounters(apiCounters, apiLoad(), limits) },
         };
       },
     };
@@ -206,7 +212,12 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
       // The page and its assets load without a token (a browser cannot send one then); the page asks for it.
       auth: { token: config.http.apiToken, required: !isLoopback(config.http.host), publicPaths: ['/healthz', ...DASHBOARD_PUBLIC_PATHS] },
       lossReport,
-      plugins: [healthRoutes({ health, registry }), dashboardRoutes({ distDir: defaultDashboardDir() }), ...extraRoutes],
+      limits,
+      counters: apiCounters,
+      load: (l) => {
+        apiLoad = l;
+      },
+      plugins: [healthRoutes({ health, registry, token: config.http.apiToken }), dashboardRoutes({ distDir: defaultDashboardDir() }), ...extraRoutes],
     });
     await app.listen({ host: config.http.host, port: config.http.port });
     cleanups.push(() => app.close());

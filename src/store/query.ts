@@ -150,8 +150,10 @@ export function decodeCursor(text: string): CursorState | undefined {
   const o = v as Record<string, unknown>;
   if (o.v !== 1 || (o.o !== 'asc' && o.o !== 'desc') || typeof o.s !== 'number' || !Number.isFinite(o.s)) return undefined;
   if (typeof o.m !== 'string' || decodeMember(o.m) === undefined || typeof o.q !== 'string') return undefined;
-  const bound = (x: unknown): x is number | undefined => x === undefined || (typeof x === 'number' && Number.isFinite(x));
-  if (!bound(o.a) || !bound(o.b)) return undefined;
+  // Times between 1970 and year 9999: anything else was not made here and would break date formatting downstream.
+  const inRange = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x) && x >= 0 && x <= 253402300799999;
+  const bound = (x: unknown): x is number | undefined => x === undefined || inRange(x);
+  if (!inRange(o.s) || !bound(o.a) || !bound(o.b)) return undefined;
   return {
     order: o.o,
     position: { score: o.s, member: o.m },
@@ -257,11 +259,20 @@ export async function planQuery(redis: Redis, keys: IndexKeys, f: FlowFilter, op
       candidates.push({ index: 'ip', keys: [keys.ip(m.exact)] });
       continue;
     }
-    const seenSince = f.sinceMs !== undefined ? f.sinceMs - 60_000 : '-inf';
-    const members = await redis.zrange(keys.ipRegistry, seenSince, '+inf', 'BYSCORE');
-    const hits = members.map((p) => decodeURIComponent(p)).filter((ip) => rangeContains(m, ip));
-    if (hits.length === 0) return { index: 'cidr', keys: [], empty: true };
-    if (hits.length <= (opts.maxCidrAddresses ?? 256)) candidates.push({ index: 'cidr', keys: hits.map((ip) => keys.ip(ip)) });
+    // The addresses in the CIDR are one lexicographic range of reg:ipx: counted in O(log n), read only when few.
+    const min = `[${m.first}`;
+    const max = `(${m.last}}`; // '}' sorts right after '|', the separator: every member of the last address is below it
+    const n = await redis.zlexcount(keys.ipSorted, min, max);
+    const most = opts.maxCidrAddresses ?? 256;
+    // None (or too many) registered: the time or container index serves, the filter applied per record, within the scan budget.
+    if (n === 0 || n > most) continue;
+    const members = await redis.zrangebylex(keys.ipSorted, min, max, 'LIMIT', 0, most);
+    const hits: string[] = [];
+    for (const e of members) {
+      const bar = e.indexOf('|');
+      if (bar > 0) hits.push(e.slice(bar + 1));
+    }
+    candidates.push({ index: 'cidr', keys: hits.map((escaped) => keys.ip(decodeURIComponent(escaped))) });
   }
   for (const c of candidates) if (containerIds !== undefined) c.containerIds = containerIds;
   if (candidates.length === 1) return candidates[0]!;
