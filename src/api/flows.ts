@@ -54,16 +54,20 @@ const CSV_COLUMNS: [string, (r: FlowRecord) => unknown][] = [
   ['destination.asn', (r) => r.destination.as?.number],
 ];
 
-/** RFC 4180 quoting; cells a spreadsheet would run as a formula get a leading `'`. */
+/**
+ * RFC 4180 with every field quoted and quotes doubled, so no delimiter a spreadsheet might pick (`,` or `;`) can split
+ * a cell; a text cell a spreadsheet would run as a formula (leading = + - @ TAB CR) gets a leading `'` inside the
+ * quotes (OWASP CSV injection).
+ */
 export function csvCell(v: unknown): string {
-  if (v === undefined || v === null) return '';
+  if (v === undefined || v === null) return '""';
   let s = String(v);
-  if (/^[=+\-@\t\r]/.test(s) && typeof v === 'string') s = `'${s}`;
-  return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  if (typeof v === 'string' && /^[=+\-@\t\r]/.test(s)) s = `'${s}`;
+  return `"${s.replace(/"/g, '""')}"`;
 }
 
 export function toCsv(records: FlowRecord[]): string {
-  const lines = [CSV_COLUMNS.map(([name]) => name).join(',')];
+  const lines = [CSV_COLUMNS.map(([name]) => csvCell(name)).join(',')];
   for (const r of records) lines.push(CSV_COLUMNS.map(([, get]) => csvCell(get(r))).join(','));
   return `${lines.join('\r\n')}\r\n`;
 }
