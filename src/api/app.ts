@@ -91,6 +91,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         (req: IncomingMessage, res: ServerResponse) => handler(req, res),
       );
       server.maxConnections = limits.maxConnections;
+      // headersTimeout starts with the first byte: a connection that never sends one is closed by this.
+      server.setTimeout(limits.idleTimeoutMs, (socket) => socket.destroy());
       server.on('drop', () => {
         counters.connectionsRefused += 1;
       });

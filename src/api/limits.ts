@@ -11,6 +11,7 @@ export interface ApiLimits {
   headersTimeoutMs: number;
   requestTimeoutMs: number;
   keepAliveTimeoutMs: number;
+  idleTimeoutMs: number;
   maxLiveClients: number;
   liveMaxRecordsPerSecond: number;
   maxConcurrentQueries: number;
@@ -30,6 +31,7 @@ export function apiLimits(config: Pick<Config, 'http' | 'store'>): ApiLimits {
     headersTimeoutMs: h.headersTimeoutMs,
     requestTimeoutMs: h.requestTimeoutMs,
     keepAliveTimeoutMs: h.keepAliveTimeoutMs,
+    idleTimeoutMs: h.idleTimeoutMs,
     maxLiveClients: h.maxLiveClients,
     liveMaxRecordsPerSecond: h.liveMaxRecordsPerSecond,
     maxConcurrentQueries: h.maxConcurrentQueries,

@@ -84,6 +84,8 @@ export const ConfigSchema = z
         requestTimeoutMs: positiveInt.default(30_000),
         /** An idle keep-alive connection is closed after this. */
         keepAliveTimeoutMs: positiveInt.default(5_000),
+        /** A connection silent both ways this long is closed (one that never sends a request, too); above the live heartbeat. */
+        idleTimeoutMs: positiveInt.default(60_000),
         /** Live (SSE) followers at once; beyond it 503. */
         maxLiveClients: positiveInt.default(64),
         /** Records the live tail fans out per second; beyond it followers get a counted gap instead. */
