@@ -264,8 +264,10 @@ export async function planQuery(redis: Redis, keys: IndexKeys, f: FlowFilter, op
     const max = `(${m.last}}`; // '}' sorts right after '|', the separator: every member of the last address is below it
     const n = await redis.zlexcount(keys.ipSorted, min, max);
     const most = opts.maxCidrAddresses ?? 256;
-    // None (or too many) registered: the time or container index serves, the filter applied per record, within the scan budget.
-    if (n === 0 || n > most) continue;
+    // No address of the CIDR was ever seen: nothing can match. Too many: the time or container index serves, the
+    // filter applied per record, within the scan budget.
+    if (n === 0) return { index: 'cidr', keys: [], empty: true };
+    if (n > most) continue;
     const members = await redis.zrangebylex(keys.ipSorted, min, max, 'LIMIT', 0, most);
     const hits: string[] = [];
     for (const e of members) {
