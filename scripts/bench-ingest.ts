@@ -9,7 +9,7 @@
  *                          [--cpu-prof-dir DIR]   (V8 CPU profiles of the service, one per run)
  *                          [--redis-stats]        (Redis' time per command, from COMMANDSTATS, after each run)
  *                          [--sse N]              (N live followers on /api/flows/live reading everything meanwhile;
- *                                                  raise HTTP_MAX_LIVE_CLIENTS with --env past its default)
+ *                                                  the service's http.maxLiveClients, 64 by default, caps them)
  *
  * Variants (TCP-LF runs; the other tests use the first variant):
  *   full   GeoIP (embedded database) and container attribution, against a stand-in Docker Engine API serving one

@@ -126,7 +126,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     const q = req.query as Record<string, unknown> | undefined;
     if (q === undefined || q === null || typeof q !== 'object') return;
     for (const [name, v] of Object.entries(q)) {
-      if (typeof v === 'number' && !Number.isSafeInteger(v) && !Number.isFinite(v)) throw badRequest(`${name} must be a finite number`);
+      if (typeof v === 'number' && !Number.isFinite(v)) throw badRequest(`${name} must be a finite number`);
     }
   });
   await registerOpenApi(app);

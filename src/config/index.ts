@@ -95,7 +95,7 @@ export const ConfigSchema = z
         /** Index entries a flow query examines per page before answering partial with a cursor. */
         flowsScanBudget: positiveInt.default(20_000),
         /** Packet records a connections query folds per page before answering partial with a cursor. */
-        connectionsScanBudget: positiveInt.default(50_000),
+        connectionsScanBudget: positiveInt.default(10_000),
         /** Longest range a top-N query counts (newer part kept); also clamped to `store.retentionMs`. */
         topMaxRangeMs: positiveInt.default(7 * 24 * 3600_000),
         /** Counter entries a top-N query reads from Redis at most; beyond it the answer is marked inexact. */
@@ -175,10 +175,6 @@ export const SETTINGS: readonly Setting[] = [
   { path: 'http.host', env: 'HTTP_HOST', flag: 'http-host', kind: 'string', help: 'HTTP API listen address' },
   { path: 'http.port', env: 'HTTP_PORT', flag: 'http-port', kind: 'int', help: 'HTTP API port' },
   { path: 'http.apiToken', env: 'API_TOKEN', flag: 'api-token', kind: 'string', help: 'bearer token (required off loopback)' },
-  { path: 'http.allowedHosts', env: 'HTTP_ALLOWED_HOSTS', flag: 'http-allowed-hosts', kind: 'list', help: 'Host names accepted without a token beside loopback' },
-  { path: 'http.maxConnections', env: 'HTTP_MAX_CONNECTIONS', flag: 'http-max-connections', kind: 'int', help: 'open HTTP connections' },
-  { path: 'http.maxLiveClients', env: 'HTTP_MAX_LIVE_CLIENTS', flag: 'http-max-live-clients', kind: 'int', help: 'live (SSE) followers' },
-  { path: 'http.maxConcurrentQueries', env: 'HTTP_MAX_CONCURRENT_QUERIES', flag: 'http-max-concurrent-queries', kind: 'int', help: 'heavy queries at once' },
   { path: 'geo.enabled', env: 'GEOIP', flag: 'geoip', kind: 'bool', help: 'GeoIP/ASN enrichment' },
   { path: 'geo.cityDbPath', env: 'GEOIP_CITY_DB', flag: 'geoip-city-db', kind: 'string', help: 'GeoIP2/GeoLite2 City mmdb' },
   { path: 'geo.countryDbPath', env: 'GEOIP_DB', flag: 'geoip-country-db', kind: 'string', help: 'Country mmdb (default: embedded CC0 db)' },

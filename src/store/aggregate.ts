@@ -376,7 +376,8 @@ export async function connections(redis: Redis, keys: IndexKeys, f: FlowFilter, 
   let budget = opts.scanBudget;
   let resume: Position | undefined;
   for (;;) {
-    const res = await scanFlows(redis, keys, pf, plan, 2000, { order: 'asc', scanBudget: Math.min(budget, 20_000), ...(after ? { after } : {}) });
+    // Small batches: each one's records are decoded and folded in one synchronous stretch of the event loop.
+    const res = await scanFlows(redis, keys, pf, plan, 2000, { order: 'asc', scanBudget: Math.min(budget, 20_000), batchSize: 256, ...(after ? { after } : {}) });
     for (const h of res.hits) folder.add(h.record, packetTimeMs(h.record, h.position.score));
     packets += res.hits.length;
     budget -= res.examined;
