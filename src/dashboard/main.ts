@@ -1,5 +1,3 @@
-/// <reference lib="dom" />
-/// <reference lib="dom.iterable" />
 /**
  * The dashboard's entry: a header with the views, and the view the URL names. Every view keeps its whole state in
  * the query string (`?view=flows&direction=egress&since=1h`), so a view can be shared by its address; links between

@@ -33,6 +33,11 @@ import { tempDir } from '../helpers/temp.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const TOKEN = 'dashboard-test-token-0123456789';
+/** What the checks below call in the page (this file is type-checked with the server's libraries, without the DOM). */
+interface BrowserGlobals {
+  getComputedStyle(element: unknown): { fill: string };
+}
+
 /** The captures were made between 06:43 and 06:45 UTC that day; the views look at this window. */
 const T0 = '2026-11-27T06:40:00Z';
 const T1 = '2026-11-27T06:50:00Z';
@@ -195,7 +200,7 @@ if (!existsSync(CHROMIUM)) {
       await rows.nth(199).waitFor();
       t.equal(await rows.count(), 200, 'the first page of 200 records');
       t.match(await page.textContent('#row-count'), /200 records shown, older ones stored/);
-      t.equal(await page.evaluate(() => sessionStorage.getItem('dockflow.token')), TOKEN, 'the token is kept for the tab');
+      t.equal(await page.evaluate("sessionStorage.getItem('dockflow.token')"), TOKEN, 'the token is kept for the tab');
       t.match(await page.textContent('#loss summary'), /not stored|loss/i, 'the loss panel is shown');
       t.match(await page.textContent('#loss'), /not-netfilter 1/, 'with the line that was not stored, by reason');
       await page.screenshot({ path: join(shots, 'flows.png') });
@@ -320,8 +325,8 @@ if (!existsSync(CHROMIUM)) {
       await page.locator('#world-map').waitFor();
       const hit = await page.locator('#world-map path.hit').evaluateAll((ps) => ps.map((p) => p.getAttribute('data-country')).sort());
       t.same(hit, ['AU', 'BR', 'GB', 'JP', 'NL', 'US'], 'every country with egress is shaded');
-      const fills = await page.locator('#world-map path.hit').evaluateAll((ps) => ps.map((p) => getComputedStyle(p).fill));
-      const plain = await page.locator('#world-map path.country:not(.hit)').first().evaluate((p) => getComputedStyle(p).fill);
+      const fills = await page.locator('#world-map path.hit').evaluateAll((ps) => ps.map((p) => (globalThis as unknown as BrowserGlobals).getComputedStyle(p).fill));
+      const plain = await page.locator('#world-map path.country:not(.hit)').first().evaluate((p) => (globalThis as unknown as BrowserGlobals).getComputedStyle(p).fill);
       t.notOk(fills.includes(plain), 'shaded unlike the others');
       t.match(await page.textContent('#country-table'), /US United States of America\s*3/, 'and listed with its count');
       t.ok((await page.locator('#world-map path.country').count()) > 150, 'the bundled country shapes are drawn');

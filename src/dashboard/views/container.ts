@@ -1,5 +1,3 @@
-/// <reference lib="dom" />
-/// <reference lib="dom.iterable" />
 import { ApiError, getJson } from '../api.js';
 import { h, svg, viewHref, viewLink } from '../dom.js';
 import { connectionLabel, fmtCount, fmtTime } from '../format.js';
