@@ -20,7 +20,6 @@ import { pino } from 'pino';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { buildApp, type LossReport } from '../../src/api/app.js';
 import { DASHBOARD_PUBLIC_PATHS, dashboardRoutes } from '../../src/api/dashboard.js';
-import { Deframer } from '../../src/cli/parse.js';
 import { loadConfig } from '../../src/config/index.js';
 import { createLineOptions, parseLine } from '../../src/parse/line.js';
 import { startService } from '../../src/service.js';
@@ -28,7 +27,7 @@ import { FakeDocker } from '../helpers/fake-docker.js';
 import { fixture, repoRoot } from '../helpers/paths.js';
 import { startRedis } from '../helpers/redis.js';
 import { storedCount } from '../helpers/streams.js';
-import { messages, SCENARIOS } from '../fixtures/syslog/corpus.js';
+import { deframe, messages, SCENARIOS } from '../fixtures/syslog/corpus.js';
 import { tempDir } from '../helpers/temp.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -143,10 +142,7 @@ if (!existsSync(CHROMIUM)) {
     // and one line that is not netfilter at all (counted as not stored, for the loss panel).
     const captured = SCENARIOS.flatMap((sc) => messages(`${sc}.rsyslog-rfc5424-tcp-octet.bin`));
     const burst = gunzipSync(readFileSync(fixture('bench', 'burst-5000.rsyslog-rfc5424-tcp-octet.bin.gz')));
-    const burstMsgs: string[] = [];
-    const deframer = new Deframer(1 << 20, (m) => burstMsgs.push(m), () => burstMsgs.push('<oversize>'));
-    deframer.push(burst);
-    deframer.end();
+    const burstMsgs = deframe(burst);
     const publicDsts: [string, number][] = [['8.8.8.8', 53], ['1.1.1.1', 443], ['193.0.6.139', 443], ['200.160.2.3', 443], ['133.11.0.1', 80], ['81.2.69.142', 443], ['185.199.108.153', 443]];
     const crafted = [
       ...publicDsts.map(([dst, dpt], i) => egressLine({ at: `2026-11-27T06:46:0${i}.000000+00:00`, dst, dpt, spt: 50_000 + i })),
