@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { runParse } from './cli/parse.js';
+import { runParse } from './cli/parse-command.js';
 
 const USAGE = `Usage: dockflow <command> [options]
 

@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { buildApp, type LossReport } from './api/app.js';
 import { containersRoutes } from './api/containers.js';
-import { DASHBOARD_PUBLIC_PATHS, dashboardRoutes, defaultDashboardDir } from './api/dashboard.js';
+import { DASHBOARD_PUBLIC_PATHS, dashboardRoutes, defaultDashboardDir } from './api/static.js';
 import { healthRoutes } from './api/health.js';
 import { isLoopback, type Config } from './config/index.js';
 import { startAttribution } from './enrich/attribution.js';

@@ -19,7 +19,7 @@ import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { buildApp, type LossReport } from '../../src/api/app.js';
-import { DASHBOARD_PUBLIC_PATHS, dashboardRoutes } from '../../src/api/dashboard.js';
+import { DASHBOARD_PUBLIC_PATHS, dashboardRoutes } from '../../src/api/static.js';
 import { loadConfig } from '../../src/config/index.js';
 import { createLineOptions, parseLine } from '../../src/parse/line.js';
 import { startService } from '../../src/service.js';

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import t from 'tap';
-import { runParse } from '../../src/cli/parse.js';
+import { runParse } from '../../src/cli/parse-command.js';
 import type { FlowRecord } from '../../src/record.js';
 import { fixture, repoRoot } from '../helpers/paths.js';
 import { FrameDecoder, type FrameDropReason } from '../../src/receive/framing.js';
