@@ -6,6 +6,7 @@
 import type { Params } from './api.js';
 import { forgetToken, storedToken } from './auth.js';
 import { h, viewHref } from './dom.js';
+import { statusBanner } from './status.js';
 import type { View, ViewContext } from './views/common.js';
 import { containerView } from './views/container.js';
 import { flowsView } from './views/flows.js';
@@ -65,5 +66,5 @@ document.addEventListener('click', (ev) => {
 });
 window.addEventListener('popstate', render);
 
-document.body.append(header(), main);
+document.body.append(header(), statusBanner(), main);
 render();

@@ -23,6 +23,7 @@ import { DASHBOARD_PUBLIC_PATHS, dashboardRoutes } from '../../src/api/static.js
 import { loadConfig } from '../../src/config/index.js';
 import { createLineOptions, parseLine } from '../../src/parse/line.js';
 import { startService } from '../../src/service.js';
+import { statusRoutes, type ServiceStatus } from '../../src/api/status.js';
 import { FakeDocker } from '../helpers/fake-docker.js';
 import { fixture, repoRoot } from '../helpers/paths.js';
 import { startRedis } from '../helpers/redis.js';
@@ -32,6 +33,17 @@ import { tempDir } from '../helpers/temp.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const TOKEN = 'dashboard-test-token-0123456789';
+const OFF_STATUS: ServiceStatus = {
+  syslog: [],
+  api: '',
+  docs: '',
+  dashboard: '',
+  enrichments: [
+    { name: 'attribution', on: false, detail: 'no Docker endpoint (set DOCKER_HOST)' },
+    { name: 'geoip', on: true, detail: 'country' },
+  ],
+};
+
 /** What the checks below call in the page (this file is type-checked with the server's libraries, without the DOM). */
 interface BrowserGlobals {
   getComputedStyle(element: unknown): { fill: string };
@@ -131,7 +143,8 @@ if (!existsSync(CHROMIUM)) {
         const res = await fetch(`http://127.0.0.1:${serviceHttp.port}/api/flows?limit=1`);
         return ((await res.json()) as { loss: LossReport }).loss;
       },
-      plugins: [dashboardRoutes({ distDir })],
+      // What a service without a Docker endpoint says of itself, for the banner.
+      plugins: [dashboardRoutes({ distDir }), statusRoutes(() => OFF_STATUS)],
       liveHeartbeatMs: 1000,
     });
     await app.listen({ host: '127.0.0.1', port: 0 });
@@ -300,6 +313,9 @@ if (!existsSync(CHROMIUM)) {
       await page.locator('table.containers').waitFor();
       const names = await page.locator('table.containers tbody td:first-child').allTextContents();
       t.same(names, ['burst', 'web'], 'the containers of the range, busiest first');
+      t.equal(await page.textContent('#status-banner'), 'attribution off: no Docker endpoint (set DOCKER_HOST)', 'the banner says what is off and why');
+      await page.goto(`${base}?view=container&since=2020-01-01T00:00:00Z&until=2020-01-02T00:00:00Z`);
+      t.match(await page.locator('#attribution-off').textContent(), /^attribution off: no Docker endpoint .*stored without container names/, 'an empty list says why');
     });
 
     await t.test('top talkers as charts', async (t) => {
