@@ -117,7 +117,7 @@ interface DbSlot {
  * the entry up from the old one; when the young Map fills it becomes the old one and the previous old one is dropped
  * whole. Everything used since the last turnover survives; at most `maxEntries` are held; every step is O(1).
  * (Evicting a Map's first key one at a time is not O(1) in V8: deleted slots pile up at the front of the table
- * until it is rehashed: that measured 3x slower than no cache at all on 50k distinct addresses.)
+ * until it is rehashed, which made such a cache slower than none; docs/design.md.)
  */
 class LruCache<K, V> {
   private young = new Map<K, V>();

@@ -9,8 +9,8 @@ import { ByteWriter, utf8Write } from './byte-writer.js';
 
 /*
  * A connection of the writer's own, beside ioredis, for the one thing ioredis does slowly: a transaction of hundreds
- * of commands. Through ioredis each command is an object with its own argument handling and promise (about 10 µs of
- * client time per XADD, measured); here a batch is RESP bytes written straight into one buffer and its replies are
+ * of commands. Through ioredis each command is an object with its own argument handling and promise (its cost is
+ * in docs/design.md); here a batch is RESP bytes written straight into one buffer and its replies are
  * counted off one parser. Everything else (seeding, lookups after an outage, trims, reads) stays on ioredis.
  */
 
