@@ -17,34 +17,17 @@ export interface ServiceStatus {
   enrichments: EnrichmentStatus[];
 }
 
-const statusSchema = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['syslog', 'api', 'docs', 'dashboard', 'enrichments'],
-  properties: {
-    syslog: {
-      type: 'array',
-      items: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['transport', 'address', 'port'],
-        properties: { transport: { type: 'string', enum: ['udp', 'tcp'] }, address: { type: 'string' }, port: { type: 'integer' } },
-      },
-    },
-    api: { type: 'string' },
-    docs: { type: 'string' },
-    dashboard: { type: 'string' },
-    enrichments: {
-      type: 'array',
-      items: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['name', 'on', 'detail'],
-        properties: { name: { type: 'string', enum: ['attribution', 'geoip'] }, on: { type: 'boolean' }, detail: { type: 'string' } },
-      },
-    },
-  },
-} as const;
+/** A JSON schema object with exactly these properties, all required. */
+const exactly = (properties: Record<string, unknown>) => ({ type: 'object', additionalProperties: false, required: Object.keys(properties), properties });
+const text = { type: 'string' };
+
+const statusSchema = exactly({
+  syslog: { type: 'array', items: exactly({ transport: { type: 'string', enum: ['udp', 'tcp'] }, address: text, port: { type: 'integer' } }) },
+  api: text,
+  docs: text,
+  dashboard: text,
+  enrichments: { type: 'array', items: exactly({ name: { type: 'string', enum: ['attribution', 'geoip'] }, on: { type: 'boolean' }, detail: text }) },
+});
 
 /** `GET /api/status`. */
 export function statusRoutes(status: () => ServiceStatus): FastifyPluginAsync {

@@ -33,16 +33,8 @@ import { tempDir } from '../helpers/temp.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const TOKEN = 'dashboard-test-token-0123456789';
-const OFF_STATUS: ServiceStatus = {
-  syslog: [],
-  api: '',
-  docs: '',
-  dashboard: '',
-  enrichments: [
-    { name: 'attribution', on: false, detail: 'no Docker endpoint (set DOCKER_HOST)' },
-    { name: 'geoip', on: true, detail: 'country' },
-  ],
-};
+const OFF = { name: 'attribution', on: false, detail: 'no Docker endpoint (set DOCKER_HOST)' } as const;
+const OFF_STATUS: ServiceStatus = { syslog: [], api: '', docs: '', dashboard: '', enrichments: [OFF, { name: 'geoip', on: true, detail: 'country' }] };
 
 /** What the checks below call in the page (this file is type-checked with the server's libraries, without the DOM). */
 interface BrowserGlobals {
