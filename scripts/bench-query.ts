@@ -16,6 +16,7 @@
  *
  *   node dist/scripts/bench-query.js --records 1000000 --remotes 1000000 --hours 24 --hostile
  */
+import '../src/runtime/string-prototype.js';
 import { once } from 'node:events';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import net from 'node:net';

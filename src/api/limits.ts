@@ -1,5 +1,6 @@
-import { Counter, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import { ConfigSchema, type Config } from '../config/index.js';
+import { exportCounter, seriesOf } from '../metrics.js';
 import { HttpError } from './filters.js';
 
 /** Every bound the API enforces; built from the configuration (the defaults live in its schema only). */
@@ -107,16 +108,11 @@ export class QueryGate {
 
 /** `dockflow_api_refused_total{reason}`: the counters above, read when scraped. */
 export function registerApiMetrics(registry: Registry, counters: ApiCounters): void {
-  new Counter({
-    name: 'dockflow_api_refused_total',
-    help: 'HTTP connections, queries, live followers and records the API refused or skipped, by reason',
-    labelNames: ['reason'],
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const [reason, n] of Object.entries(counters)) this.inc({ reason }, n);
-    },
-  });
+  exportCounter(
+    registry,
+    { name: 'dockflow_api_refused_total', help: 'HTTP connections, queries, live followers and records the API refused or skipped, by reason', labelNames: ['reason'] },
+    () => seriesOf('reason', Object.keys(counters) as (keyof ApiCounters)[], counters),
+  );
 }
 
 /** One line for `/healthz` detail. */
