@@ -3,11 +3,19 @@ import { readUdpDrops, type UdpSocketId } from './proc-net-udp.js';
 import type { Transport } from './types.js';
 import { BACKLOG_STATS } from './udp-wire.js';
 
-export type ReceiveDropReason = 'oversize' | 'not-allowed' | 'partial-frame' | 'bad-octet-count' | 'max-connections' | 'backlog-full';
+export type ReceiveDropReason =
+  | 'oversize'
+  | 'not-allowed'
+  | 'partial-frame'
+  | 'bad-octet-count'
+  | 'max-connections'
+  | 'backlog-full'
+  | 'backlog-write-failed'
+  | 'backlog-torn';
 
 const DROP_REASONS: Record<Transport, readonly ReceiveDropReason[]> = {
   tcp: ['oversize', 'not-allowed', 'partial-frame', 'bad-octet-count', 'max-connections'],
-  udp: ['oversize', 'not-allowed', 'backlog-full'],
+  udp: ['oversize', 'not-allowed', 'backlog-full', 'backlog-write-failed', 'backlog-torn'],
 };
 
 /** Plain numbers bumped on the hot path; prom-client reads them only when scraped. */
@@ -23,6 +31,9 @@ export class TransportCounts {
     'bad-octet-count': 0,
     'max-connections': 0,
     'backlog-full': 0,
+    'backlog-write-failed': 0,
+    /** Torn chunks (one or more datagrams each) read back from the backlog's disk after a crash. */
+    'backlog-torn': 0,
   };
 }
 
@@ -173,7 +184,11 @@ export class ReceiveMetrics {
   }
 
   syncUdpBacklog(): void {
-    if (this.udpBacklog !== undefined) this.udp.dropped['backlog-full'] = this.udpBacklog[BACKLOG_STATS.droppedDatagrams] ?? 0;
+    const stats = this.udpBacklog;
+    if (stats === undefined) return;
+    this.udp.dropped['backlog-full'] = stats[BACKLOG_STATS.droppedDatagrams] ?? 0;
+    this.udp.dropped['backlog-write-failed'] = stats[BACKLOG_STATS.writeFailedDatagrams] ?? 0;
+    this.udp.dropped['backlog-torn'] = stats[BACKLOG_STATS.tornChunks] ?? 0;
   }
 
   addUdpSocket(id: UdpSocketId, receiveBufferBytes: number): void {

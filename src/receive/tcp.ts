@@ -38,9 +38,9 @@ class Connection implements FrameListener {
     if (!this.decoder.push(chunk)) this.socket.destroy();
   }
 
-  frame(message: string): void {
+  frame(message: string, raw: Buffer | undefined): void {
     this.ctx.metrics.tcp.messages++;
-    if (!this.ctx.sink.accept(message, this.meta)) this.receiver.pause();
+    if (!this.ctx.sink.accept(message, this.meta, raw)) this.receiver.pause();
   }
 
   drop(reason: FrameDropReason): void {

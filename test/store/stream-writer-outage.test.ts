@@ -218,7 +218,8 @@ t.test('spool full: UDP beyond queue and spool is dropped and counted; the count
   const records = makeRecords(1000);
   // Room in the spool for exactly the 200 records after the first 100 (which fill the queue).
   // They go there as message and context, the form they are stored in.
-  const spoolMaxBytes = records.slice(100, 300).reduce((sum, r) => sum + Buffer.byteLength(`{"m":${JSON.stringify(messageOf(r))},"x":${encodeContext(r)}}`) + 1, 0);
+  // Each a frame: its 4-byte length, the context JSON, an LF and the message's bytes.
+  const spoolMaxBytes = records.slice(100, 300).reduce((sum, r) => sum + 4 + Buffer.byteLength(`{"x":${encodeContext(r)}}\n${messageOf(r)}`), 0);
   const w = makeWriter(client, tempDir(t, 'spool'), prefix, { maxQueueRecords: 100, spoolMaxBytes });
   await w.start();
   await redis.kill();
