@@ -9,12 +9,15 @@ export type ReceiveDropReason =
   | 'partial-frame'
   | 'bad-octet-count'
   | 'max-connections'
+  | 'max-connections-per-source'
+  | 'frame-timeout'
+  | 'refused-lines'
   | 'backlog-full'
   | 'backlog-write-failed'
   | 'backlog-torn';
 
 const DROP_REASONS: Record<Transport, readonly ReceiveDropReason[]> = {
-  tcp: ['oversize', 'not-allowed', 'partial-frame', 'bad-octet-count', 'max-connections'],
+  tcp: ['oversize', 'not-allowed', 'partial-frame', 'bad-octet-count', 'max-connections', 'max-connections-per-source', 'frame-timeout', 'refused-lines'],
   udp: ['oversize', 'not-allowed', 'backlog-full', 'backlog-write-failed', 'backlog-torn'],
 };
 
@@ -29,7 +32,13 @@ export class TransportCounts {
     'not-allowed': 0,
     'partial-frame': 0,
     'bad-octet-count': 0,
+    /** Connections refused (not lines): over the total cap, or over the cap for their source address. */
     'max-connections': 0,
+    'max-connections-per-source': 0,
+    /** Connections closed for a started frame not completed within the frame deadline (their partial line: partial-frame). */
+    'frame-timeout': 0,
+    /** Lines read from refused connections, counted and not kept. */
+    'refused-lines': 0,
     'backlog-full': 0,
     'backlog-write-failed': 0,
     /** Torn chunks (one or more datagrams each) read back from the backlog's disk after a crash. */

@@ -16,7 +16,9 @@ export interface ReceiverOptions {
   /** Largest message kept, without its terminator or trailing LF; longer ones are skipped to their end and counted. */
   maxMessageBytes: number;
   maxConnections: number;
+  maxConnectionsPerSource: number;
   idleTimeoutMs: number;
+  frameTimeoutMs: number;
   receiveBufferBytes: number;
   /** How UDP sockets are read: recvmmsg through the addon (`batch`), node:dgram, or the first that loads (`auto`). */
   udpReader: UdpReader;
@@ -34,7 +36,9 @@ export const RECEIVER_DEFAULTS: ReceiverOptions = {
   // Netfilter LOG lines with a syslog header stay under 1 KiB; rsyslog's own default cap is 8 KiB.
   maxMessageBytes: 8192,
   maxConnections: 1024,
+  maxConnectionsPerSource: 32,
   idleTimeoutMs: 10 * 60_000,
+  frameTimeoutMs: 30_000,
   receiveBufferBytes: 8 * 1024 * 1024,
   udpReader: 'auto',
   udpBacklogMemoryBytes: 8 * 1024 * 1024,
@@ -66,7 +70,13 @@ export interface Receivers {
 export async function startReceivers(opts: ReceiverOptions, sink: MessageSink, deps: ReceiverDeps): Promise<Receivers> {
   const metrics = new ReceiveMetrics(deps.registry, deps.procNetDir);
   const ctx = { sink, logger: deps.logger, metrics, allowlist: Allowlist.parse(opts.allow), maxMessageBytes: opts.maxMessageBytes };
-  const tcp = new TcpReceiver({ listen: opts.tcp, maxConnections: opts.maxConnections, idleTimeoutMs: opts.idleTimeoutMs }, ctx);
+  const tcp = new TcpReceiver({
+      listen: opts.tcp,
+      maxConnections: opts.maxConnections,
+      maxConnectionsPerSource: opts.maxConnectionsPerSource,
+      idleTimeoutMs: opts.idleTimeoutMs,
+      frameTimeoutMs: opts.frameTimeoutMs,
+    }, ctx);
   const udp = new UdpReceiver(
     {
       listen: opts.udp,
