@@ -26,6 +26,7 @@ export interface SegmentQueueOptions {
   /** 0: each append is written before `append` returns. */
   flushBytes: number;
   flushIntervalMs: number;
+  /** 0: never fsync (the UDP backlog: a crash loses its memory part anyway, and an fsync would stall its thread). */
   fsyncIntervalMs: number;
 }
 
@@ -142,7 +143,7 @@ export class SegmentQueue {
       throw new DockflowError(ErrorCode.SPOOL_FAILED, `cannot open the queue directory ${this.opts.dir}: ${(err as Error).message}`, { cause: err });
     }
     this.opened = true;
-    this.fsyncTimer = setInterval(() => this.syncActive(), this.opts.fsyncIntervalMs).unref();
+    if (this.opts.fsyncIntervalMs > 0) this.fsyncTimer = setInterval(() => this.syncActive(), this.opts.fsyncIntervalMs).unref();
   }
 
   /** Bytes on disk plus waiting in memory, frame headers included. */
@@ -327,7 +328,7 @@ export class SegmentQueue {
         const fd = openSync(path + '.tmp', 'w');
         try {
           writeFully(this.writev, fd, buffers, 0);
-          fsyncSync(fd);
+          if (this.opts.fsyncIntervalMs > 0) fsyncSync(fd);
         } finally {
           closeSync(fd);
         }
@@ -388,7 +389,7 @@ export class SegmentQueue {
   }
 
   private syncActive(active = this.active): void {
-    if (!active?.dirty) return;
+    if (!active?.dirty || this.opts.fsyncIntervalMs === 0) return;
     try {
       fsyncSync(active.fd);
       active.dirty = false;
@@ -398,6 +399,7 @@ export class SegmentQueue {
   }
 
   private syncDir(): void {
+    if (this.opts.fsyncIntervalMs === 0) return;
     try {
       const fd = openSync(this.opts.dir, 'r');
       try {

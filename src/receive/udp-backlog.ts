@@ -55,7 +55,7 @@ export class ChunkBacklog {
         // Chunks are ~64 KiB: each is written as it comes, and its memory given back at once.
         flushBytes: 0,
         flushIntervalMs: 1000,
-        fsyncIntervalMs: 1000,
+        fsyncIntervalMs: 0,
       },
       {
         onLost: (_reason, _frames, err) => {

@@ -301,6 +301,26 @@ t.test('a short or failed spool write (injected) keeps the spool in frame; what 
   await w.close(1000);
 });
 
+t.test('messages with invalid UTF-8 and NUL go through the spool and into Redis as their exact bytes', async (t) => {
+  const { redis, client, prefix } = await helperRedis(t);
+  const records = makeRecords(400);
+  const raws = records.map((r, i) => Buffer.concat([Buffer.from(messageOf(r)), Buffer.from([0x20, 0xff, 0x00, 0xc3, 0x28 + (i % 2)])]));
+  const w = makeWriter(client, tempDir(t, 'spool'), prefix, { maxQueueRecords: 100 });
+  await w.start();
+  await redis.kill();
+  await until(() => !w.stats().redisUp, 'down');
+  for (const [i, r] of records.entries()) w.push(r, 'udp', raws[i]!.toString('utf8'), raws[i]);
+  t.equal(w.stats().spooled, 300, 'beyond the queue: spooled');
+  await redis.restart();
+  await until(() => w.stats().stored === 400, 'stored');
+  const stored: string[] = [];
+  for (const stream of storeKeys(prefix).streams) {
+    for (const [, fields] of await client.xrangeBuffer(stream, '-', '+')) stored.push(fields[1]!.toString('hex'));
+  }
+  t.same(stored.sort(), raws.map((b) => b.toString('hex')).sort(), 'every message as its bytes, queued or spooled');
+  await w.close(1000);
+});
+
 t.test('close() with Redis down writes the rest to the spool; the next writer replays it', async (t) => {
   const { client, prefix, ...aof } = await aofRedis(t);
   const spoolDir = tempDir(t, 'spool');
