@@ -38,6 +38,16 @@ export interface ServiceDeps {
   env?: NodeJS.ProcessEnv;
 }
 
+/** The syslog TCP limits at work, for /healthz: open connections and what the caps and the frame deadline refused. */
+function tcpLimitsDetail(receivers: Receivers): string {
+  const m = receivers.metrics;
+  const d = m.tcp.dropped;
+  return (
+    `tcp ${m.openConnections} open; refused: ${d['max-connections']} over the connection cap, ${d['max-connections-per-source']} over the per-source cap` +
+    ` (${d['refused-lines']} lines from them); ${d['frame-timeout']} closed by the frame deadline, ${m.idleTimeouts} idle`
+  );
+}
+
 async function waitForRedis(redis: Redis, url: string, logger: Logger): Promise<void> {
   if (redis.status === 'ready') return;
   const nag = setInterval(() => logger.warn({ redis: redactUrl(url) }, 'waiting for Redis before starting'), 5000);
@@ -180,7 +190,9 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
         tcp: listen(config.syslog.tcpEnabled, config.syslog.tcpPort),
         maxMessageBytes: config.syslog.maxMessageBytes,
         maxConnections: config.syslog.maxConnections,
+        maxConnectionsPerSource: config.syslog.maxConnectionsPerSource,
         idleTimeoutMs: config.syslog.idleTimeoutMs,
+        frameTimeoutMs: config.syslog.frameTimeoutMs,
         receiveBufferBytes: config.syslog.udpReceiveBufferBytes,
         udpReader: config.syslog.udpReader,
         udpBacklogMemoryBytes: config.syslog.udpBacklogMemoryBytes,
@@ -217,7 +229,7 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
           queue: { ok: w.queued < config.store.maxQueueRecords, detail: `${w.queued} queued, ${w.inFlight} in flight` },
           receivers: {
             ok: receivers.addresses().length > 0 && receivers.udpRunning,
-            detail: `${receivers.addresses().map((a) => `${a.transport}/${a.address}:${a.port}`).join(' ')}${receivers.udpRunning ? '' : '; UDP receive thread down, restarting'}`,
+            detail: `${receivers.addresses().map((a) => `${a.transport}/${a.address}:${a.port}`).join(' ')}${receivers.udpRunning ? '' : '; UDP receive thread down, restarting'}; ${tcpLimitsDetail(receivers)}`,
           },
           api: { ok: true, detail: describeCounters(apiCounters, apiLoad(), limits) },
         };

@@ -25,8 +25,13 @@ export const ConfigSchema = z
         tcpEnabled: z.boolean().default(true),
         tcpPort: port.default(5514),
         maxConnections: positiveInt.default(1024),
+        /** TCP connections from one source address; beyond it they are refused and counted. */
+        maxConnectionsPerSource: positiveInt.default(32),
         idleTimeoutMs: positiveInt.default(5 * 60_000),
-        maxMessageBytes: positiveInt.default(64 * 1024),
+        /** A TCP connection that sends bytes but completes no message for this long is closed (slowloris). */
+        frameTimeoutMs: positiveInt.default(30_000),
+        /** A kernel LOG line with its syslog header is under 1 KiB; rsyslog's own default is 8 KiB. */
+        maxMessageBytes: positiveInt.default(8 * 1024),
         /** CIDRs allowed to send; empty allows everyone (syslog carries no authentication). */
         allowedSenders: z.array(z.string()).default([]),
       })
@@ -159,7 +164,9 @@ export const SETTINGS: readonly Setting[] = [
   { path: 'syslog.udpBacklogDiskBytes', env: 'DOCKFLOW_UDP_BACKLOG_DISK_BYTES', flag: 'udp-backlog-disk-bytes', kind: 'int', help: 'then on disk under <spool-dir>/udp (0: none)' },
   { path: 'syslog.maxMessageBytes', env: 'SYSLOG_MAX_MESSAGE_BYTES', flag: 'max-message-bytes', kind: 'int', help: 'largest syslog message accepted' },
   { path: 'syslog.maxConnections', env: 'SYSLOG_MAX_CONNECTIONS', flag: 'max-connections', kind: 'int', help: 'concurrent TCP senders' },
+  { path: 'syslog.maxConnectionsPerSource', env: 'SYSLOG_MAX_CONNECTIONS_PER_SOURCE', flag: 'max-connections-per-source', kind: 'int', help: 'concurrent TCP connections from one address' },
   { path: 'syslog.idleTimeoutMs', env: 'SYSLOG_IDLE_TIMEOUT_MS', flag: 'idle-timeout-ms', kind: 'int', help: 'close silent TCP connections after' },
+  { path: 'syslog.frameTimeoutMs', env: 'SYSLOG_FRAME_TIMEOUT_MS', flag: 'frame-timeout-ms', kind: 'int', help: 'close TCP connections that complete no message for' },
   { path: 'syslog.allowedSenders', env: 'SYSLOG_ALLOWED_SENDERS', flag: 'allowed-senders', kind: 'list', help: 'comma-separated CIDRs allowed to send' },
   { path: 'parse.bridges', env: 'DOCKFLOW_BRIDGES', flag: 'bridges', kind: 'list', help: 'container bridge names (trailing * = prefix)' },
   { path: 'parse.timeZone', env: 'SYSLOG_TIME_ZONE', flag: 'tz', kind: 'string', help: 'zone of RFC 3164 timestamps' },
