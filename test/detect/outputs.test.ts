@@ -9,7 +9,7 @@ import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { runHunt } from '../../src/cli/hunt.js';
-import { runParse } from '../../src/cli/parse.js';
+import { runParse } from '../../src/cli/parse-command.js';
 import { alertFields, alertFromFields, type Alert } from '../../src/detect/engine.js';
 import { startDetection } from '../../src/detect/live.js';
 import { AlertStream, newOutputCounters, Webhook } from '../../src/detect/outputs.js';

@@ -17,7 +17,8 @@ import { pino } from 'pino';
 import { chromium } from 'playwright-core';
 import { alertRoutes } from '../../src/api/alerts.js';
 import { buildApp } from '../../src/api/app.js';
-import { DASHBOARD_PUBLIC_PATHS, dashboardRoutes } from '../../src/api/dashboard.js';
+import { defaultApiLimits } from '../../src/api/limits.js';
+import { DASHBOARD_PUBLIC_PATHS, dashboardRoutes } from '../../src/api/static.js';
 import { runHunt } from '../../src/cli/hunt.js';
 import { loadConfig } from '../../src/config/index.js';
 import { startService } from '../../src/service.js';
@@ -206,6 +207,7 @@ t.test('shipped rules fire end to end and hunt finds them again in the stored re
       keyPrefix: 'dockflow',
       auth: { required: false, publicPaths: ['/healthz', ...DASHBOARD_PUBLIC_PATHS] },
       lossReport: () => ({ dropped: {}, spooled: 0, pending: 0 }),
+      limits: defaultApiLimits(),
       plugins: [dashboardRoutes({ distDir }), alertRoutes({ redis: client, key: 'dockflow:alerts', logger: silent, maxClients: 4, heartbeatMs: 1000 })],
     });
     await app.listen({ host: '127.0.0.1', port: 0 });
