@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { runParse } from './cli/parse.js';
+import { runParse } from './cli/parse-command.js';
 
 const USAGE = `Usage: dockflow <command> [options]
 
 Commands:
   parse [FILE...]   netfilter LOG lines from syslog files, captures or stdin → NDJSON flow records
+  hunt [-]          run detection rules over stored records (or NDJSON records on stdin) and print what fires
   serve             receive syslog over UDP/TCP, enrich and store flow records in Redis, serve them over HTTP
 
 Options:
@@ -61,8 +62,14 @@ async function main(argv: string[]): Promise<number> {
   switch (command.value) {
     case 'parse':
       return runParse(rest);
+    case 'hunt': {
+      const { runHunt } = await import('./cli/hunt.js');
+      return runHunt(rest);
+    }
     case 'serve': {
-      // Loaded on demand: `parse` must not pull in the service's dependencies (Redis, HTTP, GeoIP).
+      // Loaded on demand: `parse` must not pull in the service's dependencies (Redis, HTTP, GeoIP). The runtime fix
+      // goes first, before anything the service loads runs.
+      await import('./runtime/string-prototype.js');
       const { runServe } = await import('./cli/serve.js');
       return runServe(rest);
     }

@@ -1,9 +1,9 @@
-import { Counter, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import type { Enricher } from './enrich/enricher.js';
+import { exportCounter, seriesOf } from './metrics.js';
 import { parseLine, type LineOptions } from './parse/line.js';
 import { IsoFormatter } from './parse/time.js';
-import { SKIP_REASONS, type SkipReason } from './record.js';
-import type { FlowRecord } from './record.js';
+import { SKIP_REASONS, type FlowRecord, type SkipReason } from './record.js';
 import type { DurableOutcome, MessageMeta, MessageSink } from './receive/types.js';
 import type { StreamWriter } from './store/stream-writer.js';
 
@@ -22,47 +22,32 @@ export class IngestPipeline implements MessageSink {
     private readonly enricher: Enricher,
     private readonly writer: Pick<StreamWriter, 'push' | 'pushDurable' | 'onDrain'>,
     registry: Registry,
+    /** Detections: sees each enriched record before it is stored. */
+    private readonly detect?: { observe(record: FlowRecord, timeMs: number): void },
   ) {
     this.skipped = Object.fromEntries(SKIP_REASONS.map((r) => [r, 0])) as Record<SkipReason, number>;
-    const skipped = this.skipped;
-    const parsed = this.parsed;
-    new Counter({
-      name: 'dockflow_lines_skipped_total',
-      help: 'Received messages that produced no flow record, by reason',
-      labelNames: ['reason'],
-      registers: [registry],
-      collect() {
-        this.reset();
-        for (const reason of SKIP_REASONS) this.labels(reason).inc(skipped[reason]);
-      },
-    });
-    new Counter({
-      name: 'dockflow_records_parsed_total',
-      help: 'Flow records parsed from received messages',
-      registers: [registry],
-      collect() {
-        this.reset();
-        this.inc(parsed.records);
-      },
-    });
+    exportCounter(registry, { name: 'dockflow_lines_skipped_total', help: 'Received messages that produced no flow record, by reason', labelNames: ['reason'] }, () =>
+      seriesOf('reason', SKIP_REASONS, this.skipped),
+    );
+    exportCounter(registry, { name: 'dockflow_records_parsed_total', help: 'Flow records parsed from received messages' }, () => this.parsed.records);
   }
 
-  accept(message: string, meta: MessageMeta): boolean {
+  accept(message: string, meta: MessageMeta, raw?: Buffer): boolean {
     const record = this.recordOf(message, meta);
-    return record === undefined || this.writer.push(record, meta.transport, message);
+    return record === undefined || this.writer.push(record, meta.transport, message, raw);
   }
 
-  acceptDurable(message: string, meta: MessageMeta, done: (outcome: DurableOutcome) => void): boolean {
+  acceptDurable(message: string, meta: MessageMeta, done: (outcome: DurableOutcome) => void, raw?: Buffer): boolean {
     const record = this.recordOf(message, meta);
     if (record === undefined) {
       done('no-record');
       return true;
     }
     const origin = meta.transport === 'udp' ? 'tcp' : meta.transport;
-    return this.writer.pushDurable(record, origin, message, (stored) => done(stored ? 'stored' : 'dropped'));
+    return this.writer.pushDurable(record, origin, message, (stored) => done(stored ? 'stored' : 'dropped'), raw);
   }
 
-  /** The message's record, parsed and enriched; undefined (counted by reason) when it yields none. */
+  /** The message's record, parsed, enriched and seen by the detections; undefined (counted by reason) when it yields none. */
   private recordOf(message: string, meta: MessageMeta): FlowRecord | undefined {
     const record = parseLine(message, this.lineOptions, meta.receivedAtMs);
     if (typeof record === 'string') {
@@ -75,6 +60,7 @@ export class IngestPipeline implements MessageSink {
     if (record.host === undefined) record.host = { name: meta.remoteAddress };
     record.event = meta.hash === undefined ? { ingested: this.ingestedIso.format(meta.receivedAtMs, 0, false) } : { ingested: this.ingestedIso.format(meta.receivedAtMs, 0, false), hash: meta.hash };
     this.enricher.enrich(record);
+    this.detect?.observe(record, meta.receivedAtMs);
     return record;
   }
 

@@ -50,6 +50,8 @@ export interface ContainerRef {
   name?: string;
   image?: { name?: string };
   labels?: Record<string, string>;
+  /** Container ports the container publishes on the host, as Docker names them (`80/tcp`), from inspect (dockflow). */
+  ports?: readonly string[];
   /** How attribution was made: `ip`, `ip+mac`, `ip+physdev`, … (dockflow). */
   match?: string;
   /** `true` when the container side could not be attributed (the record is still stored). */

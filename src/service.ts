@@ -1,20 +1,24 @@
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
+import { alertRoutes } from './api/alerts.js';
 import { buildApp, type LossReport } from './api/app.js';
 import { containersRoutes } from './api/containers.js';
-import { DASHBOARD_PUBLIC_PATHS, dashboardRoutes, defaultDashboardDir } from './api/dashboard.js';
+import { DASHBOARD_PUBLIC_PATHS, dashboardRoutes, defaultDashboardDir } from './api/static.js';
 import { healthRoutes } from './api/health.js';
+import { apiLimits, describeCounters, newCounters, registerApiMetrics } from './api/limits.js';
+import { statusLines, statusRoutes, type EnrichmentStatus, type ServiceStatus } from './api/status.js';
 import { isLoopback, type Config } from './config/index.js';
 import { startAttribution } from './enrich/attribution.js';
 import { DEFAULT_DOCKER_HOST } from './enrich/docker/client.js';
 import { chainEnrichers, type Enricher } from './enrich/enricher.js';
-import { openGeoEnricher } from './enrich/geo.js';
+import { openGeoEnricher, type GeoDbInfo } from './enrich/geo.js';
 import { createLineOptions } from './parse/line.js';
+import { rulePaths, startDetection, type Detection } from './detect/live.js';
 import { IngestPipeline } from './pipeline.js';
 import type { BoundAddress } from './receive/listen.js';
 import { startReceivers, type Receivers } from './receive/receivers.js';
@@ -22,6 +26,7 @@ import { connectRedis, redactUrl } from './store/connect.js';
 import { FlowIndexer } from './store/indexer.js';
 import { recentRecordHashes } from './store/recent-hashes.js';
 import { startEmbeddedRedis, type EmbeddedRedis } from './store/redis-server.js';
+import { storeKeys } from './store/keys.js';
 import { StreamWriter } from './store/stream-writer.js';
 
 export interface Service {
@@ -37,6 +42,16 @@ export interface ServiceDeps {
   env?: NodeJS.ProcessEnv;
 }
 
+/** The syslog TCP limits at work, for /healthz: open connections and what the caps and the frame deadline refused. */
+function tcpLimitsDetail(receivers: Receivers): string {
+  const m = receivers.metrics;
+  const d = m.tcp.dropped;
+  return (
+    `tcp ${m.openConnections} open; refused: ${d['max-connections']} over the connection cap, ${d['max-connections-per-source']} over the per-source cap` +
+    ` (${d['refused-lines']} lines from them); ${d['frame-timeout']} closed by the frame deadline, ${m.idleTimeouts} idle`
+  );
+}
+
 async function waitForRedis(redis: Redis, url: string, logger: Logger): Promise<void> {
   if (redis.status === 'ready') return;
   const nag = setInterval(() => logger.warn({ redis: redactUrl(url) }, 'waiting for Redis before starting'), 5000);
@@ -45,6 +60,13 @@ async function waitForRedis(redis: Redis, url: string, logger: Logger): Promise<
   } finally {
     clearInterval(nag);
   }
+}
+
+/** GeoIP on with the databases in service (and their build dates), or off when none is. */
+function geoipStatus(databases: readonly GeoDbInfo[]): EnrichmentStatus {
+  if (databases.length === 0) return { name: 'geoip', on: false, detail: 'no database (set GEOIP_DB, GEOIP_CITY_DB or GEOIP_ASN_DB)' };
+  const built = (epoch: number): string => new Date(epoch * 1000).toISOString().slice(0, 10);
+  return { name: 'geoip', on: true, detail: databases.map((d) => `${d.db} from ${d.databaseType} (${basename(d.path)}, built ${built(d.buildEpoch)})`).join('; ') };
 }
 
 /** Where attribution asks Docker: the configured endpoints, else the local socket when there is one. */
@@ -111,6 +133,8 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
     cleanups.push(() => writer.close(0));
 
     const enrichers: Enricher[] = [];
+    let attributionStatus: EnrichmentStatus;
+    let geoStatus = (): EnrichmentStatus => ({ name: 'geoip', on: false, detail: 'turned off (GEOIP=false)' });
     const extraRoutes: FastifyPluginAsync[] = [];
     const endpoint = dockerEndpoint(config);
     if (config.docker.enabled && (endpoint !== undefined || Object.keys(config.docker.endpoints).length > 0)) {
@@ -126,9 +150,16 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
       enrichers.push(attribution.enricher);
       cleanups.push(async () => attribution.enricher.close?.());
       extraRoutes.push(async (app) => containersRoutes(app, { ledger: attribution.ledger, hostMap: { ...config.docker.endpoints } }));
-      logger.info({ endpoints: attribution.watchers.length }, 'container attribution on');
+      const targets = [...new Set([...(endpoint !== undefined ? [endpoint] : []), ...Object.values(config.docker.endpoints)])];
+      attributionStatus = { name: 'attribution', on: true, detail: `containers named through the Docker API at ${targets.join(', ')}` };
     } else {
-      logger.info('container attribution off: no Docker endpoint (set DOCKER_HOST or DOCKFLOW_DOCKER_ENDPOINTS)');
+      attributionStatus = {
+        name: 'attribution',
+        on: false,
+        detail: config.docker.enabled
+          ? `no Docker endpoint (no ${DEFAULT_DOCKER_HOST.slice('unix://'.length)}; set DOCKER_HOST or DOCKFLOW_DOCKER_ENDPOINTS)`
+          : 'turned off (DOCKFLOW_DOCKER=false)',
+      };
     }
     if (config.geo.enabled) {
       const geo = await openGeoEnricher(
@@ -144,8 +175,36 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
       );
       enrichers.push(geo);
       cleanups.push(async () => geo.close());
+      geoStatus = () => geoipStatus(geo.databases);
     }
     const enricher = chainEnrichers(enrichers);
+
+    let detection: Detection | undefined;
+    if (config.detect.enabled) {
+      const d = config.detect;
+      const keys = storeKeys(config.store.keyPrefix);
+      detection = await startDetection(
+        {
+          paths: rulePaths({ shipped: d.shippedRules, rules: d.rules }),
+          groupWindowMs: d.groupWindowMs,
+          maxGroups: d.maxGroups,
+          maxStateKeys: d.maxStateKeys,
+          alertsKey: keys.alerts,
+          baselinesKey: keys.detectBaselines,
+          alertsMaxLen: d.alertsMaxLen,
+          alertsMaxQueue: d.alertsMaxQueue,
+          baselineFlushMs: d.baselineFlushMs,
+          reloadDebounceMs: d.reloadDebounceMs,
+          ...(d.webhookUrl !== undefined
+            ? { webhook: { url: d.webhookUrl, maxQueue: d.webhookMaxQueue, maxAttempts: d.webhookMaxAttempts, backoffMs: d.webhookBackoffMs, timeoutMs: d.webhookTimeoutMs } }
+            : {}),
+        },
+        { redis, logger, registry },
+      );
+      const det = detection;
+      cleanups.push(() => det.close());
+      extraRoutes.push(alertRoutes({ redis, key: keys.alerts, logger, maxClients: d.liveMaxClients }));
+    }
 
     const pipeline = new IngestPipeline(
       // No Community ID at ingest: records are stored as their message plus what it does not determine, and the ID
@@ -154,6 +213,7 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
       enricher,
       writer,
       registry,
+      detection,
     );
     const listen = (enabled: boolean, port: number) => (enabled ? [{ host: config.syslog.host, port }] : []);
     const receivers: Receivers = await startReceivers(
@@ -162,7 +222,9 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
         tcp: listen(config.syslog.tcpEnabled, config.syslog.tcpPort),
         maxMessageBytes: config.syslog.maxMessageBytes,
         maxConnections: config.syslog.maxConnections,
+        maxConnectionsPerSource: config.syslog.maxConnectionsPerSource,
         idleTimeoutMs: config.syslog.idleTimeoutMs,
+        frameTimeoutMs: config.syslog.frameTimeoutMs,
         receiveBufferBytes: config.syslog.udpReceiveBufferBytes,
         udpReader: config.syslog.udpReader,
         udpBacklogMemoryBytes: config.syslog.udpBacklogMemoryBytes,
@@ -216,6 +278,10 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
         pending: w.spoolBytes > 0 ? w.spooled - w.replayed : 0,
       };
     };
+    const limits = apiLimits(config);
+    const apiCounters = newCounters();
+    registerApiMetrics(registry, apiCounters);
+    let apiLoad = (): { clients: number; queries: number } => ({ clients: 0, queries: 0 });
     const health = {
       checks: () => {
         const w = writer.stats();
@@ -224,7 +290,7 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
           queue: { ok: w.queued < config.store.maxQueueRecords, detail: `${w.queued} queued, ${w.inFlight} in flight` },
           receivers: {
             ok: receivers.addresses().length > 0 && receivers.udpRunning,
-            detail: `${receivers.addresses().map((a) => `${a.transport}/${a.address}:${a.port}`).join(' ')}${receivers.udpRunning ? '' : '; UDP receive thread down, restarting'}`,
+            detail: `${receivers.addresses().map((a) => `${a.transport}/${a.address}:${a.port}`).join(' ')}${receivers.udpRunning ? '' : '; UDP receive thread down, restarting'}; ${tcpLimitsDetail(receivers)}`,
           },
           ...(config.syslog.tlsEnabled
             ? {
@@ -242,9 +308,13 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
                 },
               }
             : {}),
+          api: { ok: true, detail: describeCounters(apiCounters, apiLoad(), limits) },
+          ...(detection !== undefined ? { detections: detection.health() } : {}),
         };
       },
     };
+    // Known once the API listens (its address); the route answers only after that.
+    let status = (): ServiceStatus => ({ syslog: [], api: '', docs: '', dashboard: '', enrichments: [attributionStatus, geoStatus()] });
     const app: FastifyInstance = await buildApp({
       redis,
       logger,
@@ -252,16 +322,27 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
       // The page and its assets load without a token (a browser cannot send one then); the page asks for it.
       auth: { token: config.http.apiToken, required: !isLoopback(config.http.host), publicPaths: ['/healthz', ...DASHBOARD_PUBLIC_PATHS] },
       lossReport,
-      plugins: [healthRoutes({ health, registry }), dashboardRoutes({ distDir: defaultDashboardDir() }), ...extraRoutes],
+      limits,
+      counters: apiCounters,
+      load: (l) => {
+        apiLoad = l;
+      },
+      plugins: [healthRoutes({ health, registry, token: config.http.apiToken }), statusRoutes(() => status()), dashboardRoutes({ distDir: defaultDashboardDir() }), ...extraRoutes],
     });
     await app.listen({ host: config.http.host, port: config.http.port });
     cleanups.push(() => app.close());
     const http = app.server.address();
     const httpAddress = typeof http === 'object' && http !== null ? { host: http.address, port: http.port } : { host: config.http.host, port: config.http.port };
-    logger.info(
-      { syslog: receivers.addresses(), http: `http://${httpAddress.host}:${httpAddress.port}`, redis: redactUrl(redisUrl) },
-      'dockflow serving',
-    );
+    const base = `http://${httpAddress.host.includes(':') ? `[${httpAddress.host}]` : httpAddress.host}:${httpAddress.port}/`;
+    status = () => ({
+      syslog: receivers.addresses().map((a) => ({ transport: a.transport, address: a.address, port: a.port })),
+      api: `${base}api/`,
+      docs: `${base}docs`,
+      dashboard: base,
+      enrichments: [attributionStatus, geoStatus()],
+    });
+    for (const line of statusLines(status())) logger.info(line);
+    logger.info({ syslog: receivers.addresses(), http: base, redis: redactUrl(redisUrl) }, 'dockflow serving');
 
     return {
       syslogAddresses: () => receivers.addresses(),
@@ -274,6 +355,8 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
         await receivers.close();
         // The writer spools to disk whatever it cannot write to Redis in time; keep a share of the deadline for the rest.
         await writer.close(Math.max(0, left() - 500));
+        // Open alert groups are closed and the alerts and baselines written while Redis is still there.
+        await detection?.close();
         const stats = writer.stats();
         await app.close();
         await enricher.close?.();

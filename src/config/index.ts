@@ -25,8 +25,13 @@ export const ConfigSchema = z
         tcpEnabled: z.boolean().default(true),
         tcpPort: port.default(5514),
         maxConnections: positiveInt.default(1024),
+        /** TCP connections from one source address; beyond it they are refused and counted. */
+        maxConnectionsPerSource: positiveInt.default(32),
         idleTimeoutMs: positiveInt.default(5 * 60_000),
-        maxMessageBytes: positiveInt.default(64 * 1024),
+        /** A TCP connection that sends bytes but completes no message for this long is closed (slowloris). */
+        frameTimeoutMs: positiveInt.default(30_000),
+        /** A kernel LOG line with its syslog header is under 1 KiB; rsyslog's own default is 8 KiB. */
+        maxMessageBytes: positiveInt.default(8 * 1024),
         /** CIDRs allowed to send; empty allows everyone (syslog carries no authentication). */
         allowedSenders: z.array(z.string()).default([]),
         /** Syslog over TLS (RFC 5425, octet-counted) on a port of its own; needs `tlsCertFile` and `tlsKeyFile`. */
@@ -94,6 +99,33 @@ export const ConfigSchema = z
         port: port.default(8080),
         /** Required when `host` is not a loopback address. */
         apiToken: z.string().min(16).optional(),
+        /** With no token: Host names accepted beside the loopback ones (DNS-rebinding defence), `name` or `name:port`. */
+        allowedHosts: z.array(z.string().min(1)).default([]),
+        /** Open HTTP connections; beyond it new ones are closed at once (counted). */
+        maxConnections: positiveInt.default(512),
+        /** A request's headers must arrive within this, its whole body within `requestTimeoutMs`. */
+        headersTimeoutMs: positiveInt.default(10_000),
+        requestTimeoutMs: positiveInt.default(30_000),
+        /** An idle keep-alive connection is closed after this. */
+        keepAliveTimeoutMs: positiveInt.default(5_000),
+        /** A connection silent both ways this long is closed (one that never sends a request, too); above the live heartbeat. */
+        idleTimeoutMs: positiveInt.default(60_000),
+        /** Live (SSE) followers at once; beyond it 503. */
+        maxLiveClients: positiveInt.default(64),
+        /** Records the live tail fans out per second; beyond it followers get a counted gap instead. */
+        liveMaxRecordsPerSecond: positiveInt.default(5_000),
+        /** Heavy queries (flows, connections, top, inventory) running at once; beyond it 503 with Retry-After. */
+        maxConcurrentQueries: positiveInt.default(4),
+        /** Index entries a flow query examines per page before answering partial with a cursor. */
+        flowsScanBudget: positiveInt.default(20_000),
+        /** Packet records a connections query folds per page before answering partial with a cursor. */
+        connectionsScanBudget: positiveInt.default(10_000),
+        /** Longest range a top-N query counts (newer part kept); also clamped to `store.retentionMs`. */
+        topMaxRangeMs: positiveInt.default(7 * 24 * 3600_000),
+        /** Counter entries a top-N query reads from Redis at most; beyond it the answer is marked inexact. */
+        topMaxReadEntries: positiveInt.default(200_000),
+        /** A CIDR filter enumerating at most this many seen addresses is served from their indexes. */
+        cidrMaxAddresses: positiveInt.default(256),
       })
       .prefault({}),
     geo: z
@@ -115,6 +147,32 @@ export const ConfigSchema = z
         /** Syslog hostname → Docker endpoint, for several Docker hosts sending to one dockflow. */
         endpoints: z.record(z.string(), z.string()).default({}),
         reconcileIntervalMs: positiveInt.default(60_000),
+      })
+      .prefault({}),
+    detect: z
+      .object({
+        enabled: z.boolean().default(true),
+        /** Load the rules shipped in `rules/detections`. */
+        shippedRules: z.boolean().default(true),
+        /** User rule files or directories (`*.yaml`), loaded after the shipped ones, reloaded on change. */
+        rules: z.array(z.string().min(1)).default([]),
+        /** Repeats of a rule for one container and remote within this window are one alert with a count. */
+        groupWindowMs: positiveInt.default(10 * 60_000),
+        maxGroups: positiveInt.default(10_000),
+        /** Keys held per stateful rule (subjects, beacon targets, first-contact baselines). */
+        maxStateKeys: positiveInt.default(100_000),
+        baselineFlushMs: positiveInt.default(1000),
+        reloadDebounceMs: positiveInt.default(250),
+        /** Approximate length cap of the alert stream. */
+        alertsMaxLen: positiveInt.default(100_000),
+        alertsMaxQueue: positiveInt.default(10_000),
+        /** Followers of `/api/alerts/live` at once. */
+        liveMaxClients: positiveInt.default(32),
+        webhookUrl: z.string().url().optional(),
+        webhookMaxQueue: positiveInt.default(1000),
+        webhookMaxAttempts: positiveInt.default(5),
+        webhookBackoffMs: positiveInt.default(1000),
+        webhookTimeoutMs: positiveInt.default(5000),
       })
       .prefault({}),
     shutdownTimeoutMs: positiveInt.default(10_000),
@@ -151,7 +209,9 @@ export const SETTINGS: readonly Setting[] = [
   { path: 'syslog.udpBacklogDiskBytes', env: 'DOCKFLOW_UDP_BACKLOG_DISK_BYTES', flag: 'udp-backlog-disk-bytes', kind: 'int', help: 'then on disk under <spool-dir>/udp (0: none)' },
   { path: 'syslog.maxMessageBytes', env: 'SYSLOG_MAX_MESSAGE_BYTES', flag: 'max-message-bytes', kind: 'int', help: 'largest syslog message accepted' },
   { path: 'syslog.maxConnections', env: 'SYSLOG_MAX_CONNECTIONS', flag: 'max-connections', kind: 'int', help: 'concurrent TCP senders' },
+  { path: 'syslog.maxConnectionsPerSource', env: 'SYSLOG_MAX_CONNECTIONS_PER_SOURCE', flag: 'max-connections-per-source', kind: 'int', help: 'concurrent TCP connections from one address' },
   { path: 'syslog.idleTimeoutMs', env: 'SYSLOG_IDLE_TIMEOUT_MS', flag: 'idle-timeout-ms', kind: 'int', help: 'close silent TCP connections after' },
+  { path: 'syslog.frameTimeoutMs', env: 'SYSLOG_FRAME_TIMEOUT_MS', flag: 'frame-timeout-ms', kind: 'int', help: 'close TCP connections that complete no message for' },
   { path: 'syslog.tlsEnabled', env: 'SYSLOG_TLS', flag: 'tls', kind: 'bool', help: 'listen for syslog over TLS (RFC 5425)' },
   { path: 'syslog.tlsPort', env: 'SYSLOG_TLS_PORT', flag: 'tls-port', kind: 'int', help: 'syslog TLS port' },
   { path: 'syslog.tlsCertFile', env: 'SYSLOG_TLS_CERT', flag: 'tls-cert', kind: 'string', help: 'TLS certificate (PEM), reloaded on change' },
@@ -184,6 +244,10 @@ export const SETTINGS: readonly Setting[] = [
   { path: 'docker.enabled', env: 'DOCKFLOW_DOCKER', flag: 'docker', kind: 'bool', help: 'container attribution' },
   { path: 'docker.defaultEndpoint', env: 'DOCKER_HOST', flag: 'docker-host', kind: 'string', help: 'Docker endpoint (unix://, tcp://)' },
   { path: 'docker.endpoints', env: 'DOCKFLOW_DOCKER_ENDPOINTS', flag: 'docker-endpoints', kind: 'map', help: 'host=endpoint,… per syslog hostname' },
+  { path: 'detect.enabled', env: 'DOCKFLOW_DETECT', flag: 'detect', kind: 'bool', help: 'run detection rules on received records' },
+  { path: 'detect.rules', env: 'DOCKFLOW_RULES', flag: 'rules', kind: 'list', help: 'comma-separated rule files or directories (after the shipped ones)' },
+  { path: 'detect.shippedRules', env: 'DOCKFLOW_SHIPPED_RULES', flag: 'shipped-rules', kind: 'bool', help: 'load the rules shipped in rules/detections' },
+  { path: 'detect.webhookUrl', env: 'DOCKFLOW_ALERT_WEBHOOK', flag: 'alert-webhook', kind: 'string', help: 'POST each alert as JSON to this URL' },
   { path: 'shutdownTimeoutMs', env: 'DOCKFLOW_SHUTDOWN_TIMEOUT_MS', flag: 'shutdown-timeout-ms', kind: 'int', help: 'drain deadline on SIGTERM' },
   { path: 'logLevel', env: 'LOG_LEVEL', flag: 'log-level', kind: 'string', help: 'pino level' },
 ];
@@ -277,6 +341,12 @@ export function loadConfig(sources: ConfigSources): Readonly<Config> {
   }
   return deepFreeze(config);
 }
+
+/**
+ * Every default, as the schema gives it. Modules that take optional settings fall back to these, so a default is
+ * written once, in the schema above.
+ */
+export const DEFAULTS: Readonly<Config> = deepFreeze(ConfigSchema.parse({}));
 
 export function readConfigFile(path: string): unknown {
   try {

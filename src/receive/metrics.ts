@@ -1,4 +1,5 @@
-import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
+import { exportCounter, exportGauge, type Labels, type Series } from '../metrics.js';
 import { readUdpDrops, type UdpSocketId } from './proc-net-udp.js';
 import type { Transport } from './types.js';
 import { BACKLOG_STATS } from './udp-wire.js';
@@ -9,17 +10,23 @@ export type ReceiveDropReason =
   | 'partial-frame'
   | 'bad-octet-count'
   | 'max-connections'
+  | 'max-connections-per-source'
+  | 'frame-timeout'
+  | 'refused-lines'
   | 'backlog-full'
+  | 'backlog-write-failed'
+  | 'backlog-torn'
   | 'tls-handshake'
   | 'subject-not-allowed'
   | 'relp-protocol'
   | 'relp-not-stored';
 
+const STREAM_DROP_REASONS: readonly ReceiveDropReason[] = ['oversize', 'not-allowed', 'partial-frame', 'bad-octet-count', 'max-connections', 'max-connections-per-source', 'frame-timeout', 'refused-lines'];
 const DROP_REASONS: Record<Transport, readonly ReceiveDropReason[]> = {
-  tcp: ['oversize', 'not-allowed', 'partial-frame', 'bad-octet-count', 'max-connections'],
-  udp: ['oversize', 'not-allowed', 'backlog-full'],
-  tls: ['oversize', 'not-allowed', 'partial-frame', 'bad-octet-count', 'max-connections', 'tls-handshake', 'subject-not-allowed'],
-  relp: ['oversize', 'not-allowed', 'partial-frame', 'max-connections', 'relp-protocol', 'relp-not-stored'],
+  tcp: STREAM_DROP_REASONS,
+  udp: ['oversize', 'not-allowed', 'backlog-full', 'backlog-write-failed', 'backlog-torn'],
+  tls: [...STREAM_DROP_REASONS, 'tls-handshake', 'subject-not-allowed'],
+  relp: ['oversize', 'not-allowed', 'partial-frame', 'max-connections', 'max-connections-per-source', 'frame-timeout', 'relp-protocol', 'relp-not-stored'],
 };
 const TRANSPORTS: readonly Transport[] = ['tcp', 'udp', 'tls', 'relp'];
 
@@ -34,8 +41,17 @@ export class TransportCounts {
     'not-allowed': 0,
     'partial-frame': 0,
     'bad-octet-count': 0,
+    /** Connections refused (not lines): over the total cap, or over the cap for their source address. */
     'max-connections': 0,
+    'max-connections-per-source': 0,
+    /** Connections closed for a started frame not completed within the frame deadline (their partial line: partial-frame). */
+    'frame-timeout': 0,
+    /** Lines read from refused connections, counted and not kept. */
+    'refused-lines': 0,
     'backlog-full': 0,
+    'backlog-write-failed': 0,
+    /** Torn chunks (one or more datagrams each) read back from the backlog's disk after a crash. */
+    'backlog-torn': 0,
     'tls-handshake': 0,
     'subject-not-allowed': 0,
     'relp-protocol': 0,
@@ -97,71 +113,66 @@ export class ReceiveMetrics {
     registry: Registry,
     private readonly procNetDir = '/proc/net',
   ) {
-    // prom-client calls collect() with the metric as `this`.
-    const self = this;
     const transports = TRANSPORTS;
-    const registers = [registry];
-    new Counter({
-      name: 'dockflow_receive_messages_total',
-      help: 'Syslog messages received and handed on, by transport',
-      labelNames: ['transport'],
-      registers,
-      collect() {
-        this.reset();
-        for (const transport of transports) this.inc({ transport }, self[transport].messages);
+    const perTransport = (read: (counts: TransportCounts) => number): Series =>
+      transports.map((transport) => [{ transport }, read(this[transport])] as const);
+    exportCounter(registry, { name: 'dockflow_receive_messages_total', help: 'Syslog messages received and handed on, by transport', labelNames: ['transport'] }, () =>
+      perTransport((c) => c.messages),
+    );
+    exportCounter(registry, { name: 'dockflow_receive_bytes_total', help: 'Bytes read from syslog sockets (framing included), by transport', labelNames: ['transport'] }, () =>
+      perTransport((c) => c.bytes),
+    );
+    exportCounter(
+      registry,
+      { name: 'dockflow_receive_dropped_total', help: 'Syslog messages or connections dropped before parsing, by transport and reason', labelNames: ['transport', 'reason'] },
+      () => {
+        this.syncUdpBacklog();
+        return transports.flatMap((transport) => DROP_REASONS[transport].map((reason) => [{ transport, reason }, this[transport].dropped[reason]] as const));
       },
-    });
-    new Counter({
-      name: 'dockflow_receive_bytes_total',
-      help: 'Bytes read from syslog sockets (framing included), by transport',
-      labelNames: ['transport'],
-      registers,
-      collect() {
-        this.reset();
-        for (const transport of transports) this.inc({ transport }, self[transport].bytes);
+    );
+    exportGauge(registry, { name: 'dockflow_receive_tcp_connections', help: 'Open syslog TCP connections' }, () => this.openConnections);
+    exportCounter(
+      registry,
+      { name: 'dockflow_receive_tcp_idle_timeouts_total', help: 'Syslog TCP connections closed for being silent longer than the idle timeout' },
+      () => this.idleTimeouts,
+    );
+    exportCounter(
+      registry,
+      {
+        name: 'dockflow_receive_udp_thread_restarts_total',
+        help: 'UDP receive threads that stopped unasked and were replaced (datagrams in their memory backlog were lost)',
       },
-    });
-    new Counter({
-      name: 'dockflow_receive_dropped_total',
-      help: 'Syslog messages or connections dropped before parsing, by transport and reason',
-      labelNames: ['transport', 'reason'],
-      registers,
-      collect() {
-        this.reset();
-        self.syncUdpBacklog();
-        for (const transport of transports) {
-          for (const reason of DROP_REASONS[transport]) this.inc({ transport, reason }, self[transport].dropped[reason]);
+      () => this.udpThreadRestarts,
+    );
+    exportGauge(
+      registry,
+      { name: 'dockflow_receive_udp_buffer_bytes', help: 'Effective kernel receive buffer of each syslog UDP socket (as the kernel granted it)', labelNames: ['listen'] },
+      () => this.udpSockets.map((s) => [{ listen: s.label }, s.receiveBufferBytes] as const),
+    );
+    exportGauge(
+      registry,
+      { name: 'dockflow_receive_udp_backlog_bytes', help: 'Datagrams read from the UDP sockets and waiting for the ingest thread (in memory, then on disk)' },
+      () => this.udpBacklog?.[BACKLOG_STATS.bytes] ?? 0,
+    );
+    exportGauge(
+      registry,
+      { name: 'dockflow_receive_udp_kernel_drops', help: 'Datagrams the kernel dropped on each syslog UDP socket (drops column of /proc/net/udp, udp6)', labelNames: ['listen'] },
+      async () => {
+        const out: [Labels, number][] = [];
+        for (const s of this.udpSockets) {
+          const drops = await this.kernelDrops(s);
+          if (drops !== undefined) out.push([{ listen: s.label }, drops]);
         }
+        return out;
       },
-    });
-    new Gauge({
-      name: 'dockflow_receive_tcp_connections',
-      help: 'Open syslog TCP connections',
-      registers,
-      collect() {
-        this.set(self.openConnections);
-      },
-    });
-    new Gauge({
-      name: 'dockflow_receive_connections',
-      help: 'Open connections of the stream listeners, by transport (tcp, tls, relp)',
-      labelNames: ['transport'],
-      registers,
-      collect() {
-        this.reset();
-        for (const transport of ['tcp', 'tls', 'relp'] as const) this.set({ transport }, self.connections[transport]);
-      },
-    });
+    );
+    exportGauge(
+      registry,
+      { name: 'dockflow_receive_connections', help: 'Open connections of the stream listeners, by transport (tcp, tls, relp)', labelNames: ['transport'] },
+      () => (['tcp', 'tls', 'relp'] as const).map((transport) => [{ transport }, this.connections[transport]] as const),
+    );
     const relpCounter = (name: string, help: string, value: (c: RelpCounts) => number): void => {
-      new Counter({
-        name,
-        help,
-        registers,
-        collect() {
-          this.reset();
-          this.inc(value(self.relpCounts));
-        },
-      });
+      exportCounter(registry, { name, help }, () => value(this.relpCounts));
     };
     relpCounter('dockflow_relp_acknowledged_total', 'RELP syslog frames answered 200 OK (record durable, or no record to keep)', (c) => c.acknowledged);
     relpCounter('dockflow_relp_refused_total', 'RELP syslog frames answered 500 (not stored; the sender resends them)', (c) => c.refused);
@@ -169,74 +180,15 @@ export class ReceiveMetrics {
     relpCounter('dockflow_relp_repeated_txnr_total', 'RELP frames whose transaction number did not increase within a session', (c) => c.repeatedTxnr);
     relpCounter('dockflow_relp_sessions_total', 'RELP sessions opened', (c) => c.sessionsOpened);
     relpCounter('dockflow_relp_window_full_total', 'Times a RELP connection stopped reading with its window of unanswered frames full', (c) => c.windowFull);
-    new Gauge({
-      name: 'dockflow_relp_unanswered_frames',
-      help: 'RELP syslog frames read and not yet answered (waiting for their record to be durable)',
-      registers,
-      collect() {
-        this.set(self.relpCounts.unanswered);
-      },
-    });
-    new Counter({
-      name: 'dockflow_tls_reloads_total',
-      help: 'TLS certificate and key reloads, by result',
-      labelNames: ['result'],
-      registers,
-      collect() {
-        this.reset();
-        this.inc({ result: 'ok' }, self.tlsCounts.reloads);
-        this.inc({ result: 'failed' }, self.tlsCounts.reloadFailures);
-      },
-    });
-    new Counter({
-      name: 'dockflow_receive_tcp_idle_timeouts_total',
-      help: 'Syslog TCP connections closed for being silent longer than the idle timeout',
-      registers,
-      collect() {
-        this.reset();
-        this.inc(self.idleTimeouts);
-      },
-    });
-    new Counter({
-      name: 'dockflow_receive_udp_thread_restarts_total',
-      help: 'UDP receive threads that stopped unasked and were replaced (datagrams in their memory backlog were lost)',
-      registers,
-      collect() {
-        this.reset();
-        this.inc(self.udpThreadRestarts);
-      },
-    });
-    new Gauge({
-      name: 'dockflow_receive_udp_buffer_bytes',
-      help: 'Effective kernel receive buffer of each syslog UDP socket (as the kernel granted it)',
-      labelNames: ['listen'],
-      registers,
-      collect() {
-        this.reset();
-        for (const s of self.udpSockets) this.set({ listen: s.label }, s.receiveBufferBytes);
-      },
-    });
-    new Gauge({
-      name: 'dockflow_receive_udp_backlog_bytes',
-      help: 'Datagrams read from the UDP sockets and waiting for the ingest thread (in memory, then on disk)',
-      registers,
-      collect() {
-        this.set(self.udpBacklog?.[BACKLOG_STATS.bytes] ?? 0);
-      },
-    });
-    new Gauge({
-      name: 'dockflow_receive_udp_kernel_drops',
-      help: 'Datagrams the kernel dropped on each syslog UDP socket (drops column of /proc/net/udp, udp6)',
-      labelNames: ['listen'],
-      registers,
-      async collect() {
-        this.reset();
-        for (const s of self.udpSockets) {
-          const drops = await self.kernelDrops(s);
-          if (drops !== undefined) this.set({ listen: s.label }, drops);
-        }
-      },
-    });
+    exportGauge(
+      registry,
+      { name: 'dockflow_relp_unanswered_frames', help: 'RELP syslog frames read and not yet answered (waiting for their record to be durable)' },
+      () => this.relpCounts.unanswered,
+    );
+    exportCounter(registry, { name: 'dockflow_tls_reloads_total', help: 'TLS certificate and key reloads, by result', labelNames: ['result'] }, () => [
+      [{ result: 'ok' }, this.tlsCounts.reloads],
+      [{ result: 'failed' }, this.tlsCounts.reloadFailures],
+    ]);
   }
 
   /** Open syslog TCP connections (plain TCP listener). */
@@ -270,7 +222,11 @@ export class ReceiveMetrics {
   }
 
   syncUdpBacklog(): void {
-    if (this.udpBacklog !== undefined) this.udp.dropped['backlog-full'] = this.udpBacklog[BACKLOG_STATS.droppedDatagrams] ?? 0;
+    const stats = this.udpBacklog;
+    if (stats === undefined) return;
+    this.udp.dropped['backlog-full'] = stats[BACKLOG_STATS.droppedDatagrams] ?? 0;
+    this.udp.dropped['backlog-write-failed'] = stats[BACKLOG_STATS.writeFailedDatagrams] ?? 0;
+    this.udp.dropped['backlog-torn'] = stats[BACKLOG_STATS.tornChunks] ?? 0;
   }
 
   addUdpSocket(id: UdpSocketId, receiveBufferBytes: number): void {

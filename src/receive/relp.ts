@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type net from 'node:net';
-import { contentEnd } from './framing.js';
+import { contentEnd, exactBytes } from './framing.js';
 import type { ReceiverContext } from './listen.js';
 import type { RelpCounts, TransportCounts } from './metrics.js';
 import type { ConnectionFactory, StreamConnection, TcpReceiver } from './tcp.js';
@@ -259,6 +259,7 @@ class RelpConnection implements StreamConnection {
     socket.setNoDelay(true);
     this.decoder = new RelpFrameDecoder(ctx.maxMessageBytes, {
       frame: (f) => {
+        this.framesRead++;
         this.onFrame(f);
         return !this.windowFull;
       },
@@ -275,10 +276,22 @@ class RelpConnection implements StreamConnection {
     return !this.windowFull && !this.writeBlocked && this.state !== 'closing';
   }
 
+  /** When the frame being read was started (0: none started); the receiver closes the connection when it is overdue. */
+  pendingSinceMs = 0;
+
   data(chunk: Buffer): void {
     this.counts.bytes += chunk.length;
+    const now = Date.now();
+    const frames = this.framesRead;
     this.decode(chunk);
+    // The frame deadline applies to a started frame: restarted by every completed frame, off between frames, and
+    // off while the window is full (the frames held unread are ours to read, not the peer's to finish).
+    if (this.framesRead !== frames || this.held !== undefined) this.pendingSinceMs = this.decoder.hasPartial && this.held === undefined ? now : 0;
+    else if (this.pendingSinceMs === 0 && this.decoder.hasPartial) this.pendingSinceMs = now;
   }
+
+  /** Frames read whole from the stream. */
+  private framesRead = 0;
 
   /** Frames past a full window wait here, unread, until answers free the window. */
   private held: Buffer | undefined;
@@ -387,7 +400,9 @@ class RelpConnection implements StreamConnection {
     this.unanswered++;
     this.relp.unanswered++;
     const meta: MessageMeta = { transport: 'relp', remoteAddress: this.remoteAddress, receivedAtMs: Date.now(), hash };
-    const more = this.ctx.sink.acceptDurable!(data.toString('utf8', 0, end), meta, (outcome) => this.settle(entry, outcome));
+    const message = data.toString('utf8', 0, end);
+    // Byte-exact: the message's own bytes go with it when its UTF-8 decoding does not give them back.
+    const more = this.ctx.sink.acceptDurable!(message, meta, (outcome) => this.settle(entry, outcome), exactBytes(message, data, 0, end));
     if (!more) this.receiver.pause();
     if (this.unanswered >= this.opts.windowFrames && !this.windowFull && this.state === 'open') {
       this.windowFull = true;
@@ -414,6 +429,7 @@ class RelpConnection implements StreamConnection {
       const held = this.held;
       this.held = undefined;
       if (held !== undefined) this.decode(held);
+      this.pendingSinceMs = this.held === undefined && this.decoder.hasPartial ? Date.now() : 0;
       this.receiver.resumeSocket(this);
     }
   }

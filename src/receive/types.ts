@@ -23,12 +23,13 @@ export type DurableOutcome = 'stored' | 'no-record' | 'dropped';
  * stop reading (TCP pauses its sockets, UDP leaves datagrams in its receive backlog) until the sink calls its drain listeners.
  */
 export interface MessageSink {
-  accept(message: string, meta: MessageMeta): boolean;
+  /** `message` as text (UTF-8); `raw`, its exact bytes, when the text does not give them back (invalid UTF-8). */
+  accept(message: string, meta: MessageMeta, raw?: Buffer): boolean;
   /**
    * As `accept`, and `done` is called exactly once with the message's outcome: at once when it produced no record,
    * later when its record is durable or dropped (RELP acknowledges on it); possibly before `acceptDurable` returns.
    * Needed by the RELP listener only.
    */
-  acceptDurable?(message: string, meta: MessageMeta, done: (outcome: DurableOutcome) => void): boolean;
+  acceptDurable?(message: string, meta: MessageMeta, done: (outcome: DurableOutcome) => void, raw?: Buffer): boolean;
   onDrain(listener: () => void): void;
 }

@@ -12,6 +12,10 @@ export interface StoreKeys {
   stream(direction: Direction): string;
   /** All flow streams, in `DIRECTIONS` order. */
   readonly streams: readonly string[];
+  /** `<prefix>:alerts`: the detections' alert stream. */
+  readonly alerts: string;
+  /** `<prefix>:detect:baselines`: first-contact baselines (hash: rule, fields and subject → JSON). */
+  readonly detectBaselines: string;
   /** Any other key (`<prefix>:<name>`), for indexes and bookkeeping. */
   key(...parts: string[]): string;
 }
@@ -27,6 +31,8 @@ export function storeKeys(keyPrefix: string = DEFAULT_KEY_PREFIX, singleStream?:
     prefix: keyPrefix,
     stream: (direction) => byDirection.get(direction) ?? key('flows', direction),
     streams: [...new Set(byDirection.values())],
+    alerts: key('alerts'),
+    detectBaselines: key('detect', 'baselines'),
     key,
   };
 }

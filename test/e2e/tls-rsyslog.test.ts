@@ -108,3 +108,53 @@ t.test('rsyslog over TLS with client certificates', { skip: skip ?? false }, asy
     await rs.stop();
   });
 });
+
+t.test('TLS connections get the TCP limits: per-source cap and the frame deadline', { skip: skip ?? false }, async (t) => {
+  const dir = tempDir(t, 'tls-limits');
+  const pki = makePki(join(dir, 'pki'));
+  const server = pki.issue('server', { cn: 'localhost', san: 'DNS:localhost,IP:127.0.0.1', usage: 'server' });
+  const h = await startHarness({
+    tcp: [],
+    udp: [],
+    maxConnectionsPerSource: 2,
+    frameTimeoutMs: 200,
+    tls: {
+      listen: [{ host: '127.0.0.1', port: 0 }],
+      credentials: { certFile: server.cert, keyFile: server.key, allowedSubjects: [], reloadIntervalMs: 60_000, handshakeTimeoutMs: 5000 },
+    },
+  });
+  t.teardown(() => h.receivers.close());
+  const port = h.at('tls', '127.0.0.1').port;
+  const counts = h.receivers.metrics;
+  const open = async (): Promise<tls.TLSSocket> => {
+    const socket = tls.connect({ host: '127.0.0.1', port, ca: readFileSync(pki.ca), servername: 'localhost' });
+    socket.on('error', () => undefined);
+    await once(socket, 'secureConnect');
+    return socket;
+  };
+  const closed = async (socket: tls.TLSSocket): Promise<void> => {
+    if (!socket.destroyed) await once(socket, 'close');
+  };
+
+  // A started octet-counted frame trickled byte by byte is closed at the deadline; a whole one is delivered.
+  const slow = await open();
+  slow.write('100 <13>1 ');
+  const trickle = setInterval(() => slow.write('x'), 50);
+  await closed(slow);
+  clearInterval(trickle);
+  t.equal(counts.tls.dropped['frame-timeout'], 1, 'frame-timeout counted under tls');
+  await until(() => counts.connections.tls === 0);
+
+  const a = await open();
+  const b = await open();
+  await until(() => counts.connections.tls === 2);
+  const c = await open();
+  await closed(c);
+  t.equal(counts.tls.dropped['max-connections-per-source'], 1, 'third connection from one address refused');
+  const line = LINES[0]!;
+  a.write(`${Buffer.byteLength(line)} ${line}`);
+  await until(() => h.sink.messages.length >= 1);
+  t.equal(h.sink.messages[0], line);
+  a.destroy();
+  b.destroy();
+});

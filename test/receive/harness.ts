@@ -11,15 +11,18 @@ import type { DurableOutcome, MessageMeta, MessageSink, Transport } from '../../
 export class CollectingSink implements MessageSink {
   readonly messages: string[] = [];
   readonly metas: MessageMeta[] = [];
+  /** The exact bytes handed with each message (undefined when its text gives them back). */
+  readonly raws: Array<Buffer | undefined> = [];
   full = false;
   /** Messages accepted while full (each answered false). */
   acceptedWhileFull = 0;
   private readonly drainListeners: Array<() => void> = [];
   private waiters: Array<{ count: number; resolve: () => void }> = [];
 
-  accept(message: string, meta: MessageMeta): boolean {
+  accept(message: string, meta: MessageMeta, raw?: Buffer): boolean {
     this.messages.push(message);
     this.metas.push(meta);
+    this.raws.push(raw);
     if (this.full) this.acceptedWhileFull++;
     this.waiters = this.waiters.filter((w) => {
       if (this.messages.length < w.count) return true;
@@ -34,8 +37,8 @@ export class CollectingSink implements MessageSink {
   /** While true, `acceptDurable` keeps each callback in `durable` for the test to settle; else answers 'stored' on the next turn. */
   holdDurable = false;
 
-  acceptDurable(message: string, meta: MessageMeta, done: (outcome: DurableOutcome) => void): boolean {
-    const ok = this.accept(message, meta);
+  acceptDurable(message: string, meta: MessageMeta, done: (outcome: DurableOutcome) => void, raw?: Buffer): boolean {
+    const ok = this.accept(message, meta, raw);
     if (this.holdDurable) this.durable.push(done);
     else setImmediate(() => done('stored'));
     return ok;
@@ -68,7 +71,9 @@ export const TEST_OPTIONS: ReceiverOptions = {
   ],
   maxMessageBytes: 8192,
   maxConnections: 16,
+  maxConnectionsPerSource: 16,
   idleTimeoutMs: 60_000,
+  frameTimeoutMs: 60_000,
   receiveBufferBytes: 8 * 1024 * 1024,
   // The addon must be built for the tests: `auto` would hide a failed build behind node:dgram.
   udpReader: 'batch',

@@ -252,3 +252,49 @@ t.test('close(): unanswered frames get their answers if durable in time, then se
   t.same(c.answers().slice(1), ['2 200 OK']);
   t.ok(c.frames.some((f) => f.txnr === 0 && f.command === 'serverclose'));
 });
+
+t.test('byte-exact: a message that is not valid UTF-8 is handed on with its exact bytes; valid UTF-8 without', async (t) => {
+  const h = await harness(t);
+  const c = await client(h);
+  await c.open();
+  const line = Buffer.from(LINES[0]!);
+  const invalid = Buffer.concat([line, Buffer.from([0x20, 0xff, 0xfe, 0x41])]);
+  const data = (txnr: number, b: Buffer): Buffer => Buffer.concat([Buffer.from(`${txnr} syslog ${b.length} `), b, Buffer.from('\n')]);
+  c.socket.write(Buffer.concat([data(2, line), data(3, invalid)]));
+  t.same((await c.waitAnswers(3)).slice(1), ['2 200 OK', '3 200 OK']);
+  t.equal(h.sink.raws[0], undefined, 'valid UTF-8: the text gives the bytes back');
+  t.ok(Buffer.isBuffer(h.sink.raws[1]) && h.sink.raws[1]!.equals(invalid), 'invalid UTF-8: the exact bytes');
+  t.ok(h.sink.messages[1]!.includes('\uFFFD'));
+});
+
+t.test('frame deadline: a started RELP frame not completed in time closes the connection; an idle session does not', async (t) => {
+  const h = await harness(t, {}, { frameTimeoutMs: 200, idleTimeoutMs: 60_000 });
+  const idle = await client(h);
+  await idle.open();
+  const slow = await client(h);
+  await slow.open();
+  // A frame started and trickled: one byte now and then, never the trailer.
+  slow.socket.write('2 syslog 100 ');
+  const trickle = setInterval(() => slow.socket.write('x'), 50);
+  t.teardown(() => clearInterval(trickle));
+  await closedByPeer(slow.socket);
+  clearInterval(trickle);
+  t.equal(h.receivers.metrics.relp.dropped['frame-timeout'], 1);
+  // The idle session, between frames the whole time, is still served.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.notOk(idle.socket.destroyed, 'an open session with no frame started is not closed');
+  idle.send(frame(2, 'syslog', LINES[0]));
+  t.same((await idle.waitAnswers(2))[1], '2 200 OK');
+});
+
+t.test('per-source cap: RELP connections from one address beyond maxConnectionsPerSource are refused and counted', async (t) => {
+  const h = await harness(t, {}, { maxConnectionsPerSource: 2 });
+  const a = await client(h);
+  const b = await client(h);
+  await a.open();
+  await b.open();
+  const c = await client(h);
+  await closedByPeer(c.socket);
+  t.equal(h.receivers.metrics.relp.dropped['max-connections-per-source'], 1);
+  t.equal(h.receivers.metrics.connections.relp, 2);
+});

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { canonicalIp as canonicalAddress } from '../../parse/community-id.js';
+import { canonicalIp as canonicalAddress } from '../../net/ip.js';
 import type { Logger } from 'pino';
 import { compareNanoText } from './ndjson.js';
 
@@ -9,6 +9,8 @@ export interface ContainerMeta {
   name: string;
   image: string;
   labels: Record<string, string>;
+  /** Published container ports (`80/tcp`), when the engine said. */
+  ports?: string[];
 }
 
 /** One address held by one container during [fromMs, toMs). */
@@ -81,6 +83,7 @@ interface StoredHolding {
   name: string;
   image: string;
   labels: Record<string, string>;
+  ports?: string[];
   mac?: string;
   network?: string;
   physdev?: string;
@@ -395,6 +398,7 @@ export class Ledger {
 
   private encode(h: Holding): string {
     const s: StoredHolding = { ip: h.ip, id: h.container.id, name: h.container.name, image: h.container.image, labels: h.container.labels, from: h.fromMs };
+    if (h.container.ports !== undefined) s.ports = h.container.ports;
     if (h.mac) s.mac = h.mac;
     if (h.network) s.network = h.network;
     if (h.physdev) s.physdev = h.physdev;
@@ -414,7 +418,7 @@ export class Ledger {
     const h: Holding = {
       host,
       ip: s.ip,
-      container: { id: s.id, name: s.name ?? '', image: s.image ?? '', labels: s.labels ?? {} },
+      container: { id: s.id, name: s.name ?? '', image: s.image ?? '', labels: s.labels ?? {}, ...(Array.isArray(s.ports) ? { ports: s.ports } : {}) },
       fromMs: s.from,
     };
     if (s.mac) h.mac = s.mac;
