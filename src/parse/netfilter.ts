@@ -926,10 +926,15 @@ export function parseNetfilter(text: string, start: number, opts: NetfilterOptio
   const dport = ported ? pk.dpt : undefined;
   let cid: string | undefined;
   if (iana !== undefined && src !== undefined && dst !== undefined && opts.communityId !== false) {
+    // An ICMP line without TYPE= (a later fragment, a cut header) hashes as type 0 code 0, as Elastic's
+    // community_id processor does, so the two agree on every line.
+    const icmp = iana === IANA_ICMP || iana === IANA_ICMPV6;
+    const type = pk.icmpType ?? (icmp ? 0 : undefined);
+    const code = pk.icmpCode ?? (icmp ? 0 : undefined);
     cid =
       pk.srcV4 >= 0 && pk.dstV4 >= 0
-        ? communityIdV4(iana, pk.srcV4, sport, pk.dstV4, dport, pk.icmpType, pk.icmpCode)
-        : communityId(iana, src, sport, dst, dport, pk.icmpType, pk.icmpCode);
+        ? communityIdV4(iana, pk.srcV4, sport, pk.dstV4, dport, type, code)
+        : communityId(iana, src, sport, dst, dport, type, code);
   }
 
   const prefix = prefixInfo(text, start, at, hostnamed);

@@ -195,11 +195,14 @@ const cases: [string, unknown][] = [
       iptables: {
         id: 4711, ttl: 63, length: 576, precedence_bits: 0xc0, fragment_flags: undefined, tcp: undefined,
         icmp: { type: 3, code: 4, mtu: 1400 },
-        embedded: { source: { ip: '172.17.0.2', port: 44038 }, destination: { port: 25 }, iptables: { id: 9031, length: 1500, fragment_flags: ['DF'] } },
+        // The quote's LEN= is the original packet's, more than 576 bytes can carry: partial.
+        embedded: { incomplete: true, source: { ip: '172.17.0.2', port: 44038 }, destination: { port: 25 }, iptables: { id: 9031, length: 1500, fragment_flags: ['DF'] } },
       },
     },
   ],
   ['icmp-error-incomplete', { iptables: { incomplete_bytes: undefined, embedded: { incomplete: true, network: { transport: 'tcp' }, iptables: { incomplete_bytes: 8, ttl: 1 } } } }],
+  ['icmp-quote-cut', { source: { ip: '198.51.100.2' }, iptables: { icmp: { type: 11 }, embedded: { incomplete: true, source: { ip: '172.17.0.2' }, iptables: { length: 1500, ttl: 1 } } } }],
+  ['icmp-quote-truncated', { iptables: { icmp: { type: 3, code: 4, mtu: undefined }, embedded: { incomplete: true, source: {} } } }],
   ['icmp-redirect', { iptables: { id: 77, icmp: { type: 5, code: 1, redirect: '192.0.2.254', id: undefined, seq: undefined }, embedded: { iptables: { id: 5, icmp: { type: 8, id: 99, seq: 1 } } } } }],
   ['icmp-param-problem', { iptables: { icmp: { type: 12, parameter: 20 }, embedded: { network: { transport: 'udp', iana_number: '17' } } } }],
   ['same-bridge', { network: { direction: 'internal' }, iptables: { physin: 'veth6c17be9', physout: 'veth9bea1c7' }, source: { mac: '02-42-AC-11-00-02' }, destination: { mac: '02-42-AC-11-00-03' } }],
@@ -209,13 +212,22 @@ const cases: [string, unknown][] = [
     'nft-vlan',
     {
       log: { prefix: 'nftflow:' },
+      network: { vlan: { id: '42' } },
       source: { mac: '52-54-00-C6-33-02' },
       destination: { mac: '52-54-00-C6-33-01' },
-      iptables: { ether_type: 0x0800, vlan_id: 42, tcp: { flags: ['CWR', 'ECE', 'SYN'], seq: 3314547655, ack: 0 } },
+      iptables: { input_device: 'eth0.42', output_device: 'docker0', ether_type: 0x0800, vlan_id: 42, tcp: { flags: ['CWR', 'ECE', 'SYN'], seq: 3314547655, ack: 0 } },
     },
   ],
   ['tcp-incomplete', { source: { port: undefined }, network: { transport: 'tcp', community_id: undefined }, iptables: { incomplete_bytes: 12, tcp: { flags: [] } } }],
-  ['uid-gid-mark', { network: { direction: 'host-to-container' }, iptables: { uid: 1000, gid: 1001, mark: 0xdeadbeef, tcp: { seq: 1209479540, ack: 0 } } }],
+  [
+    'uid-gid-mark',
+    {
+      network: { direction: 'host-to-container' },
+      user: { id: '1000' },
+      group: { id: '1001' },
+      iptables: { uid: 1000, gid: 1001, mark: 0xdeadbeef, tcp: { seq: 1209479540, ack: 0 } },
+    },
+  ],
   [
     'arp-request',
     {
