@@ -84,6 +84,10 @@ export const ConfigSchema = z
         countryDbPath: z.string().optional(),
         asnDbPath: z.string().optional(),
         embeddedDefault: z.boolean().default(true),
+        /** Without `asnDbPath`: AS numbers and names from the embedded @ip-location-db/asn data. */
+        embeddedAsn: z.boolean().default(true),
+        /** Where the embedded AS data is kept converted (one file, about 11 MB). */
+        asnCacheDir: z.string().default('.dockflow/asn'),
         cacheEntries: positiveInt.default(100_000),
         watch: z.boolean().default(true),
       })
