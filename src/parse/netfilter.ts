@@ -61,14 +61,19 @@ const IPV4_TEXT_SLOTS = 4096;
  * Content-addressed, so one table serves every caller.
  */
 const MAC_TEXT_SLOTS = 1024;
-const macValues = new Float64Array(MAC_TEXT_SLOTS).fill(-1);
+const macHigh = new Int32Array(MAC_TEXT_SLOTS).fill(-1);
+const macLow = new Int32Array(MAC_TEXT_SLOTS).fill(-1);
 const macTexts = new Array<string>(MAC_TEXT_SLOTS).fill('');
 
-/** Value of the hex digit `c` (a char code), or -1. */
-function hexDigit(c: number): number {
-  if (c >= 48 && c <= 57) return c - 48;
-  const l = c | 32;
-  return l >= 97 && l <= 102 ? l - 87 : -1;
+/** Value of the hex pair at `i` (char codes of `s`), or -1. */
+function hexPair(s: string, i: number): number {
+  let c = s.charCodeAt(i);
+  let hi = c - 48;
+  if (hi > 9) hi = (c | 32) - 87;
+  c = s.charCodeAt(i + 1);
+  let lo = c - 48;
+  if (lo > 9) lo = (c | 32) - 87;
+  return (hi >>> 0) > 15 || (lo >>> 0) > 15 ? -1 : (hi << 4) | lo;
 }
 
 /**
@@ -76,18 +81,23 @@ function hexDigit(c: number): number {
  * is not one.
  */
 function macAt(s: string, v: number): string | undefined {
-  let value = 0;
-  for (let k = 0; k < 6; k++) {
-    const i = v + k * 3;
-    const hi = hexDigit(s.charCodeAt(i));
-    const lo = hexDigit(s.charCodeAt(i + 1));
-    if (hi < 0 || lo < 0 || (k < 5 && s.charCodeAt(i + 2) !== 58)) return undefined;
-    value = value * 256 + hi * 16 + lo;
+  const b0 = hexPair(s, v);
+  const b1 = hexPair(s, v + 3);
+  const b2 = hexPair(s, v + 6);
+  const b3 = hexPair(s, v + 9);
+  const b4 = hexPair(s, v + 12);
+  const b5 = hexPair(s, v + 15);
+  if ((b0 | b1 | b2 | b3 | b4 | b5) < 0) return undefined;
+  if (s.charCodeAt(v + 2) !== 58 || s.charCodeAt(v + 5) !== 58 || s.charCodeAt(v + 8) !== 58 || s.charCodeAt(v + 11) !== 58 || s.charCodeAt(v + 14) !== 58) {
+    return undefined;
   }
-  const slot = (value % 1021) & (MAC_TEXT_SLOTS - 1);
-  if (macValues[slot] === value) return macTexts[slot];
+  const high = (b0 << 16) | (b1 << 8) | b2;
+  const low = (b3 << 16) | (b4 << 8) | b5;
+  const slot = (low ^ (low >>> 10) ^ (high * 31)) & (MAC_TEXT_SLOTS - 1);
+  if (macLow[slot] === low && macHigh[slot] === high) return macTexts[slot];
   const text = s.slice(v, v + 17).toUpperCase().replaceAll(':', '-');
-  macValues[slot] = value;
+  macHigh[slot] = high;
+  macLow[slot] = low;
   macTexts[slot] = text;
   return text;
 }
