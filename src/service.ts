@@ -1,19 +1,20 @@
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { buildApp, type LossReport } from './api/app.js';
 import { containersRoutes } from './api/containers.js';
-import { DASHBOARD_PUBLIC_PATHS, dashboardRoutes, defaultDashboardDir } from './api/dashboard.js';
+import { DASHBOARD_PUBLIC_PATHS, dashboardRoutes, defaultDashboardDir } from './api/static.js';
 import { healthRoutes } from './api/health.js';
+import { statusLines, statusRoutes, type EnrichmentStatus, type ServiceStatus } from './api/status.js';
 import { isLoopback, type Config } from './config/index.js';
 import { startAttribution } from './enrich/attribution.js';
 import { DEFAULT_DOCKER_HOST } from './enrich/docker/client.js';
 import { chainEnrichers, type Enricher } from './enrich/enricher.js';
-import { openGeoEnricher } from './enrich/geo.js';
+import { openGeoEnricher, type GeoDbInfo } from './enrich/geo.js';
 import { createLineOptions } from './parse/line.js';
 import { IngestPipeline } from './pipeline.js';
 import type { BoundAddress } from './receive/listen.js';
@@ -44,6 +45,13 @@ async function waitForRedis(redis: Redis, url: string, logger: Logger): Promise<
   } finally {
     clearInterval(nag);
   }
+}
+
+/** GeoIP on with the databases in service (and their build dates), or off when none is. */
+function geoipStatus(databases: readonly GeoDbInfo[]): EnrichmentStatus {
+  if (databases.length === 0) return { name: 'geoip', on: false, detail: 'no database (set GEOIP_DB, GEOIP_CITY_DB or GEOIP_ASN_DB)' };
+  const built = (epoch: number): string => new Date(epoch * 1000).toISOString().slice(0, 10);
+  return { name: 'geoip', on: true, detail: databases.map((d) => `${d.db} from ${d.databaseType} (${basename(d.path)}, built ${built(d.buildEpoch)})`).join('; ') };
 }
 
 /** Where attribution asks Docker: the configured endpoints, else the local socket when there is one. */
@@ -110,6 +118,8 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
     cleanups.push(() => writer.close(0));
 
     const enrichers: Enricher[] = [];
+    let attributionStatus: EnrichmentStatus;
+    let geoStatus = (): EnrichmentStatus => ({ name: 'geoip', on: false, detail: 'turned off (GEOIP=false)' });
     const extraRoutes: FastifyPluginAsync[] = [];
     const endpoint = dockerEndpoint(config);
     if (config.docker.enabled && (endpoint !== undefined || Object.keys(config.docker.endpoints).length > 0)) {
@@ -125,9 +135,16 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
       enrichers.push(attribution.enricher);
       cleanups.push(async () => attribution.enricher.close?.());
       extraRoutes.push(async (app) => containersRoutes(app, { ledger: attribution.ledger, hostMap: { ...config.docker.endpoints } }));
-      logger.info({ endpoints: attribution.watchers.length }, 'container attribution on');
+      const targets = [...new Set([...(endpoint !== undefined ? [endpoint] : []), ...Object.values(config.docker.endpoints)])];
+      attributionStatus = { name: 'attribution', on: true, detail: `containers named through the Docker API at ${targets.join(', ')}` };
     } else {
-      logger.info('container attribution off: no Docker endpoint (set DOCKER_HOST or DOCKFLOW_DOCKER_ENDPOINTS)');
+      attributionStatus = {
+        name: 'attribution',
+        on: false,
+        detail: config.docker.enabled
+          ? `no Docker endpoint (no ${DEFAULT_DOCKER_HOST.slice('unix://'.length)}; set DOCKER_HOST or DOCKFLOW_DOCKER_ENDPOINTS)`
+          : 'turned off (DOCKFLOW_DOCKER=false)',
+      };
     }
     if (config.geo.enabled) {
       const geo = await openGeoEnricher(
@@ -144,6 +161,7 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
       );
       enrichers.push(geo);
       cleanups.push(async () => geo.close());
+      geoStatus = () => geoipStatus(geo.databases);
     }
     const enricher = chainEnrichers(enrichers);
 
@@ -200,6 +218,8 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
         };
       },
     };
+    // Known once the API listens (its address); the route answers only after that.
+    let status = (): ServiceStatus => ({ syslog: [], api: '', docs: '', dashboard: '', enrichments: [attributionStatus, geoStatus()] });
     const app: FastifyInstance = await buildApp({
       redis,
       logger,
@@ -207,16 +227,22 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
       // The page and its assets load without a token (a browser cannot send one then); the page asks for it.
       auth: { token: config.http.apiToken, required: !isLoopback(config.http.host), publicPaths: ['/healthz', ...DASHBOARD_PUBLIC_PATHS] },
       lossReport,
-      plugins: [healthRoutes({ health, registry }), dashboardRoutes({ distDir: defaultDashboardDir() }), ...extraRoutes],
+      plugins: [healthRoutes({ health, registry }), statusRoutes(() => status()), dashboardRoutes({ distDir: defaultDashboardDir() }), ...extraRoutes],
     });
     await app.listen({ host: config.http.host, port: config.http.port });
     cleanups.push(() => app.close());
     const http = app.server.address();
     const httpAddress = typeof http === 'object' && http !== null ? { host: http.address, port: http.port } : { host: config.http.host, port: config.http.port };
-    logger.info(
-      { syslog: receivers.addresses(), http: `http://${httpAddress.host}:${httpAddress.port}`, redis: redactUrl(redisUrl) },
-      'dockflow serving',
-    );
+    const base = `http://${httpAddress.host.includes(':') ? `[${httpAddress.host}]` : httpAddress.host}:${httpAddress.port}/`;
+    status = () => ({
+      syslog: receivers.addresses().map((a) => ({ transport: a.transport, address: a.address, port: a.port })),
+      api: `${base}api/`,
+      docs: `${base}docs`,
+      dashboard: base,
+      enrichments: [attributionStatus, geoStatus()],
+    });
+    for (const line of statusLines(status())) logger.info(line);
+    logger.info({ syslog: receivers.addresses(), http: base, redis: redactUrl(redisUrl) }, 'dockflow serving');
 
     return {
       syslogAddresses: () => receivers.addresses(),

@@ -1,6 +1,5 @@
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
-import { keepStringPrototypeFast } from './string-prototype.js';
 
 /** Reconnect delay: 50 ms doubling to 2 s, so a restarted Redis is used again within about two seconds. */
 export function reconnectDelayMs(attempt: number): number {
@@ -33,7 +32,6 @@ export const CLIENT_OPTIONS: RedisOptions = {
  * reconnects forever; state changes are logged once each (not every failed attempt).
  */
 export function connectRedis(url: string, logger: Logger, overrides: RedisOptions = {}): Redis {
-  keepStringPrototypeFast();
   const options = { ...CLIENT_OPTIONS, ...overrides };
   const client = url.startsWith('unix:') ? new Redis({ ...options, path: new URL(url).pathname }) : new Redis(url, options);
   const where = redactUrl(url);
