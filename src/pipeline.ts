@@ -42,7 +42,7 @@ export class IngestPipeline implements MessageSink {
     // Senders that put no hostname in the header (bare kernel text over syslog) are known by their address, which
     // is also what multi-host attribution maps when configured so.
     if (record.host === undefined) record.host = { name: meta.remoteAddress };
-    record.event = { ingested: this.ingestedIso.format(meta.receivedAtMs, 0, false) };
+    (record.event ??= {}).ingested = this.ingestedIso.format(meta.receivedAtMs, 0, false);
     this.enricher.enrich(record);
     this.detect?.observe(record, meta.receivedAtMs);
     return this.writer.push(record, meta.transport, message, raw);

@@ -167,6 +167,7 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
           ...(config.geo.countryDbPath !== undefined ? { countryDbPath: config.geo.countryDbPath } : {}),
           ...(config.geo.asnDbPath !== undefined ? { asnDbPath: config.geo.asnDbPath } : {}),
           embeddedDefault: config.geo.embeddedDefault,
+          ...(config.geo.embeddedAsn ? { embeddedAsn: { cacheDir: config.geo.asnCacheDir } } : {}),
           cacheEntries: config.geo.cacheEntries,
           watch: config.geo.watch,
         },

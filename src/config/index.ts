@@ -116,6 +116,10 @@ export const ConfigSchema = z
         countryDbPath: z.string().optional(),
         asnDbPath: z.string().optional(),
         embeddedDefault: z.boolean().default(true),
+        /** Without `asnDbPath`: AS numbers and names from the embedded @ip-location-db/asn data. */
+        embeddedAsn: z.boolean().default(true),
+        /** Where the embedded AS data is kept converted (one file, about 11 MB). */
+        asnCacheDir: z.string().default('.dockflow/asn'),
         cacheEntries: positiveInt.default(100_000),
         watch: z.boolean().default(true),
       })
@@ -212,6 +216,8 @@ export const SETTINGS: readonly Setting[] = [
   { path: 'geo.cityDbPath', env: 'GEOIP_CITY_DB', flag: 'geoip-city-db', kind: 'string', help: 'GeoIP2/GeoLite2 City mmdb' },
   { path: 'geo.countryDbPath', env: 'GEOIP_DB', flag: 'geoip-country-db', kind: 'string', help: 'Country mmdb (default: embedded CC0 db)' },
   { path: 'geo.asnDbPath', env: 'GEOIP_ASN_DB', flag: 'geoip-asn-db', kind: 'string', help: 'ASN mmdb' },
+  { path: 'geo.embeddedAsn', env: 'GEOIP_EMBEDDED_ASN', flag: 'geoip-embedded-asn', kind: 'bool', help: 'AS from the embedded ip-location-db/asn data without an ASN mmdb' },
+  { path: 'geo.asnCacheDir', env: 'DOCKFLOW_ASN_CACHE_DIR', flag: 'asn-cache-dir', kind: 'string', help: 'where the embedded AS data is kept converted' },
   { path: 'docker.enabled', env: 'DOCKFLOW_DOCKER', flag: 'docker', kind: 'bool', help: 'container attribution' },
   { path: 'docker.defaultEndpoint', env: 'DOCKER_HOST', flag: 'docker-host', kind: 'string', help: 'Docker endpoint (unix://, tcp://)' },
   { path: 'docker.endpoints', env: 'DOCKFLOW_DOCKER_ENDPOINTS', flag: 'docker-endpoints', kind: 'map', help: 'host=endpoint,… per syslog hostname' },
