@@ -18,7 +18,11 @@ import { createLineOptions } from './parse/line.js';
 import { IngestPipeline } from './pipeline.js';
 import type { BoundAddress } from './receive/listen.js';
 import { startReceivers, type Receivers } from './receive/receivers.js';
-import { connectRedis, redactUrl } from './store/connect.js';
+import { connectRedis, parseRedisTarget, redactUrl } from './store/connect.js';
+import { acquireIngesterLease, type IngesterLease } from './store/ingester-lease.js';
+import { CLUSTER_SAFE_LAYOUT, storeKeys } from './store/keys.js';
+import { Ledger } from './enrich/docker/ledger.js';
+import { DockflowError, ErrorCode } from './errors.js';
 import { FlowIndexer } from './store/indexer.js';
 import { startEmbeddedRedis, type EmbeddedRedis } from './store/redis-server.js';
 import { StreamWriter } from './store/stream-writer.js';
@@ -69,6 +73,13 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
 
   try {
     let redisUrl = config.redis.url;
+    if (redisUrl !== undefined && parseRedisTarget(redisUrl).kind === 'cluster' && !CLUSTER_SAFE_LAYOUT) {
+      throw new DockflowError(
+        ErrorCode.CONFIG_INVALID,
+        `REDIS_URL names a Redis Cluster (${redactUrl(redisUrl)}), and this version's store layout does not run on one: its ` +
+          'write batches, retention trim and queries touch keys of many hash slots (CROSSSLOT). Use one Redis for now; see docs/scaling.md',
+      );
+    }
     let embedded: EmbeddedRedis | undefined;
     if (redisUrl === undefined) {
       embedded = await startEmbeddedRedis({
@@ -89,97 +100,31 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
     // running, an outage no longer stops ingest (TCP is paused, UDP spooled).
     await waitForRedis(redis, redisUrl, logger);
 
-    const indexer = new FlowIndexer({ keyPrefix: config.store.keyPrefix });
-    const writer = new StreamWriter(
-      redis,
-      {
-        keyPrefix: config.store.keyPrefix,
-        singleStream: config.store.singleStream,
-        maxQueueRecords: config.store.maxQueueRecords,
-        batchMaxRecords: config.store.batchMaxRecords,
-        flushIntervalMs: config.store.flushIntervalMs,
-        replyTimeoutMs: config.store.replyTimeoutMs,
-        maxLenPerStream: config.store.maxLenPerStream,
-        retentionMs: config.store.retentionMs,
-        spoolDir: config.store.spoolDir,
-        spoolMaxBytes: config.store.spoolMaxBytes,
-      },
-      { logger, registry, indexer: config.store.singleStream === undefined ? indexer : undefined },
-    );
-    await writer.start();
-    cleanups.push(() => writer.close(0));
-
-    const enrichers: Enricher[] = [];
+    const ingest = config.ingest ? await startIngest(config, { logger, registry, redis, env: deps.env ?? process.env, cleanups }) : undefined;
     const extraRoutes: FastifyPluginAsync[] = [];
-    const endpoint = dockerEndpoint(config);
-    if (config.docker.enabled && (endpoint !== undefined || Object.keys(config.docker.endpoints).length > 0)) {
-      const attribution = await startAttribution({
-        redis,
-        logger,
-        registry,
-        ...(endpoint !== undefined ? { defaultEndpoint: endpoint } : {}),
-        endpoints: { ...config.docker.endpoints },
-        reconcileIntervalMs: config.docker.reconcileIntervalMs,
-        env: deps.env ?? process.env,
-      });
-      enrichers.push(attribution.enricher);
-      cleanups.push(async () => attribution.enricher.close?.());
-      extraRoutes.push(async (app) => containersRoutes(app, { ledger: attribution.ledger, hostMap: { ...config.docker.endpoints } }));
-      logger.info({ endpoints: attribution.watchers.length }, 'container attribution on');
-    } else {
-      logger.info('container attribution off: no Docker endpoint (set DOCKER_HOST or DOCKFLOW_DOCKER_ENDPOINTS)');
+    if (ingest?.ledger !== undefined) {
+      const ledger = ingest.ledger;
+      extraRoutes.push(async (app) => containersRoutes(app, { ledger, hostMap: { ...config.docker.endpoints } }));
+    } else if (ingest === undefined) {
+      // API only: the ledger the ingesters keep, read from Redis and read again every reconciliation period.
+      const ledger = new Ledger({ redis, logger });
+      await ledger.load();
+      const reload = setInterval(() => void ledger.reload().catch((err: unknown) => logger.warn({ err }, 'ledger: reload failed')), config.docker.reconcileIntervalMs);
+      reload.unref();
+      cleanups.push(async () => clearInterval(reload));
+      extraRoutes.push(async (app) => containersRoutes(app, { ledger, hostMap: { ...config.docker.endpoints } }));
+      logger.info('API only (--no-ingest): no syslog listeners, no writer, no Docker watchers');
     }
-    if (config.geo.enabled) {
-      const geo = await openGeoEnricher(
-        {
-          ...(config.geo.cityDbPath !== undefined ? { cityDbPath: config.geo.cityDbPath } : {}),
-          ...(config.geo.countryDbPath !== undefined ? { countryDbPath: config.geo.countryDbPath } : {}),
-          ...(config.geo.asnDbPath !== undefined ? { asnDbPath: config.geo.asnDbPath } : {}),
-          embeddedDefault: config.geo.embeddedDefault,
-          cacheEntries: config.geo.cacheEntries,
-          watch: config.geo.watch,
-        },
-        { logger, registry },
-      );
-      enrichers.push(geo);
-      cleanups.push(async () => geo.close());
-    }
-    const enricher = chainEnrichers(enrichers);
-
-    const pipeline = new IngestPipeline(
-      // No Community ID at ingest: records are stored as their message plus what it does not determine, and the ID
-      // is computed again whenever a record is read; the writer and the indexer never read it (a SHA-1 per record).
-      createLineOptions({ bridges: config.parse.bridges, timeZone: config.parse.timeZone, maxLineBytes: config.syslog.maxMessageBytes, communityId: false }),
-      enricher,
-      writer,
-      registry,
-    );
-    const listen = (enabled: boolean, port: number) => (enabled ? [{ host: config.syslog.host, port }] : []);
-    const receivers: Receivers = await startReceivers(
-      {
-        udp: listen(config.syslog.udpEnabled, config.syslog.udpPort),
-        tcp: listen(config.syslog.tcpEnabled, config.syslog.tcpPort),
-        maxMessageBytes: config.syslog.maxMessageBytes,
-        maxConnections: config.syslog.maxConnections,
-        idleTimeoutMs: config.syslog.idleTimeoutMs,
-        receiveBufferBytes: config.syslog.udpReceiveBufferBytes,
-        udpReader: config.syslog.udpReader,
-        udpBacklogMemoryBytes: config.syslog.udpBacklogMemoryBytes,
-        udpBacklogDir: config.syslog.udpBacklogDiskBytes > 0 ? join(config.store.spoolDir, 'udp') : undefined,
-        udpBacklogDiskBytes: config.syslog.udpBacklogDiskBytes,
-        allow: config.syslog.allowedSenders,
-      },
-      pipeline,
-      { logger, registry },
-    );
-    cleanups.push(() => receivers.close());
 
     const startedAt = new Date().toISOString();
     const lossReport = async (): Promise<LossReport> => {
+      const period = { since: startedAt, until: new Date().toISOString() };
+      if (ingest === undefined) return { period, dropped: {}, spooled: 0, pending: 0 };
+      const { writer, receivers, pipeline } = ingest;
       const w = writer.stats();
       const r = receivers.metrics;
       return {
-        period: { since: startedAt, until: new Date().toISOString() },
+        period,
         dropped: { ...pipeline.skipped, ...r.droppedByReason(), ...w.dropped },
         udp_kernel_drops: await r.udpKernelDrops(),
         spooled: w.spooled,
@@ -187,7 +132,9 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
       };
     };
     const health = {
-      checks: () => {
+      checks: (): Record<string, { ok: boolean; detail?: string }> => {
+        if (ingest === undefined) return { redis: { ok: redis.status === 'ready', detail: redactUrl(redisUrl) } };
+        const { writer, receivers, lease } = ingest;
         const w = writer.stats();
         return {
           redis: { ok: w.redisUp, detail: redactUrl(redisUrl) },
@@ -196,6 +143,7 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
             ok: receivers.addresses().length > 0 && receivers.udpRunning,
             detail: `${receivers.addresses().map((a) => `${a.transport}/${a.address}:${a.port}`).join(' ')}${receivers.udpRunning ? '' : '; UDP receive thread down, restarting'}`,
           },
+          ingester: { ok: lease.held, detail: lease.held ? lease.id : `${lease.id}: lease held by another process` },
         };
       },
     };
@@ -213,28 +161,30 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
     const http = app.server.address();
     const httpAddress = typeof http === 'object' && http !== null ? { host: http.address, port: http.port } : { host: config.http.host, port: config.http.port };
     logger.info(
-      { syslog: receivers.addresses(), http: `http://${httpAddress.host}:${httpAddress.port}`, redis: redactUrl(redisUrl) },
+      { syslog: ingest?.receivers.addresses() ?? [], ingesterId: ingest?.lease.id, http: `http://${httpAddress.host}:${httpAddress.port}`, redis: redactUrl(redisUrl) },
       'dockflow serving',
     );
 
     return {
-      syslogAddresses: () => receivers.addresses(),
+      syslogAddresses: () => ingest?.receivers.addresses() ?? [],
       httpAddress: () => httpAddress,
       redisUrl,
       close: async () => {
         const deadline = Date.now() + config.shutdownTimeoutMs;
         const left = (): number => Math.max(0, deadline - Date.now());
         // Listeners first, so nothing new arrives while the writer drains.
-        await receivers.close();
+        await ingest?.receivers.close();
         // The writer spools to disk whatever it cannot write to Redis in time; keep a share of the deadline for the rest.
-        await writer.close(Math.max(0, left() - 500));
-        const stats = writer.stats();
+        await ingest?.writer.close(Math.max(0, left() - 500));
+        const stats = ingest?.writer.stats();
         await app.close();
-        await enricher.close?.();
+        await ingest?.enricher.close?.();
+        // Only once nothing writes as this ingester any more.
+        await ingest?.lease.release();
         await redis.quit().catch(() => redis.disconnect());
         await embedded?.stop();
         const clean = left() > 0;
-        logger.info({ accepted: pipeline.parsed.records, stored: stats.stored, spooled: stats.spooled, dropped: stats.dropped, clean }, 'stopped');
+        logger.info({ accepted: ingest?.pipeline.parsed.records ?? 0, stored: stats?.stored ?? 0, spooled: stats?.spooled ?? 0, dropped: stats?.dropped ?? {}, clean }, 'stopped');
         return clean;
       },
     };
@@ -242,4 +192,115 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
     await undo();
     throw err;
   }
+}
+
+interface Ingest {
+  lease: IngesterLease;
+  writer: StreamWriter;
+  pipeline: IngestPipeline;
+  receivers: Receivers;
+  enricher: Enricher;
+  ledger: Ledger | undefined;
+}
+
+/** The ingest side (identity lease, writer, enrichers, pipeline, listeners), each pushing its cleanup as it starts. */
+async function startIngest(
+  config: Readonly<Config>,
+  deps: { logger: Logger; registry: Registry; redis: Redis; env: NodeJS.ProcessEnv; cleanups: Array<() => Promise<unknown>> },
+): Promise<Ingest> {
+  const { logger, registry, redis, cleanups } = deps;
+  const lease = await acquireIngesterLease({
+    redis,
+    logger,
+    key: storeKeys(config.store.keyPrefix).ingesterLease(config.store.ingesterId),
+    id: config.store.ingesterId,
+    ttlMs: config.store.ingesterLeaseMs,
+  });
+  cleanups.push(() => lease.release());
+    const indexer = new FlowIndexer({ keyPrefix: config.store.keyPrefix });
+  const writer = new StreamWriter(
+    redis,
+    {
+    keyPrefix: config.store.keyPrefix,
+    singleStream: config.store.singleStream,
+    maxQueueRecords: config.store.maxQueueRecords,
+    batchMaxRecords: config.store.batchMaxRecords,
+    flushIntervalMs: config.store.flushIntervalMs,
+    replyTimeoutMs: config.store.replyTimeoutMs,
+    maxLenPerStream: config.store.maxLenPerStream,
+    retentionMs: config.store.retentionMs,
+    spoolDir: config.store.spoolDir,
+    spoolMaxBytes: config.store.spoolMaxBytes,
+    },
+    { logger, registry, indexer: config.store.singleStream === undefined ? indexer : undefined },
+  );
+  await writer.start();
+  cleanups.push(() => writer.close(0));
+
+  let ledger: Ledger | undefined;
+  const enrichers: Enricher[] = [];
+  const endpoint = dockerEndpoint(config);
+  if (config.docker.enabled && (endpoint !== undefined || Object.keys(config.docker.endpoints).length > 0)) {
+    const attribution = await startAttribution({
+    redis,
+    logger,
+    registry,
+    ...(endpoint !== undefined ? { defaultEndpoint: endpoint } : {}),
+    endpoints: { ...config.docker.endpoints },
+    reconcileIntervalMs: config.docker.reconcileIntervalMs,
+    env: deps.env,
+    });
+    enrichers.push(attribution.enricher);
+    cleanups.push(async () => attribution.enricher.close?.());
+    ledger = attribution.ledger;
+    logger.info({ endpoints: attribution.watchers.length }, 'container attribution on');
+  } else {
+    logger.info('container attribution off: no Docker endpoint (set DOCKER_HOST or DOCKFLOW_DOCKER_ENDPOINTS)');
+  }
+  if (config.geo.enabled) {
+    const geo = await openGeoEnricher(
+    {
+      ...(config.geo.cityDbPath !== undefined ? { cityDbPath: config.geo.cityDbPath } : {}),
+      ...(config.geo.countryDbPath !== undefined ? { countryDbPath: config.geo.countryDbPath } : {}),
+      ...(config.geo.asnDbPath !== undefined ? { asnDbPath: config.geo.asnDbPath } : {}),
+      embeddedDefault: config.geo.embeddedDefault,
+      cacheEntries: config.geo.cacheEntries,
+      watch: config.geo.watch,
+    },
+    { logger, registry },
+    );
+    enrichers.push(geo);
+    cleanups.push(async () => geo.close());
+  }
+  const enricher = chainEnrichers(enrichers);
+
+  const pipeline = new IngestPipeline(
+    // No Community ID at ingest: records are stored as their message plus what it does not determine, and the ID
+    // is computed again whenever a record is read; the writer and the indexer never read it (a SHA-1 per record).
+    createLineOptions({ bridges: config.parse.bridges, timeZone: config.parse.timeZone, maxLineBytes: config.syslog.maxMessageBytes, communityId: false }),
+    enricher,
+    writer,
+    registry,
+  );
+  const listen = (enabled: boolean, port: number) => (enabled ? [{ host: config.syslog.host, port }] : []);
+  const receivers: Receivers = await startReceivers(
+    {
+    udp: listen(config.syslog.udpEnabled, config.syslog.udpPort),
+    tcp: listen(config.syslog.tcpEnabled, config.syslog.tcpPort),
+    maxMessageBytes: config.syslog.maxMessageBytes,
+    maxConnections: config.syslog.maxConnections,
+    idleTimeoutMs: config.syslog.idleTimeoutMs,
+    receiveBufferBytes: config.syslog.udpReceiveBufferBytes,
+    udpReader: config.syslog.udpReader,
+    udpBacklogMemoryBytes: config.syslog.udpBacklogMemoryBytes,
+    udpBacklogDir: config.syslog.udpBacklogDiskBytes > 0 ? join(config.store.spoolDir, 'udp') : undefined,
+    udpBacklogDiskBytes: config.syslog.udpBacklogDiskBytes,
+    allow: config.syslog.allowedSenders,
+    },
+    pipeline,
+    { logger, registry },
+  );
+  cleanups.push(() => receivers.close());
+
+  return { lease, writer, pipeline, receivers, enricher, ledger };
 }

@@ -45,7 +45,7 @@ t.test('REDIS_URL: one server, or a cluster by some of its nodes', async (t) => 
   t.equal(redactUrl('redis+cluster://h1:7000,h2:7001'), 'redis+cluster://h1:7000,h2:7001');
 });
 
-t.test('a cluster client connects through one seed, learns every master, and keeps dockflow's no-offline-queue policy', async (t) => {
+t.test("a cluster client connects through one seed, learns every master, and keeps dockflow's no-offline-queue policy", async (t) => {
   const cluster = await startRedisCluster();
   t.teardown(() => cluster.stop());
   const target = parseRedisTarget(`redis+cluster://${cluster.nodes[1]!.address}`);

@@ -112,7 +112,7 @@ export class Ledger {
   private readonly slackMs: number;
   private readonly retentionMs: number;
   private readonly flushRetryMs: number;
-  private readonly byHost = new Map<string, HostLedger>();
+  private byHost = new Map<string, HostLedger>();
   private readonly dirty = new Map<string, { host: string; holding: Holding }>();
   private readonly dirtyCursors = new Set<string>();
   private readonly deleted = new Map<string, string>();
@@ -149,6 +149,16 @@ export class Ledger {
       holdings.sort((a, b) => a.fromMs - b.fromMs);
       for (const h of holdings) this.insert(hl, h);
     }
+  }
+
+  /**
+   * Replaces what is in memory with what Redis holds now: for a process that only reads the ledger (an API process
+   * beside the ingesters, which keep it). Changes not yet written are not kept.
+   */
+  async reload(): Promise<void> {
+    const fresh = new Ledger({ redis: this.redis, logger: this.logger, keyPrefix: this.prefix, clockSlackMs: this.slackMs, retentionMs: this.retentionMs });
+    await fresh.load();
+    this.byHost = fresh.byHost;
   }
 
   hosts(): string[] {
