@@ -72,7 +72,7 @@ export const ConfigSchema = z
          * This process' writer identity among the ingesters sharing the store: unique among them (a lease refuses a
          * second process with the same one). Default: the hostname.
          */
-        ingesterId: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).default(defaultIngesterId()),
+        ingesterId: z.string().regex(/^[A-Za-z0-9_-]{1,32}$/).default(defaultIngesterId()),
         /** The ingester id's lease outlives a process that died by this long. */
         ingesterLeaseMs: positiveInt.default(15_000),
       })

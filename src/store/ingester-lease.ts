@@ -50,9 +50,12 @@ if ok and type(held) == 'table' and held.token == ARGV[1] then return redis.call
 return 0
 `;
 
-/** The identity an ingester takes when none is configured: the hostname, as key-safe text. */
+/**
+ * The identity an ingester takes when none is configured: the hostname's first label (a writer id is a partition
+ * name's part and a hash tag's: `[A-Za-z0-9_-]{1,32}`).
+ */
 export function defaultIngesterId(host: string = hostname()): string {
-  const safe = host.replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 64);
+  const safe = (host.split('.')[0] ?? '').replace(/[^A-Za-z0-9_-]/g, '-').slice(0, 32);
   return safe === '' ? 'ingester' : safe;
 }
 

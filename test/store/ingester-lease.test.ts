@@ -15,10 +15,10 @@ const key = storeKeys('dockflow').ingesterLease('node-a');
 t.test('the default id is the hostname, made key-safe', async (t) => {
   const table: Array<[string, string]> = [
     ['web-01', 'web-01'],
-    ['web 01.example.com', 'web-01.example.com'],
+    ['web 01.example.com', 'web-01'],
     ['höst:1', 'h-st-1'],
     ['', 'ingester'],
-    ['x'.repeat(80), 'x'.repeat(64)],
+    ['x'.repeat(80), 'x'.repeat(32)],
   ];
   for (const [host, want] of table) t.equal(defaultIngesterId(host), want, JSON.stringify(host));
   t.equal(key, 'dockflow:ingester:node-a:lease');
