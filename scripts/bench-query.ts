@@ -10,6 +10,7 @@
  * and a top query over a one-hour window through the HTTP routes (`inject`), and prints p50/p99 and Redis memory per
  * million records. Heavy: run it once, not in a loop.
  */
+import '../src/runtime/string-prototype.js';
 import { once } from 'node:events';
 import net from 'node:net';
 import { parseArgs } from 'node:util';

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { runParse } from './cli/parse.js';
+import { runParse } from './cli/parse-command.js';
 
 const USAGE = `Usage: dockflow <command> [options]
 
@@ -62,7 +62,9 @@ async function main(argv: string[]): Promise<number> {
     case 'parse':
       return runParse(rest);
     case 'serve': {
-      // Loaded on demand: `parse` must not pull in the service's dependencies (Redis, HTTP, GeoIP).
+      // Loaded on demand: `parse` must not pull in the service's dependencies (Redis, HTTP, GeoIP). The runtime fix
+      // goes first, before anything the service loads runs.
+      await import('./runtime/string-prototype.js');
       const { runServe } = await import('./cli/serve.js');
       return runServe(rest);
     }

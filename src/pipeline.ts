@@ -1,5 +1,6 @@
-import { Counter, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import type { Enricher } from './enrich/enricher.js';
+import { exportCounter, seriesOf } from './metrics.js';
 import { parseLine, type LineOptions } from './parse/line.js';
 import { IsoFormatter } from './parse/time.js';
 import { SKIP_REASONS, type SkipReason } from './record.js';
@@ -23,27 +24,10 @@ export class IngestPipeline implements MessageSink {
     registry: Registry,
   ) {
     this.skipped = Object.fromEntries(SKIP_REASONS.map((r) => [r, 0])) as Record<SkipReason, number>;
-    const skipped = this.skipped;
-    const parsed = this.parsed;
-    new Counter({
-      name: 'dockflow_lines_skipped_total',
-      help: 'Received messages that produced no flow record, by reason',
-      labelNames: ['reason'],
-      registers: [registry],
-      collect() {
-        this.reset();
-        for (const reason of SKIP_REASONS) this.labels(reason).inc(skipped[reason]);
-      },
-    });
-    new Counter({
-      name: 'dockflow_records_parsed_total',
-      help: 'Flow records parsed from received messages',
-      registers: [registry],
-      collect() {
-        this.reset();
-        this.inc(parsed.records);
-      },
-    });
+    exportCounter(registry, { name: 'dockflow_lines_skipped_total', help: 'Received messages that produced no flow record, by reason', labelNames: ['reason'] }, () =>
+      seriesOf('reason', SKIP_REASONS, this.skipped),
+    );
+    exportCounter(registry, { name: 'dockflow_records_parsed_total', help: 'Flow records parsed from received messages' }, () => this.parsed.records);
   }
 
   accept(message: string, meta: MessageMeta): boolean {

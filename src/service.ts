@@ -1,19 +1,20 @@
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { buildApp, type LossReport } from './api/app.js';
 import { containersRoutes } from './api/containers.js';
-import { DASHBOARD_PUBLIC_PATHS, dashboardRoutes, defaultDashboardDir } from './api/dashboard.js';
+import { DASHBOARD_PUBLIC_PATHS, dashboardRoutes, defaultDashboardDir } from './api/static.js';
 import { healthRoutes } from './api/health.js';
+import { statusLines, statusRoutes, type EnrichmentStatus, type ServiceStatus } from './api/status.js';
 import { isLoopback, type Config } from './config/index.js';
 import { startAttribution } from './enrich/attribution.js';
 import { DEFAULT_DOCKER_HOST } from './enrich/docker/client.js';
 import { chainEnrichers, type Enricher } from './enrich/enricher.js';
-import { openGeoEnricher } from './enrich/geo.js';
+import { openGeoEnricher, type GeoDbInfo } from './enrich/geo.js';
 import { createLineOptions } from './parse/line.js';
 import { IngestPipeline } from './pipeline.js';
 import type { BoundAddress } from './receive/listen.js';
@@ -48,6 +49,13 @@ async function waitForRedis(redis: Redis, url: string, logger: Logger): Promise<
   } finally {
     clearInterval(nag);
   }
+}
+
+/** GeoIP on with the databases in service (and their build dates), or off when none is. */
+function geoipStatus(databases: readonly GeoDbInfo[]): EnrichmentStatus {
+  if (databases.length === 0) return { name: 'geoip', on: false, detail: 'no database (set GEOIP_DB, GEOIP_CITY_DB or GEOIP_ASN_DB)' };
+  const built = (epoch: number): string => new Date(epoch * 1000).toISOString().slice(0, 10);
+  return { name: 'geoip', on: true, detail: databases.map((d) => `${d.db} from ${d.databaseType} (${basename(d.path)}, built ${built(d.buildEpoch)})`).join('; ') };
 }
 
 /** Where attribution asks Docker: the configured endpoints, else the local socket when there is one. */
@@ -115,6 +123,8 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
       extraRoutes.push(async (app) => containersRoutes(app, { ledger, hostMap: { ...config.docker.endpoints } }));
       logger.info('API only (--no-ingest): no syslog listeners, no writer, no Docker watchers');
     }
+    const attributionStatus: EnrichmentStatus = ingest?.attributionStatus ?? { name: 'attribution', on: false, detail: 'API only (--no-ingest): no Docker watchers' };
+    const geoStatus = ingest?.geoStatus ?? ((): EnrichmentStatus => ({ name: 'geoip', on: false, detail: 'API only (--no-ingest): nothing enriched here' }));
 
     const startedAt = new Date().toISOString();
     const lossReport = async (): Promise<LossReport> => {
@@ -147,6 +157,8 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
         };
       },
     };
+    // Known once the API listens (its address); the route answers only after that.
+    let status = (): ServiceStatus => ({ syslog: [], api: '', docs: '', dashboard: '', enrichments: [attributionStatus, geoStatus()] });
     const app: FastifyInstance = await buildApp({
       redis,
       logger,
@@ -154,16 +166,22 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
       // The page and its assets load without a token (a browser cannot send one then); the page asks for it.
       auth: { token: config.http.apiToken, required: !isLoopback(config.http.host), publicPaths: ['/healthz', ...DASHBOARD_PUBLIC_PATHS] },
       lossReport,
-      plugins: [healthRoutes({ health, registry }), dashboardRoutes({ distDir: defaultDashboardDir() }), ...extraRoutes],
+      plugins: [healthRoutes({ health, registry }), statusRoutes(() => status()), dashboardRoutes({ distDir: defaultDashboardDir() }), ...extraRoutes],
     });
     await app.listen({ host: config.http.host, port: config.http.port });
     cleanups.push(() => app.close());
     const http = app.server.address();
     const httpAddress = typeof http === 'object' && http !== null ? { host: http.address, port: http.port } : { host: config.http.host, port: config.http.port };
-    logger.info(
-      { syslog: ingest?.receivers.addresses() ?? [], ingesterId: ingest?.lease.id, http: `http://${httpAddress.host}:${httpAddress.port}`, redis: redactUrl(redisUrl) },
-      'dockflow serving',
-    );
+    const base = `http://${httpAddress.host.includes(':') ? `[${httpAddress.host}]` : httpAddress.host}:${httpAddress.port}/`;
+    status = () => ({
+      syslog: (ingest?.receivers.addresses() ?? []).map((a) => ({ transport: a.transport, address: a.address, port: a.port })),
+      api: `${base}api/`,
+      docs: `${base}docs`,
+      dashboard: base,
+      enrichments: [attributionStatus, geoStatus()],
+    });
+    for (const line of statusLines(status())) logger.info(line);
+    logger.info({ syslog: ingest?.receivers.addresses() ?? [], ingesterId: ingest?.lease.id, http: base, redis: redactUrl(redisUrl) }, 'dockflow serving');
 
     return {
       syslogAddresses: () => ingest?.receivers.addresses() ?? [],
@@ -201,6 +219,8 @@ interface Ingest {
   receivers: Receivers;
   enricher: Enricher;
   ledger: Ledger | undefined;
+  attributionStatus: EnrichmentStatus;
+  geoStatus: () => EnrichmentStatus;
 }
 
 /** The ingest side (identity lease, writer, enrichers, pipeline, listeners), each pushing its cleanup as it starts. */
@@ -217,20 +237,21 @@ async function startIngest(
     ttlMs: config.store.ingesterLeaseMs,
   });
   cleanups.push(() => lease.release());
-    const indexer = new FlowIndexer({ keyPrefix: config.store.keyPrefix });
+
+  const indexer = new FlowIndexer({ keyPrefix: config.store.keyPrefix });
   const writer = new StreamWriter(
     redis,
     {
-    keyPrefix: config.store.keyPrefix,
-    singleStream: config.store.singleStream,
-    maxQueueRecords: config.store.maxQueueRecords,
-    batchMaxRecords: config.store.batchMaxRecords,
-    flushIntervalMs: config.store.flushIntervalMs,
-    replyTimeoutMs: config.store.replyTimeoutMs,
-    maxLenPerStream: config.store.maxLenPerStream,
-    retentionMs: config.store.retentionMs,
-    spoolDir: config.store.spoolDir,
-    spoolMaxBytes: config.store.spoolMaxBytes,
+      keyPrefix: config.store.keyPrefix,
+      singleStream: config.store.singleStream,
+      maxQueueRecords: config.store.maxQueueRecords,
+      batchMaxRecords: config.store.batchMaxRecords,
+      flushIntervalMs: config.store.flushIntervalMs,
+      replyTimeoutMs: config.store.replyTimeoutMs,
+      maxLenPerStream: config.store.maxLenPerStream,
+      retentionMs: config.store.retentionMs,
+      spoolDir: config.store.spoolDir,
+      spoolMaxBytes: config.store.spoolMaxBytes,
     },
     { logger, registry, indexer: config.store.singleStream === undefined ? indexer : undefined },
   );
@@ -239,38 +260,48 @@ async function startIngest(
 
   let ledger: Ledger | undefined;
   const enrichers: Enricher[] = [];
+  let attributionStatus: EnrichmentStatus;
+  let geoStatus = (): EnrichmentStatus => ({ name: 'geoip', on: false, detail: 'turned off (GEOIP=false)' });
   const endpoint = dockerEndpoint(config);
   if (config.docker.enabled && (endpoint !== undefined || Object.keys(config.docker.endpoints).length > 0)) {
     const attribution = await startAttribution({
-    redis,
-    logger,
-    registry,
-    ...(endpoint !== undefined ? { defaultEndpoint: endpoint } : {}),
-    endpoints: { ...config.docker.endpoints },
-    reconcileIntervalMs: config.docker.reconcileIntervalMs,
-    env: deps.env,
+      redis,
+      logger,
+      registry,
+      ...(endpoint !== undefined ? { defaultEndpoint: endpoint } : {}),
+      endpoints: { ...config.docker.endpoints },
+      reconcileIntervalMs: config.docker.reconcileIntervalMs,
+      env: deps.env,
     });
     enrichers.push(attribution.enricher);
     cleanups.push(async () => attribution.enricher.close?.());
     ledger = attribution.ledger;
-    logger.info({ endpoints: attribution.watchers.length }, 'container attribution on');
+    const targets = [...new Set([...(endpoint !== undefined ? [endpoint] : []), ...Object.values(config.docker.endpoints)])];
+    attributionStatus = { name: 'attribution', on: true, detail: `containers named through the Docker API at ${targets.join(', ')}` };
   } else {
-    logger.info('container attribution off: no Docker endpoint (set DOCKER_HOST or DOCKFLOW_DOCKER_ENDPOINTS)');
+    attributionStatus = {
+      name: 'attribution',
+      on: false,
+      detail: config.docker.enabled
+        ? `no Docker endpoint (no ${DEFAULT_DOCKER_HOST.slice('unix://'.length)}; set DOCKER_HOST or DOCKFLOW_DOCKER_ENDPOINTS)`
+        : 'turned off (DOCKFLOW_DOCKER=false)',
+    };
   }
   if (config.geo.enabled) {
     const geo = await openGeoEnricher(
-    {
-      ...(config.geo.cityDbPath !== undefined ? { cityDbPath: config.geo.cityDbPath } : {}),
-      ...(config.geo.countryDbPath !== undefined ? { countryDbPath: config.geo.countryDbPath } : {}),
-      ...(config.geo.asnDbPath !== undefined ? { asnDbPath: config.geo.asnDbPath } : {}),
-      embeddedDefault: config.geo.embeddedDefault,
-      cacheEntries: config.geo.cacheEntries,
-      watch: config.geo.watch,
-    },
-    { logger, registry },
+      {
+        ...(config.geo.cityDbPath !== undefined ? { cityDbPath: config.geo.cityDbPath } : {}),
+        ...(config.geo.countryDbPath !== undefined ? { countryDbPath: config.geo.countryDbPath } : {}),
+        ...(config.geo.asnDbPath !== undefined ? { asnDbPath: config.geo.asnDbPath } : {}),
+        embeddedDefault: config.geo.embeddedDefault,
+        cacheEntries: config.geo.cacheEntries,
+        watch: config.geo.watch,
+      },
+      { logger, registry },
     );
     enrichers.push(geo);
     cleanups.push(async () => geo.close());
+    geoStatus = () => geoipStatus(geo.databases);
   }
   const enricher = chainEnrichers(enrichers);
 
@@ -285,22 +316,22 @@ async function startIngest(
   const listen = (enabled: boolean, port: number) => (enabled ? [{ host: config.syslog.host, port }] : []);
   const receivers: Receivers = await startReceivers(
     {
-    udp: listen(config.syslog.udpEnabled, config.syslog.udpPort),
-    tcp: listen(config.syslog.tcpEnabled, config.syslog.tcpPort),
-    maxMessageBytes: config.syslog.maxMessageBytes,
-    maxConnections: config.syslog.maxConnections,
-    idleTimeoutMs: config.syslog.idleTimeoutMs,
-    receiveBufferBytes: config.syslog.udpReceiveBufferBytes,
-    udpReader: config.syslog.udpReader,
-    udpBacklogMemoryBytes: config.syslog.udpBacklogMemoryBytes,
-    udpBacklogDir: config.syslog.udpBacklogDiskBytes > 0 ? join(config.store.spoolDir, 'udp') : undefined,
-    udpBacklogDiskBytes: config.syslog.udpBacklogDiskBytes,
-    allow: config.syslog.allowedSenders,
+      udp: listen(config.syslog.udpEnabled, config.syslog.udpPort),
+      tcp: listen(config.syslog.tcpEnabled, config.syslog.tcpPort),
+      maxMessageBytes: config.syslog.maxMessageBytes,
+      maxConnections: config.syslog.maxConnections,
+      idleTimeoutMs: config.syslog.idleTimeoutMs,
+      receiveBufferBytes: config.syslog.udpReceiveBufferBytes,
+      udpReader: config.syslog.udpReader,
+      udpBacklogMemoryBytes: config.syslog.udpBacklogMemoryBytes,
+      udpBacklogDir: config.syslog.udpBacklogDiskBytes > 0 ? join(config.store.spoolDir, 'udp') : undefined,
+      udpBacklogDiskBytes: config.syslog.udpBacklogDiskBytes,
+      allow: config.syslog.allowedSenders,
     },
     pipeline,
     { logger, registry },
   );
   cleanups.push(() => receivers.close());
 
-  return { lease, writer, pipeline, receivers, enricher, ledger };
+  return { lease, writer, pipeline, receivers, enricher, ledger, attributionStatus, geoStatus };
 }

@@ -1,8 +1,8 @@
 import { parseArgs } from 'node:util';
-import { pino } from 'pino';
 import { loadConfig, readConfigFile, SETTINGS } from '../config/index.js';
 import { DockflowError } from '../errors.js';
 import { startService } from '../service.js';
+import { serviceLogger } from './logger.js';
 
 function usage(): string {
   const rows = SETTINGS.filter((s) => s.flag !== undefined).map(
@@ -51,7 +51,7 @@ export async function runServe(argv: string[]): Promise<number> {
     return 2;
   }
 
-  const logger = pino({ level: config.logLevel, name: 'dockflow' });
+  const logger = await serviceLogger(config.logLevel);
   let service;
   try {
     service = await startService(config, { logger });

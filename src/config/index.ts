@@ -258,6 +258,12 @@ export function loadConfig(sources: ConfigSources): Readonly<Config> {
   return deepFreeze(config);
 }
 
+/**
+ * Every default, as the schema gives it. Modules that take optional settings fall back to these, so a default is
+ * written once, in the schema above.
+ */
+export const DEFAULTS: Readonly<Config> = deepFreeze(ConfigSchema.parse({}));
+
 export function readConfigFile(path: string): unknown {
   try {
     return JSON.parse(readFileSync(path, 'utf8'));

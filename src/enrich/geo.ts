@@ -6,6 +6,7 @@ import { basename, dirname, resolve } from 'node:path';
 import { Reader, type Response } from 'maxmind';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { exportCounter, exportGauge, seriesOf } from '../metrics.js';
 import { DockflowError, ErrorCode } from '../errors.js';
 import type { AutonomousSystem, Endpoint, FlowRecord, Geo } from '../record.js';
 import { classifyAddress } from './address-class.js';
@@ -116,7 +117,7 @@ interface DbSlot {
  * the entry up from the old one; when the young Map fills it becomes the old one and the previous old one is dropped
  * whole. Everything used since the last turnover survives; at most `maxEntries` are held; every step is O(1).
  * (Evicting a Map's first key one at a time is not O(1) in V8: deleted slots pile up at the front of the table
- * until it is rehashed: that measured 3x slower than no cache at all on 50k distinct addresses.)
+ * until it is rehashed, which made such a cache slower than none; docs/design.md.)
  */
 class LruCache<K, V> {
   private young = new Map<K, V>();
@@ -243,22 +244,15 @@ export class GeoEnricher extends EventEmitter implements Enricher {
     this.cache = new LruCache(opts.cacheEntries);
     this.debounceMs = opts.reloadDebounceMs ?? DEFAULT_RELOAD_DEBOUNCE_MS;
     this.logger = deps.logger;
-    const counted = this.lookups;
-    const published = { ...counted };
-    const lookups = new Counter({
-      name: 'dockflow_geoip_lookups_total',
-      help: 'GeoIP lookups of remote addresses by result: hit, miss, cache-hit, special (special-purpose range, not looked up), error',
-      labelNames: ['result'] as const,
-      registers: [deps.registry],
-      collect() {
-        for (const result of LOOKUP_RESULTS) {
-          this.inc({ result }, counted[result] - published[result]);
-          published[result] = counted[result];
-        }
+    exportCounter(
+      deps.registry,
+      {
+        name: 'dockflow_geoip_lookups_total',
+        help: 'GeoIP lookups of remote addresses by result: hit, miss, cache-hit, special (special-purpose range, not looked up), error',
+        labelNames: ['result'],
       },
-    });
-    // Every series exists from the start at 0, so rate() sees the first increment.
-    for (const result of LOOKUP_RESULTS) lookups.inc({ result }, 0);
+      () => seriesOf('result', LOOKUP_RESULTS, this.lookups),
+    );
     this.reloads = new Counter({
       name: 'dockflow_geoip_reloads_total',
       help: 'GeoIP database reloads after a file change, by database and result (ok, failed: the old database stays)',
@@ -275,15 +269,7 @@ export class GeoEnricher extends EventEmitter implements Enricher {
       labelNames: ['db'] as const,
       registers: [deps.registry],
     });
-    const cache = this.cache;
-    new Gauge({
-      name: 'dockflow_geoip_cache_entries',
-      help: 'Addresses held in the GeoIP answer cache',
-      registers: [deps.registry],
-      collect() {
-        this.set(cache.size);
-      },
-    });
+    exportGauge(deps.registry, { name: 'dockflow_geoip_cache_entries', help: 'Addresses held in the GeoIP answer cache' }, () => this.cache.size);
     this.refreshEpochs();
   }
 

@@ -61,10 +61,17 @@ export class FrameDecoder {
   /** Octet counting: bytes of the current frame still to read (READ_BODY) or to skip (SKIP_BODY). */
   private remaining = 0;
 
+  /**
+   * `framing` fixes the framing instead of choosing it from the first byte: for captures whose format was told
+   * from more than one byte (`dockflow parse`, where a kern.log line may start with a digit).
+   */
   constructor(
     private readonly maxMessageBytes: number,
     private readonly listener: FrameListener,
-  ) {}
+    framing: Framing = 'undetected',
+  ) {
+    this.mode = framing;
+  }
 
   get framing(): Framing {
     return this.mode;

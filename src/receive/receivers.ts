@@ -28,21 +28,6 @@ export interface ReceiverOptions {
   allow: readonly string[];
 }
 
-export const RECEIVER_DEFAULTS: ReceiverOptions = {
-  udp: [{ host: '::', port: 5514 }],
-  tcp: [{ host: '::', port: 5514 }],
-  // Netfilter LOG lines with a syslog header stay under 1 KiB; rsyslog's own default cap is 8 KiB.
-  maxMessageBytes: 8192,
-  maxConnections: 1024,
-  idleTimeoutMs: 10 * 60_000,
-  receiveBufferBytes: 8 * 1024 * 1024,
-  udpReader: 'auto',
-  udpBacklogMemoryBytes: 8 * 1024 * 1024,
-  udpBacklogDir: undefined,
-  udpBacklogDiskBytes: 1024 * 1024 * 1024,
-  allow: [],
-};
-
 export interface ReceiverDeps {
   logger: Logger;
   registry: Registry;

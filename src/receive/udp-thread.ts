@@ -27,9 +27,8 @@ const FLUSH_MS = 2;
 /**
  * Chunk buffers to fill again: given back by the ingest thread with its acknowledgements, or free once their chunk
  * is written to the backlog's disk. Reused rather than allocated, because 130 KB buffers allocated and freed at the
- * rate datagrams arrive left this thread's malloc arena mostly free space (glibc's malloc_stats: 77 MB held, 6 MB in
- * use, after two minutes of a backlog on disk). Only chunk buffers are CHUNK_BYTES long: a chunk copied to its size
- * is shorter.
+ * rate datagrams arrive leave this thread's malloc arena mostly free space (docs/design.md). Only chunk buffers are
+ * CHUNK_BYTES long: a chunk copied to its size is shorter.
  */
 const spare: Buffer[] = [];
 /** Enough for a segment read back from disk, the chunks the ingest thread may hold, and the one being filled. */
@@ -58,11 +57,11 @@ let inFlight = 0;
 let closing = false;
 
 /*
- * Reads in batches. Woken for every datagram or two, as it is while it keeps up, this thread cost ~14 µs per
- * datagram at 100,000/s on two busy cores, mostly context switches, and at its raised priority it preempted the
- * sender after nearly every datagram. So once a pass finds the sockets dry, it sleeps READ_PAUSE_MS and then reads
- * what gathered meanwhile (~100 datagrams at 100,000/s, where the kernel buffer holds thousands). An idle thread
- * stops pacing and waits in the kernel for the next datagram.
+ * Reads in batches. Woken for every datagram or two, as it is while it keeps up, this thread spends its time in
+ * context switches, and at its raised priority it preempts the sender after nearly every datagram (docs/design.md).
+ * So once a pass finds the sockets dry, it sleeps READ_PAUSE_MS and then reads what gathered meanwhile (about a
+ * hundred datagrams at 100,000/s, where the kernel buffer holds thousands). An idle thread stops pacing and waits in
+ * the kernel for the next datagram.
  */
 const READ_PAUSE_MS = 1;
 const sleepCell = new Int32Array(new SharedArrayBuffer(4));

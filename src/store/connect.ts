@@ -1,7 +1,6 @@
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { DockflowError, ErrorCode } from '../errors.js';
 import type { Logger } from 'pino';
-import { keepStringPrototypeFast } from './string-prototype.js';
 
 /** Reconnect delay: 50 ms doubling to 2 s, so a restarted Redis is used again within about two seconds. */
 export function reconnectDelayMs(attempt: number): number {
@@ -34,7 +33,6 @@ export const CLIENT_OPTIONS: RedisOptions = {
  * reconnects forever; state changes are logged once each (not every failed attempt).
  */
 export function connectRedis(url: string, logger: Logger, overrides: RedisOptions = {}): Redis {
-  keepStringPrototypeFast();
   const options = { ...CLIENT_OPTIONS, ...overrides };
   const client = url.startsWith('unix:') ? new Redis({ ...options, path: new URL(url).pathname }) : new Redis(url, options);
   const where = redactUrl(url);
@@ -122,7 +120,6 @@ export function parseRedisTarget(url: string): RedisTarget {
  * connectRedis.
  */
 export function connectCluster(target: Extract<RedisTarget, { kind: 'cluster' }>, logger: Logger, overrides: Partial<ClusterOptions> = {}): Cluster {
-  keepStringPrototypeFast();
   const { enableOfflineQueue: _q, retryStrategy: _r, ...nodeOptions } = CLIENT_OPTIONS;
   const options: ClusterOptions = {
     enableOfflineQueue: false,

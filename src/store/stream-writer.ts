@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { ReplyError, type ChainableCommander, type Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { DEFAULTS } from '../config/index.js';
 import { DIRECTIONS, type Direction, type FlowRecord } from '../record.js';
 import {
   CONTEXT_FIELD,
@@ -23,28 +24,27 @@ export type StoreDropReason = 'spool-full' | 'spool-torn' | 'spool-write-failed'
 export const STORE_DROP_REASONS: readonly StoreDropReason[] = ['spool-full', 'spool-torn', 'spool-write-failed', 'closed'];
 
 export interface StreamWriterOptions {
-  /** Key prefix (`<prefix>:flows:<direction>`). Default `dockflow`. */
+  /** Key prefix (`<prefix>:flows:<direction>`). Unset options take the config schema's defaults. */
   keyPrefix?: string;
   /** One stream for every direction instead of one per direction (see `storeKeys`). */
   singleStream?: string | undefined;
-  /** Records waiting for Redis before `push` asks callers to pause (UDP overflows to the spool). Default 4,000. */
+  /** Records waiting for Redis before `push` asks callers to pause (UDP overflows to the spool). */
   maxQueueRecords?: number;
-  /** Records per batch (one transaction). Default 250. */
+  /** Records per batch (one transaction). */
   batchMaxRecords?: number;
-  /** A partial batch is written after this long. Default 50 ms. */
+  /** A partial batch is written after this long. */
   flushIntervalMs?: number;
   /** Batches awaiting Redis' answer at once. Default 4. */
   maxBatchesInFlight?: number;
-  /** Redis silent this long with a batch waiting: the batch connection is dropped and the batches are uncertain. Default 10 s. */
+  /** Redis silent this long with a batch waiting: the batch connection is dropped and the batches are uncertain. */
   replyTimeoutMs?: number;
-  /** `XADD … MAXLEN ~ n`; 0 = no count limit. Default 10,000,000. */
+  /** `XADD … MAXLEN ~ n`; 0 = no count limit. */
   maxLenPerStream?: number;
-  /** `XTRIM … MINID ~ now-retentionMs`; 0 = no age limit. Default 30 days. */
+  /** `XTRIM … MINID ~ now-retentionMs`; 0 = no age limit. */
   retentionMs?: number;
   /** Default 60 s. */
   trimIntervalMs?: number;
   spoolDir: string;
-  /** Default 1 GiB. */
   spoolMaxBytes?: number;
   /** Default 1 MiB. */
   spoolSegmentBytes?: number;
@@ -319,16 +319,16 @@ export class StreamWriter {
     const head = (argc: number, stream: string): Buffer => Buffer.from(new RespWriter(64).command(argc).arg('XADD').arg(stream).bytes());
     this.xaddHeads = this.streams.map((stream) => ({ message: head(7, stream), whole: head(5, stream) }));
     this.lastIds = this.streams.map(() => [0, 0]);
-    this.maxQueue = opts.maxQueueRecords ?? 4_000;
-    this.batchMax = opts.batchMaxRecords ?? 250;
-    this.flushIntervalMs = opts.flushIntervalMs ?? 50;
+    this.maxQueue = opts.maxQueueRecords ?? DEFAULTS.store.maxQueueRecords;
+    this.batchMax = opts.batchMaxRecords ?? DEFAULTS.store.batchMaxRecords;
+    this.flushIntervalMs = opts.flushIntervalMs ?? DEFAULTS.store.flushIntervalMs;
     this.maxInFlight = opts.maxBatchesInFlight ?? 4;
-    const maxLen = opts.maxLenPerStream ?? 10_000_000;
+    const maxLen = opts.maxLenPerStream ?? DEFAULTS.store.maxLenPerStream;
     this.maxLen = maxLen > 0 ? String(maxLen) : undefined;
-    this.retentionMs = opts.retentionMs ?? 30 * 24 * 3600 * 1000;
+    this.retentionMs = opts.retentionMs ?? DEFAULTS.store.retentionMs;
     this.trimIntervalMs = opts.trimIntervalMs ?? 60_000;
     this.spool = new Spool(
-      { dir: opts.spoolDir, maxBytes: opts.spoolMaxBytes ?? 1024 ** 3, segmentBytes: opts.spoolSegmentBytes ?? 1024 ** 2 },
+      { dir: opts.spoolDir, maxBytes: opts.spoolMaxBytes ?? DEFAULTS.store.spoolMaxBytes, segmentBytes: opts.spoolSegmentBytes ?? 1024 ** 2 },
       { logger: this.logger, onLost: (n) => (this.counts.dropped['spool-write-failed'] += n) },
     );
     this.writeSeconds = this.registerMetrics(deps.registry);

@@ -1,5 +1,3 @@
-/// <reference lib="dom" />
-/// <reference lib="dom.iterable" />
 import { geoGraticule10, geoNaturalEarth1, geoPath } from 'd3-geo';
 import { getJson, type Params } from '../api.js';
 import { h, svg, viewHref, viewLink } from '../dom.js';

@@ -1,5 +1,3 @@
-/// <reference lib="dom" />
-/// <reference lib="dom.iterable" />
 import { getJson, type Params } from '../api.js';
 import { h, svg, viewHref } from '../dom.js';
 import { countryName } from '../countries.js';

@@ -1,5 +1,6 @@
 import { Registry } from 'prom-client';
 import type { Logger } from 'pino';
+import { DEFAULTS } from '../../config/index.js';
 import type { DockerClient, EventStream } from './client.js';
 import type { AddressRef, ContainerMeta, Ledger } from './ledger.js';
 import { dockerMetrics, type DockerMetrics } from './metrics.js';
@@ -89,7 +90,7 @@ export class DockerWatcher {
     this.ledger = opts.ledger;
     this.logger = opts.logger.child({ docker: opts.host });
     this.metrics = opts.metrics ?? dockerMetrics(new Registry());
-    this.reconcileIntervalMs = opts.reconcileIntervalMs ?? 60_000;
+    this.reconcileIntervalMs = opts.reconcileIntervalMs ?? DEFAULTS.docker.reconcileIntervalMs;
     this.backoffMinMs = opts.backoffMinMs ?? 500;
     this.backoffMaxMs = opts.backoffMaxMs ?? 30_000;
     this.inspectConcurrency = opts.inspectConcurrency ?? 8;

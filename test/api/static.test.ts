@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { bearerAuth } from '../../src/api/auth.js';
-import { DASHBOARD_CSP, DASHBOARD_PUBLIC_PATHS, dashboardRoutes, defaultDashboardDir } from '../../src/api/dashboard.js';
+import { DASHBOARD_CSP, DASHBOARD_PUBLIC_PATHS, dashboardRoutes, defaultDashboardDir } from '../../src/api/static.js';
 import { repoRoot } from '../helpers/paths.js';
 import { tempDir } from '../helpers/temp.js';
 
@@ -78,7 +78,7 @@ t.test('without a built bundle, / says how to build it', async (t) => {
 });
 
 t.test('the default directory is dist/dashboard of the checkout, from src/ or dist/src/', async (t) => {
-  t.equal(defaultDashboardDir(join(repoRoot, 'src', 'api', 'dashboard.ts')), join(repoRoot, 'dist', 'dashboard'));
+  t.equal(defaultDashboardDir(join(repoRoot, 'src', 'api', 'static.ts')), join(repoRoot, 'dist', 'dashboard'));
   t.equal(defaultDashboardDir(join(repoRoot, 'dist', 'src', 'api', 'dashboard.js')), join(repoRoot, 'dist', 'dashboard'));
   t.equal(defaultDashboardDir(), join(repoRoot, 'dist', 'dashboard'));
 });

@@ -11,6 +11,7 @@ import { bridgeMatcher, DEFAULT_BRIDGES } from '../parse/direction.js';
 import { createLineOptions, parseLine } from '../parse/line.js';
 import type { LineOptionsInput } from '../parse/line.js';
 import { createTimeZone, parseIsoInstant } from '../parse/time.js';
+import { FrameDecoder, type FrameListener, type Framing } from '../receive/framing.js';
 
 export const PARSE_USAGE = `Usage: dockflow parse [options] [FILE...]
 
@@ -147,25 +148,34 @@ async function parseInput(file: string, base: LineOptionsInput, stdin: Readable,
     source = createReadStream(file);
   }
   const opts = createLineOptions({ ...base, referenceMs });
-  const deframer = new Deframer(opts.maxLineBytes, (line) => {
-    stats.lines++;
-    const r = parseLine(line, opts);
-    if (typeof r === 'string') stats.skipped[r]++;
-    else {
-      stats.records++;
-      out.write(r);
-    }
-  }, () => {
-    stats.lines++;
-    stats.skipped.oversize++;
+  const deframer = new CaptureDeframer(opts.maxLineBytes, {
+    frame(line) {
+      stats.lines++;
+      const r = parseLine(line, opts);
+      if (typeof r === 'string') stats.skipped[r]++;
+      else {
+        stats.records++;
+        out.write(r);
+      }
+    },
+    drop(reason) {
+      // A bad octet count ends the input: push() reports it.
+      if (reason !== 'oversize') return;
+      stats.lines++;
+      stats.skipped.oversize++;
+    },
   });
   try {
     for await (const chunk of decompressed(source)) {
-      deframer.push(chunk);
+      if (!deframer.push(chunk)) throw new Error(`bad RFC 6587 octet count after ${stats.lines} frames; the rest is not read`);
       await out.ready();
       if (out.closed) return;
     }
-    deframer.end();
+    if (!deframer.end()) {
+      // A capture cut inside its last octet-counted frame.
+      stats.lines++;
+      stats.skipped.truncated++;
+    }
   } finally {
     if (source !== stdin) source.destroy();
   }
@@ -205,127 +215,63 @@ async function* decompressed(source: Readable): AsyncGenerator<Buffer> {
 
 const toBuffer = (v: Buffer | string): Buffer => (typeof v === 'string' ? Buffer.from(v) : v);
 
-const LF = 10;
-const SP = 32;
+const SP = 0x20;
 
 /**
- * Splits bytes into messages: LF-terminated lines, or RFC 6587 octet-counted frames (`LEN SP MSG`) when the
- * input starts like one (`123 <`). Over-long lines are dropped as they stream by, so memory stays bounded by
- * `maxLineBytes` whatever the input. A frame that does not start with a length falls back to lines, as rsyslog
- * does.
+ * A capture's bytes into messages, with the TCP receiver's codec (`FrameDecoder`): LF-terminated lines, or RFC 6587
+ * octet-counted frames when the input starts like one (`123 <`). The framing is told from the first bytes here, not
+ * from the first byte alone as on a TCP connection, because a file's first line may start with a digit (RFC 3339
+ * kern.log, journalctl -o short-iso). A UTF-8 byte order mark before the first line is skipped.
  */
-export class Deframer {
-  private mode: 'unknown' | 'lf' | 'octet' = 'unknown';
-  private carry: Buffer = Buffer.alloc(0);
-  /** Bytes still to drop: an oversize frame's remainder (octet), or Infinity until the next LF (lines). */
-  private discard = 0;
-  private started = false;
+export class CaptureDeframer {
+  private decoder: FrameDecoder | undefined;
+  private head: Buffer = Buffer.alloc(0);
 
   constructor(
-    private readonly maxLineBytes: number,
-    private readonly onMessage: (message: string) => void,
-    private readonly onOversize: () => void,
+    private readonly maxMessageBytes: number,
+    private readonly listener: FrameListener,
   ) {}
 
-  push(chunk: Buffer): void {
-    let buf = this.carry.length > 0 ? Buffer.concat([this.carry, chunk]) : chunk;
-    if (!this.started) {
-      if (buf.length < 3) {
-        this.carry = buf;
-        return;
-      }
-      this.started = true;
-      if (buf[0] === 0xef && buf[1] === 0xbb && buf[2] === 0xbf) buf = buf.subarray(3);
-    }
-    if (this.mode === 'unknown') {
-      const m = detectFraming(buf);
-      if (m === undefined) {
-        this.carry = buf;
-        return;
-      }
-      this.mode = m;
-    }
-    const pos = this.mode === 'octet' ? this.frames(buf) : this.lines(buf, 0);
-    this.carry = buf.subarray(pos);
+  /** Returns false once a bad octet count was met: the rest of the input cannot be framed. */
+  push(chunk: Buffer): boolean {
+    if (this.decoder !== undefined) return this.decoder.push(chunk);
+    this.head = this.head.length > 0 ? Buffer.concat([this.head, chunk]) : chunk;
+    const framing = detectFraming(this.head);
+    if (framing === undefined) return true;
+    return this.start(framing);
   }
 
-  /** Flushes a last line without LF; a capture cut inside a frame yields the frame's partial text. */
-  end(): void {
-    let rest = this.carry;
-    this.carry = Buffer.alloc(0);
-    if (this.mode === 'unknown') {
-      this.mode = 'lf';
-      rest = rest.subarray(this.lines(rest, 0));
-    }
-    if (rest.length === 0 || this.discard > 0) return;
-    const sp = this.mode === 'octet' ? rest.indexOf(SP) : -1;
-    this.onMessage(rest.toString('utf8', sp + 1));
+  /** Flushes a last line without LF; false when the input ended inside an octet-counted frame. */
+  end(): boolean {
+    if (this.decoder === undefined && !this.start('lf')) return false;
+    return this.decoder!.end();
   }
 
-  /** Emits complete lines from `pos`; returns where the incomplete rest starts. */
-  private lines(buf: Buffer, pos: number): number {
-    if (this.discard > 0) {
-      const nl = buf.indexOf(LF, pos);
-      if (nl < 0) return buf.length;
-      this.discard = 0;
-      pos = nl + 1;
-    }
-    for (let nl = buf.indexOf(LF, pos); nl >= 0; nl = buf.indexOf(LF, pos)) {
-      if (nl - pos > this.maxLineBytes) this.onOversize();
-      else this.onMessage(buf.toString('utf8', pos, nl));
-      pos = nl + 1;
-    }
-    if (buf.length - pos > this.maxLineBytes) {
-      this.onOversize();
-      this.discard = Infinity;
-      return buf.length;
-    }
-    return pos;
-  }
-
-  private frames(buf: Buffer): number {
-    let pos = 0;
-    for (;;) {
-      if (this.discard > 0) {
-        const n = Math.min(this.discard, buf.length - pos);
-        this.discard -= n;
-        pos += n;
-        if (this.discard > 0) return pos;
-      }
-      // Tolerate line breaks between frames (a capture saved with trailing newlines).
-      while (pos < buf.length && (buf[pos] === LF || buf[pos] === 13)) pos++;
-      if (pos >= buf.length) return pos;
-      let len = 0;
-      let i = pos;
-      for (let c = buf[i]; c !== undefined && c >= 48 && c <= 57 && i - pos < 10; c = buf[++i]) len = len * 10 + (c - 48);
-      if (i === buf.length) return pos;
-      if (i === pos || buf[i] !== SP) {
-        this.mode = 'lf';
-        return this.lines(buf, pos);
-      }
-      const start = i + 1;
-      if (len > this.maxLineBytes) {
-        this.onOversize();
-        this.discard = len;
-        pos = start;
-        continue;
-      }
-      if (buf.length - start < len) return pos;
-      this.onMessage(buf.toString('utf8', start, start + len));
-      pos = start + len;
-    }
+  private start(framing: Framing): boolean {
+    const head = this.head[0] === 0xef && this.head[1] === 0xbb && this.head[2] === 0xbf ? this.head.subarray(3) : this.head;
+    this.head = Buffer.alloc(0);
+    this.decoder = new FrameDecoder(this.maxMessageBytes, this.listener, framing);
+    return head.length === 0 || this.decoder.push(head);
   }
 }
 
-/** `LEN SP <` starts an octet-counted stream; anything else is lines. Undefined: not enough bytes to tell yet. */
-function detectFraming(buf: Buffer): 'lf' | 'octet' | undefined {
+/**
+ * `LEN SP <` (after an optional byte order mark) starts an octet-counted stream; anything else is lines. Undefined:
+ * not enough bytes to tell yet.
+ */
+function detectFraming(buf: Buffer): Framing | undefined {
   let i = 0;
-  while (i < buf.length && i < 10 && buf[i]! >= 48 && buf[i]! <= 57) i++;
-  if (i === 0 || buf[0] === 48) return 'lf';
-  if (i === buf.length) return i >= 10 ? 'lf' : undefined;
+  if (buf[0] === 0xef) {
+    if (buf.length < 3) return undefined;
+    if (buf[1] === 0xbb && buf[2] === 0xbf) i = 3;
+  }
+  const digits = i;
+  while (i < buf.length && i - digits < 10 && buf[i]! >= 0x30 && buf[i]! <= 0x39) i++;
+  if (i === digits || buf[digits] === 0x30) return i === buf.length ? undefined : 'lf';
+  if (i === buf.length) return i - digits >= 10 ? 'lf' : undefined;
   if (buf[i] !== SP) return 'lf';
   if (i + 1 === buf.length) return undefined;
-  return buf[i + 1] === 0x3c ? 'octet' : 'lf';
+  return buf[i + 1] === 0x3c ? 'octet-counting' : 'lf';
 }
 
 const OUTPUT_BATCH_CHARS = 64 * 1024;

@@ -4,10 +4,11 @@ import { join } from 'node:path';
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import t from 'tap';
-import { runParse } from '../../src/cli/parse.js';
+import { runParse } from '../../src/cli/parse-command.js';
 import type { FlowRecord } from '../../src/record.js';
 import { fixture, repoRoot } from '../helpers/paths.js';
-import { expectOf, syslogFixture } from '../fixtures/syslog/corpus.js';
+import { FrameDecoder, type FrameDropReason } from '../../src/receive/framing.js';
+import { expectOf, messages, syslogFixture } from '../fixtures/syslog/corpus.js';
 
 interface Run {
   code: number;
@@ -98,7 +99,38 @@ t.test('junk and over-long lines are counted, not fatal', async (t) => {
   const r = await run([], Readable.from([Buffer.from(input)]));
   t.equal(r.code, 0);
   t.equal(r.records.length, 8);
-  t.match(r.stderr, 'stdin: 14 lines, 8 records, 6 skipped (empty 1, not-netfilter 2, bad-envelope 1, oversize 2)');
+  // The blank line is framing noise, as on a TCP connection (one codec), not a line.
+  t.match(r.stderr, 'stdin: 13 lines, 8 records, 5 skipped (not-netfilter 2, bad-envelope 1, oversize 2)');
+});
+
+t.test('a bad octet count follows the TCP receiver\'s rule: the frames before it are kept, the rest is not read', async (t) => {
+  const message = messages('tcp-egress-smtp.rsyslog-rfc5424-tcp-octet.bin')[0]!;
+  const frame = `${Buffer.byteLength(message)} ${message}`;
+  for (const [name, bad] of [['a letter for a length', 'x'], ['a line feed between frames', '\n'], ['a leading zero', '0']] as const) {
+    const input = Buffer.from(frame + bad + frame);
+    // The receiver's decoder, as a TCP connection meets these bytes.
+    const frames: string[] = [];
+    const drops: FrameDropReason[] = [];
+    const decoder = new FrameDecoder(65_536, { frame: (m) => frames.push(m), drop: (r) => drops.push(r) });
+    t.equal(decoder.push(input), false, `${name}: the connection is given up`);
+    t.same([frames.length, drops], [1, ['bad-octet-count']], `${name}: one frame, then the bad count`);
+    // dockflow parse on the same bytes, whole and a byte at a time.
+    for (const chunks of [[input], [...input].map((b) => Buffer.from([b]))]) {
+      const r = await run([], Readable.from(chunks));
+      t.equal(r.code, 1, `${name}: exit status 1 (the input was not read whole)`);
+      t.equal(r.records.length, 1, `${name}: the record before the bad count`);
+      t.match(r.stderr, /bad RFC 6587 octet count after 1 frames; the rest is not read/);
+    }
+  }
+});
+
+t.test('a capture cut inside its last octet-counted frame counts that frame as truncated', async (t) => {
+  const message = messages('tcp-egress-smtp.rsyslog-rfc5424-tcp-octet.bin')[0]!;
+  const frame = `${Buffer.byteLength(message)} ${message}`;
+  const r = await run([], Readable.from([Buffer.from(frame + frame.slice(0, 40))]));
+  t.equal(r.code, 0);
+  t.equal(r.records.length, 1);
+  t.match(r.stderr, 'stdin: 2 lines, 1 records, 1 skipped (truncated 1)');
 });
 
 t.test('options', async (t) => {
