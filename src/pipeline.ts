@@ -30,7 +30,7 @@ export class IngestPipeline implements MessageSink {
     exportCounter(registry, { name: 'dockflow_records_parsed_total', help: 'Flow records parsed from received messages' }, () => this.parsed.records);
   }
 
-  accept(message: string, meta: MessageMeta): boolean {
+  accept(message: string, meta: MessageMeta, raw?: Buffer): boolean {
     const record = parseLine(message, this.lineOptions, meta.receivedAtMs);
     if (typeof record === 'string') {
       this.skipped[record]++;
@@ -42,7 +42,7 @@ export class IngestPipeline implements MessageSink {
     if (record.host === undefined) record.host = { name: meta.remoteAddress };
     record.event = { ingested: this.ingestedIso.format(meta.receivedAtMs, 0, false) };
     this.enricher.enrich(record);
-    return this.writer.push(record, meta.transport, message);
+    return this.writer.push(record, meta.transport, message, raw);
   }
 
   onDrain(listener: () => void): void {

@@ -9,6 +9,7 @@ import { buildApp, type LossReport } from './api/app.js';
 import { containersRoutes } from './api/containers.js';
 import { DASHBOARD_PUBLIC_PATHS, dashboardRoutes, defaultDashboardDir } from './api/static.js';
 import { healthRoutes } from './api/health.js';
+import { apiLimits, describeCounters, newCounters, registerApiMetrics } from './api/limits.js';
 import { statusLines, statusRoutes, type EnrichmentStatus, type ServiceStatus } from './api/status.js';
 import { isLoopback, type Config } from './config/index.js';
 import { startAttribution } from './enrich/attribution.js';
@@ -39,6 +40,16 @@ export interface Service {
 export interface ServiceDeps {
   logger: Logger;
   env?: NodeJS.ProcessEnv;
+}
+
+/** The syslog TCP limits at work, for /healthz: open connections and what the caps and the frame deadline refused. */
+function tcpLimitsDetail(receivers: Receivers): string {
+  const m = receivers.metrics;
+  const d = m.tcp.dropped;
+  return (
+    `tcp ${m.openConnections} open; refused: ${d['max-connections']} over the connection cap, ${d['max-connections-per-source']} over the per-source cap` +
+    ` (${d['refused-lines']} lines from them); ${d['frame-timeout']} closed by the frame deadline, ${m.idleTimeouts} idle`
+  );
 }
 
 async function waitForRedis(redis: Redis, url: string, logger: Logger): Promise<void> {
@@ -141,9 +152,13 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
         pending: w.spoolBytes > 0 ? w.spooled - w.replayed : 0,
       };
     };
+    const limits = apiLimits(config);
+    const apiCounters = newCounters();
+    registerApiMetrics(registry, apiCounters);
+    let apiLoad = (): { clients: number; queries: number } => ({ clients: 0, queries: 0 });
     const health = {
       checks: (): Record<string, { ok: boolean; detail?: string }> => {
-        if (ingest === undefined) return { redis: { ok: redis.status === 'ready', detail: redactUrl(redisUrl) } };
+        if (ingest === undefined) return { redis: { ok: redis.status === 'ready', detail: redactUrl(redisUrl) }, api: { ok: true, detail: describeCounters(apiCounters, apiLoad(), limits) } };
         const { writer, receivers, lease } = ingest;
         const w = writer.stats();
         return {
@@ -151,9 +166,10 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
           queue: { ok: w.queued < config.store.maxQueueRecords, detail: `${w.queued} queued, ${w.inFlight} in flight` },
           receivers: {
             ok: receivers.addresses().length > 0 && receivers.udpRunning,
-            detail: `${receivers.addresses().map((a) => `${a.transport}/${a.address}:${a.port}`).join(' ')}${receivers.udpRunning ? '' : '; UDP receive thread down, restarting'}`,
+            detail: `${receivers.addresses().map((a) => `${a.transport}/${a.address}:${a.port}`).join(' ')}${receivers.udpRunning ? '' : '; UDP receive thread down, restarting'}; ${tcpLimitsDetail(receivers)}`,
           },
           ingester: { ok: lease.held, detail: lease.held ? lease.id : `${lease.id}: lease held by another process` },
+          api: { ok: true, detail: describeCounters(apiCounters, apiLoad(), limits) },
         };
       },
     };
@@ -166,7 +182,12 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
       // The page and its assets load without a token (a browser cannot send one then); the page asks for it.
       auth: { token: config.http.apiToken, required: !isLoopback(config.http.host), publicPaths: ['/healthz', ...DASHBOARD_PUBLIC_PATHS] },
       lossReport,
-      plugins: [healthRoutes({ health, registry }), statusRoutes(() => status()), dashboardRoutes({ distDir: defaultDashboardDir() }), ...extraRoutes],
+      limits,
+      counters: apiCounters,
+      load: (l) => {
+        apiLoad = l;
+      },
+      plugins: [healthRoutes({ health, registry, token: config.http.apiToken }), statusRoutes(() => status()), dashboardRoutes({ distDir: defaultDashboardDir() }), ...extraRoutes],
     });
     await app.listen({ host: config.http.host, port: config.http.port });
     cleanups.push(() => app.close());
@@ -320,7 +341,9 @@ async function startIngest(
       tcp: listen(config.syslog.tcpEnabled, config.syslog.tcpPort),
       maxMessageBytes: config.syslog.maxMessageBytes,
       maxConnections: config.syslog.maxConnections,
+      maxConnectionsPerSource: config.syslog.maxConnectionsPerSource,
       idleTimeoutMs: config.syslog.idleTimeoutMs,
+      frameTimeoutMs: config.syslog.frameTimeoutMs,
       receiveBufferBytes: config.syslog.udpReceiveBufferBytes,
       udpReader: config.syslog.udpReader,
       udpBacklogMemoryBytes: config.syslog.udpBacklogMemoryBytes,

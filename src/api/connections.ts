@@ -1,16 +1,16 @@
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { connections, type Connection } from '../store/aggregate.js';
 import type { ApiContext } from './app.js';
-import { MAX_LIMIT, filterProperties, rangeOf, toFlowFilter, type FilterQuery } from './filters.js';
+import { decodeCursor, encodeCursor, queryDigest, type Position } from '../store/query.js';
+import { MAX_LIMIT, badRequest, clampRange, filterProperties, rangeOf, toFlowFilter, type FilterQuery } from './filters.js';
 import { errorSchema, lossReportSchema, rangeSchema } from './openapi.js';
 
 interface ConnectionsQuery extends FilterQuery {
   idle_gap?: number;
   limit?: number;
+  cursor?: string;
 }
 
-/** Per-packet records examined at most per request; beyond it the answer says `truncated`. */
-const SCAN_BUDGET = 200_000;
 const DEFAULT_WINDOW_MS = 3_600_000;
 
 const endpoint = { type: 'object', properties: { ip: { type: 'string' }, port: { type: 'integer' } } } as const;
@@ -48,6 +48,7 @@ export function connectionRoutes(ctx: ApiContext): FastifyPluginAsync {
               ...filterProperties,
               idle_gap: { type: 'integer', minimum: 1, maximum: 86_400, default: 120, description: 'Seconds of silence that end a connection' },
               limit: { type: 'integer', minimum: 1, maximum: MAX_LIMIT, default: 100 },
+              cursor: { type: 'string', maxLength: 256, description: 'Opaque position from a previous page' },
             },
           },
           response: {
@@ -76,7 +77,10 @@ export function connectionRoutes(ctx: ApiContext): FastifyPluginAsync {
                   },
                 },
                 packets: { type: 'integer', description: 'Packet records aggregated' },
-                truncated: { type: 'boolean', description: 'The scan budget ran out: narrow the range or filters' },
+                truncated: { type: 'boolean', description: 'Same as partial (kept for older clients)' },
+                partial: { type: 'boolean', description: 'The page covers less than asked: see partial_reasons, go on with next_cursor' },
+                partial_reasons: { type: 'array', items: { type: 'string' } },
+                next_cursor: { type: ['string', 'null'], description: 'Pass as `cursor` for the packets after this page; null at the end' },
                 loss: lossReportSchema,
               },
             },
@@ -86,16 +90,42 @@ export function connectionRoutes(ctx: ApiContext): FastifyPluginAsync {
         },
       },
       async (req: FastifyRequest<{ Querystring: ConnectionsQuery }>) => {
-        const { idle_gap: gap = 120, limit = 100, ...fq } = req.query;
+        const { idle_gap: gap = 120, limit = 100, cursor: cursorText, ...fq } = req.query;
+        const digest = queryDigest({ ...fq, idle_gap: gap });
         const now = ctx.now();
-        const f = toFlowFilter(fq, now, { sinceMs: now - DEFAULT_WINDOW_MS });
-        const res = await connections(ctx.redis, ctx.keys, f, { idleGapMs: gap * 1000, limit, scanBudget: SCAN_BUDGET });
+        let f = toFlowFilter(fq, now, { sinceMs: now - DEFAULT_WINDOW_MS });
+        const reasons: string[] = [];
+        let after: Position | undefined;
+        if (cursorText !== undefined) {
+          const c = decodeCursor(cursorText);
+          if (c === undefined) throw badRequest('cursor is not valid');
+          if (c.query !== digest || c.order !== 'asc') throw badRequest('cursor belongs to a different query');
+          f = { ...f, ...(c.sinceMs !== undefined ? { sinceMs: c.sinceMs } : {}), ...(c.untilMs !== undefined ? { untilMs: c.untilMs } : {}) };
+          after = c.position;
+        } else {
+          const cl = clampRange(f.sinceMs!, f.untilMs ?? now, now, { retentionMs: ctx.limits.retentionMs });
+          reasons.push(...cl.reasons);
+          f = { ...f, sinceMs: cl.sinceMs, untilMs: Math.max(cl.sinceMs, cl.untilMs) };
+        }
+        const budget = ctx.limits.connectionsScanBudget;
+        const res = await ctx.gate.run(() => connections(ctx.redis, ctx.keys, f, { idleGapMs: gap * 1000, limit, scanBudget: budget, ...(after ? { after } : {}) }));
+        const next =
+          res.resume !== undefined
+            ? encodeCursor({ order: 'asc', position: res.resume, query: digest, ...(f.sinceMs !== undefined ? { sinceMs: f.sinceMs } : {}), ...(f.untilMs !== undefined ? { untilMs: f.untilMs } : {}) })
+            : null;
+        if (next !== null) {
+          reasons.push(`scan budget (${budget} records) spent at ${new Date(res.resume!.score).toISOString()}: pass next_cursor for the packets after it; a connection crossing pages appears in each with that page's packets`);
+        }
+        if (res.omitted > 0) reasons.push(`${res.omitted} less recently active connections beyond limit=${limit} left out`);
         return {
           range: rangeOf(f),
           count: res.connections.length,
           connections: res.connections.map(connectionJson),
           packets: res.packets,
-          truncated: res.truncated,
+          truncated: next !== null,
+          partial: reasons.length > 0,
+          partial_reasons: reasons,
+          next_cursor: next,
           loss: await ctx.lossReport(),
         };
       },

@@ -13,9 +13,11 @@ import {
   scanFlows,
   type FlowFilter,
   type Order,
+  type Position,
 } from '../store/query.js';
 import type { ApiContext } from './app.js';
 import { MAX_LIMIT, badRequest, filterProperties, rangeOf, toFlowFilter, type FilterQuery } from './filters.js';
+import { BusyError, type ApiCounters } from './limits.js';
 import { errorSchema, lossReportSchema, rangeSchema } from './openapi.js';
 
 interface FlowsQuery extends FilterQuery {
@@ -24,9 +26,6 @@ interface FlowsQuery extends FilterQuery {
   cursor?: string;
   format?: 'json' | 'ndjson' | 'csv';
 }
-
-/** Index entries examined per request before answering with a partial page and a cursor to go on. */
-const SCAN_BUDGET = 20_000;
 
 /** The record as the API returns it: stored JSON plus where it is stored, in `event.id`. */
 export function withEventId(record: FlowRecord, direction: Direction, id: string): FlowRecord {
@@ -55,16 +54,20 @@ const CSV_COLUMNS: [string, (r: FlowRecord) => unknown][] = [
   ['destination.asn', (r) => r.destination.as?.number],
 ];
 
-/** RFC 4180 quoting; cells a spreadsheet would run as a formula get a leading `'`. */
+/**
+ * RFC 4180 with every field quoted and quotes doubled, so no delimiter a spreadsheet might pick (`,` or `;`) can split
+ * a cell; a text cell a spreadsheet would run as a formula (leading = + - @ TAB CR) gets a leading `'` inside the
+ * quotes (OWASP CSV injection).
+ */
 export function csvCell(v: unknown): string {
-  if (v === undefined || v === null) return '';
+  if (v === undefined || v === null) return '""';
   let s = String(v);
-  if (/^[=+\-@\t\r]/.test(s) && typeof v === 'string') s = `'${s}`;
-  return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  if (typeof v === 'string' && /^[=+\-@\t\r]/.test(s)) s = `'${s}`;
+  return `"${s.replace(/"/g, '""')}"`;
 }
 
 export function toCsv(records: FlowRecord[]): string {
-  const lines = [CSV_COLUMNS.map(([name]) => name).join(',')];
+  const lines = [CSV_COLUMNS.map(([name]) => csvCell(name)).join(',')];
   for (const r of records) lines.push(CSV_COLUMNS.map(([, get]) => csvCell(get(r))).join(','));
   return `${lines.join('\r\n')}\r\n`;
 }
@@ -78,9 +81,13 @@ function pickFormat(q: FlowsQuery, accept: string | undefined): 'json' | 'ndjson
 
 /* ---------- live ---------- */
 
-/** One live client: events queue while its socket is congested, and beyond `maxQueued` are dropped and counted. */
+/**
+ * One live client. Events arrive in batches (one write per client per read of the streams, not one per record); while
+ * its socket is congested they queue, and beyond `maxQueued` events they are dropped and counted, then announced.
+ */
 class Subscriber {
   private queue: string[] = [];
+  private queued = 0;
   private dropped = 0;
   private congested = false;
   private writer: ((chunk: string) => boolean) | undefined;
@@ -88,7 +95,10 @@ class Subscriber {
 
   constructor(
     readonly filter: FlowFilter,
+    /** Filters as text: subscribers with equal filters share one match per record. */
+    readonly filterKey: string,
     private readonly maxQueued: number,
+    private readonly counters: ApiCounters | undefined,
   ) {}
 
   attach(writer: (chunk: string) => boolean, end: () => void): void {
@@ -101,10 +111,16 @@ class Subscriber {
     this.ender?.();
   }
 
-  push(chunk: string): void {
+  /** `chunk` holds `events` SSE events (0 for a notice such as a gap). */
+  push(chunk: string, events: number): void {
     if (this.writer === undefined || this.congested) {
-      if (this.queue.length < this.maxQueued) this.queue.push(chunk);
-      else this.dropped += 1;
+      if (this.queued + events <= this.maxQueued || events === 0) {
+        this.queue.push(chunk);
+        this.queued += events;
+      } else {
+        this.dropped += events;
+        if (this.counters !== undefined) this.counters.liveDropped += events;
+      }
       return;
     }
     this.congested = !this.writer(chunk);
@@ -117,7 +133,12 @@ class Subscriber {
       this.queue.push(`event: dropped\ndata: {"dropped":${this.dropped}}\n\n`);
       this.dropped = 0;
     }
-    while (this.queue.length > 0 && !this.congested) this.congested = !this.writer(this.queue.shift()!);
+    if (this.queue.length > 0 && !this.congested) {
+      const all = this.queue.join('');
+      this.queue = [];
+      this.queued = 0;
+      this.congested = !this.writer(all);
+    }
   }
 }
 
@@ -125,15 +146,42 @@ export interface LiveHubOptions {
   redis: Redis;
   keys: IndexKeys;
   logger: Logger;
+  /** Followers at once; the next one is refused (503). */
+  maxClients: number;
+  /** Records fanned out per second; beyond it the tail jumps to the newest entry and followers get a counted gap. */
+  maxRecordsPerSecond: number;
   maxQueuedPerClient?: number;
+  counters?: ApiCounters;
+}
+
+interface StreamXInfo {
+  lastId: string;
+  /** Entries ever added to the stream (Redis ≥ 7); undefined on older servers. */
+  added: number | undefined;
+}
+
+async function streamInfo(redis: Redis, streams: readonly string[]): Promise<StreamXInfo[]> {
+  const pl = redis.pipeline();
+  for (const s of streams) pl.xinfo('STREAM', s);
+  const replies = (await pl.exec()) ?? [];
+  return streams.map((_, i) => {
+    const [err, reply] = replies[i] ?? [null, undefined];
+    // A stream not written yet: start before its first entry.
+    if (err || !Array.isArray(reply)) return { lastId: '0-0', added: 0 };
+    const flat = reply as unknown[];
+    const field = (name: string): unknown => flat[flat.indexOf(name) + 1];
+    const added = field('entries-added');
+    return { lastId: String(field('last-generated-id') ?? '0-0'), added: flat.includes('entries-added') ? Number(added) : undefined };
+  });
 }
 
 /**
  * Live tail for every SSE client through ONE blocking reader: a single `XREAD BLOCK` connection over the direction
- * streams, fanning each entry out to the clients whose filters match. Per-client readers would hold a Redis
- * connection each and parse every record once per client; the shared one costs one connection and one parse per
- * record however many clients watch. It starts with the first client and stops with the last. It reads from
- * explicit IDs (each stream's last entry when it started), never `$`, so nothing added between two reads is missed.
+ * streams, fanning each entry out to the clients whose filters match. Each record is parsed once, matched once per
+ * distinct filter, serialised once, and each client gets one write per read, however many clients watch. Its work is
+ * capped at `maxRecordsPerSecond`: past that, it waits for the next second and jumps to the newest entries, telling
+ * every client how many it skipped (`event: gap`), so followers can never take the event loop from ingest. It reads
+ * from explicit IDs, never `$`, so nothing added between two reads is missed.
  */
 export class LiveHub {
   private readonly subs = new Set<Subscriber>();
@@ -148,7 +196,11 @@ export class LiveHub {
 
   /** Resolves once the reader's positions are fixed: every entry added after that reaches the subscriber. */
   async subscribe(filter: FlowFilter): Promise<{ sub: Subscriber; unsubscribe: () => void }> {
-    const sub = new Subscriber(filter, this.opts.maxQueuedPerClient ?? 1000);
+    if (this.subs.size >= this.opts.maxClients) {
+      if (this.opts.counters !== undefined) this.opts.counters.liveRefused += 1;
+      throw new BusyError(`${this.opts.maxClients} live followers already; retry later`);
+    }
+    const sub = new Subscriber(filter, JSON.stringify(filter), this.opts.maxQueuedPerClient ?? 1000, this.opts.counters);
     this.subs.add(sub);
     try {
       if (this.reader === undefined) {
@@ -179,18 +231,11 @@ export class LiveHub {
 
   private async start(): Promise<void> {
     const streams = DIRECTIONS.map((d) => this.opts.keys.stream(d));
-    const pl = this.opts.redis.pipeline();
-    for (const s of streams) pl.xrevrange(s, '+', '-', 'COUNT', 1);
-    const replies = (await pl.exec()) ?? [];
-    const ids = streams.map((_, i) => {
-      const [err, entries] = replies[i] ?? [null, []];
-      if (err) throw err;
-      return (entries as [string, string[]][])[0]?.[0] ?? '0-0';
-    });
+    const info = await streamInfo(this.opts.redis, streams);
     if (this.subs.size === 0) return;
     const reader = { conn: this.opts.redis.duplicate(), stopped: false };
     this.reader = reader;
-    void this.run(reader, streams, ids);
+    void this.run(reader, streams, info);
   }
 
   private stop(): void {
@@ -202,11 +247,49 @@ export class LiveHub {
     r.conn.disconnect();
   }
 
-  private async run(reader: { conn: Redis; stopped: boolean }, streams: string[], ids: string[]): Promise<void> {
+  /** Skips to the newest entries; the skipped count is exact on Redis ≥ 7 (entries-added), else unknown (null). */
+  private async jump(streams: string[], pos: StreamXInfo[]): Promise<void> {
+    const now = await streamInfo(this.opts.redis, streams);
+    let skipped: number | null = 0;
+    for (let i = 0; i < streams.length; i++) {
+      const was = pos[i]!;
+      const is = now[i]!;
+      if (is.lastId === was.lastId) continue;
+      if (skipped !== null && was.added !== undefined && is.added !== undefined) skipped += Math.max(0, is.added - was.added);
+      else skipped = null;
+      pos[i] = is;
+    }
+    if (skipped === 0) return;
+    if (skipped !== null && this.opts.counters !== undefined) this.opts.counters.liveSkipped += skipped;
+    const notice = `event: gap\ndata: {"skipped":${skipped === null ? 'null' : skipped}}\n\n`;
+    for (const sub of this.subs) sub.push(notice, 0);
+  }
+
+  private async run(reader: { conn: Redis; stopped: boolean }, streams: string[], pos: StreamXInfo[]): Promise<void> {
+    const perSecond = this.opts.maxRecordsPerSecond;
+    let windowStart = Date.now();
+    let used = 0;
     while (!reader.stopped) {
+      const now = Date.now();
+      if (now - windowStart >= 1000) {
+        windowStart = now;
+        used = 0;
+      }
+      if (used >= perSecond) {
+        // Over the cap: wait out this second, then go on from the newest entries.
+        await new Promise((r) => setTimeout(r, windowStart + 1000 - now));
+        if (reader.stopped) return;
+        try {
+          await this.jump(streams, pos);
+        } catch (err) {
+          this.opts.logger.warn({ err }, 'live reader: could not skip ahead');
+        }
+        continue;
+      }
       let reply: [string, [string, string[]][]][] | null;
       try {
-        reply = (await reader.conn.xread('COUNT', 1000, 'BLOCK', 5000, 'STREAMS', ...streams, ...ids)) as typeof reply;
+        const ids = pos.map((p) => p.lastId);
+        reply = (await reader.conn.xread('COUNT', Math.min(1000, perSecond - used), 'BLOCK', 5000, 'STREAMS', ...streams, ...ids)) as typeof reply;
       } catch (err) {
         if (reader.stopped) return;
         this.opts.logger.warn({ err }, 'live reader: XREAD failed, retrying');
@@ -214,21 +297,36 @@ export class LiveHub {
         continue;
       }
       if (reply === null) continue;
+      // Per distinct filter: the events of this read and the subscribers that share it.
+      const groups = new Map<string, { filter: FlowFilter; subs: Subscriber[]; chunks: string[] }>();
+      for (const sub of this.subs) {
+        const g = groups.get(sub.filterKey);
+        if (g === undefined) groups.set(sub.filterKey, { filter: sub.filter, subs: [sub], chunks: [] });
+        else g.subs.push(sub);
+      }
       for (const [stream, entries] of reply) {
         const i = streams.indexOf(stream);
         const direction = DIRECTIONS[i];
         if (direction === undefined) continue;
         for (const [id, fields] of entries) {
-          ids[i] = id;
+          const p = pos[i]!;
+          p.lastId = id;
+          if (p.added !== undefined) p.added += 1;
+          used += 1;
           const record = decodeEntry(fields);
           if (record === undefined) continue;
           let chunk: string | undefined;
-          for (const sub of this.subs) {
-            if (!recordMatches(record, sub.filter)) continue;
+          for (const g of groups.values()) {
+            if (!recordMatches(record, g.filter)) continue;
             chunk ??= `id: ${direction}/${id}\nevent: flow\ndata: ${JSON.stringify(withEventId(record, direction, id))}\n\n`;
-            sub.push(chunk);
+            g.chunks.push(chunk);
           }
         }
+      }
+      for (const g of groups.values()) {
+        if (g.chunks.length === 0) continue;
+        const batch = g.chunks.join('');
+        for (const sub of g.subs) sub.push(batch, g.chunks.length);
       }
     }
   }
@@ -280,7 +378,7 @@ export function flowRoutes(ctx: ApiContext, hub: LiveHub, opts: { heartbeatMs: n
         const order = q.order ?? 'desc';
         const digest = queryDigest(filterQuery);
         let f = toFlowFilter(filterQuery, ctx.now());
-        let after;
+        let after: Position | undefined;
         if (cursorText !== undefined) {
           const c = decodeCursor(cursorText);
           if (c === undefined) throw badRequest('cursor is not valid');
@@ -288,8 +386,11 @@ export function flowRoutes(ctx: ApiContext, hub: LiveHub, opts: { heartbeatMs: n
           f = { ...f, ...(c.sinceMs !== undefined ? { sinceMs: c.sinceMs } : {}), ...(c.untilMs !== undefined ? { untilMs: c.untilMs } : {}) };
           after = c.position;
         }
-        const plan = await planQuery(ctx.redis, ctx.keys, f);
-        const res = await scanFlows(ctx.redis, ctx.keys, f, plan, limit, { order, scanBudget: SCAN_BUDGET, ...(after ? { after } : {}) });
+        const { plan, res } = await ctx.gate.run(async () => {
+          const plan = await planQuery(ctx.redis, ctx.keys, f, { maxCidrAddresses: ctx.limits.cidrMaxAddresses });
+          const res = await scanFlows(ctx.redis, ctx.keys, f, plan, limit, { order, scanBudget: ctx.limits.flowsScanBudget, ...(after ? { after } : {}) });
+          return { plan, res };
+        });
         const items = res.hits.map((h) => withEventId(h.record, h.direction, h.id));
         const next =
           res.resume !== undefined

@@ -26,8 +26,13 @@ export const ConfigSchema = z
         tcpEnabled: z.boolean().default(true),
         tcpPort: port.default(5514),
         maxConnections: positiveInt.default(1024),
+        /** TCP connections from one source address; beyond it they are refused and counted. */
+        maxConnectionsPerSource: positiveInt.default(32),
         idleTimeoutMs: positiveInt.default(5 * 60_000),
-        maxMessageBytes: positiveInt.default(64 * 1024),
+        /** A TCP connection that sends bytes but completes no message for this long is closed (slowloris). */
+        frameTimeoutMs: positiveInt.default(30_000),
+        /** A kernel LOG line with its syslog header is under 1 KiB; rsyslog's own default is 8 KiB. */
+        maxMessageBytes: positiveInt.default(8 * 1024),
         /** CIDRs allowed to send; empty allows everyone (syslog carries no authentication). */
         allowedSenders: z.array(z.string()).default([]),
       })
@@ -83,6 +88,33 @@ export const ConfigSchema = z
         port: port.default(8080),
         /** Required when `host` is not a loopback address. */
         apiToken: z.string().min(16).optional(),
+        /** With no token: Host names accepted beside the loopback ones (DNS-rebinding defence), `name` or `name:port`. */
+        allowedHosts: z.array(z.string().min(1)).default([]),
+        /** Open HTTP connections; beyond it new ones are closed at once (counted). */
+        maxConnections: positiveInt.default(512),
+        /** A request's headers must arrive within this, its whole body within `requestTimeoutMs`. */
+        headersTimeoutMs: positiveInt.default(10_000),
+        requestTimeoutMs: positiveInt.default(30_000),
+        /** An idle keep-alive connection is closed after this. */
+        keepAliveTimeoutMs: positiveInt.default(5_000),
+        /** A connection silent both ways this long is closed (one that never sends a request, too); above the live heartbeat. */
+        idleTimeoutMs: positiveInt.default(60_000),
+        /** Live (SSE) followers at once; beyond it 503. */
+        maxLiveClients: positiveInt.default(64),
+        /** Records the live tail fans out per second; beyond it followers get a counted gap instead. */
+        liveMaxRecordsPerSecond: positiveInt.default(5_000),
+        /** Heavy queries (flows, connections, top, inventory) running at once; beyond it 503 with Retry-After. */
+        maxConcurrentQueries: positiveInt.default(4),
+        /** Index entries a flow query examines per page before answering partial with a cursor. */
+        flowsScanBudget: positiveInt.default(20_000),
+        /** Packet records a connections query folds per page before answering partial with a cursor. */
+        connectionsScanBudget: positiveInt.default(10_000),
+        /** Longest range a top-N query counts (newer part kept); also clamped to `store.retentionMs`. */
+        topMaxRangeMs: positiveInt.default(7 * 24 * 3600_000),
+        /** Counter entries a top-N query reads from Redis at most; beyond it the answer is marked inexact. */
+        topMaxReadEntries: positiveInt.default(200_000),
+        /** A CIDR filter enumerating at most this many seen addresses is served from their indexes. */
+        cidrMaxAddresses: positiveInt.default(256),
       })
       .prefault({}),
     geo: z
@@ -145,7 +177,9 @@ export const SETTINGS: readonly Setting[] = [
   { path: 'syslog.udpBacklogDiskBytes', env: 'DOCKFLOW_UDP_BACKLOG_DISK_BYTES', flag: 'udp-backlog-disk-bytes', kind: 'int', help: 'then on disk under <spool-dir>/udp (0: none)' },
   { path: 'syslog.maxMessageBytes', env: 'SYSLOG_MAX_MESSAGE_BYTES', flag: 'max-message-bytes', kind: 'int', help: 'largest syslog message accepted' },
   { path: 'syslog.maxConnections', env: 'SYSLOG_MAX_CONNECTIONS', flag: 'max-connections', kind: 'int', help: 'concurrent TCP senders' },
+  { path: 'syslog.maxConnectionsPerSource', env: 'SYSLOG_MAX_CONNECTIONS_PER_SOURCE', flag: 'max-connections-per-source', kind: 'int', help: 'concurrent TCP connections from one address' },
   { path: 'syslog.idleTimeoutMs', env: 'SYSLOG_IDLE_TIMEOUT_MS', flag: 'idle-timeout-ms', kind: 'int', help: 'close silent TCP connections after' },
+  { path: 'syslog.frameTimeoutMs', env: 'SYSLOG_FRAME_TIMEOUT_MS', flag: 'frame-timeout-ms', kind: 'int', help: 'close TCP connections that complete no message for' },
   { path: 'syslog.allowedSenders', env: 'SYSLOG_ALLOWED_SENDERS', flag: 'allowed-senders', kind: 'list', help: 'comma-separated CIDRs allowed to send' },
   { path: 'parse.bridges', env: 'DOCKFLOW_BRIDGES', flag: 'bridges', kind: 'list', help: 'container bridge names (trailing * = prefix)' },
   { path: 'parse.timeZone', env: 'SYSLOG_TIME_ZONE', flag: 'tz', kind: 'string', help: 'zone of RFC 3164 timestamps' },

@@ -17,7 +17,8 @@
  * recognise is skipped, and what was parsed before a cut is kept.
  */
 import type { EmbeddedPacket, FlowRecord, IptablesInfo, SkipReason } from '../record.js';
-import { communityId, communityIdV4, formatIPv6, parseIPv4, parseIPv6 } from './community-id.js';
+import { formatIPv6, parseIPv4, parseIPv6 } from '../net/ip.js';
+import { communityId, communityIdV4 } from './community-id.js';
 import type { BridgeMatcher } from './direction.js';
 import { classifyDirection } from './direction.js';
 

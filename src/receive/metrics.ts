@@ -4,11 +4,22 @@ import { readUdpDrops, type UdpSocketId } from './proc-net-udp.js';
 import type { Transport } from './types.js';
 import { BACKLOG_STATS } from './udp-wire.js';
 
-export type ReceiveDropReason = 'oversize' | 'not-allowed' | 'partial-frame' | 'bad-octet-count' | 'max-connections' | 'backlog-full';
+export type ReceiveDropReason =
+  | 'oversize'
+  | 'not-allowed'
+  | 'partial-frame'
+  | 'bad-octet-count'
+  | 'max-connections'
+  | 'max-connections-per-source'
+  | 'frame-timeout'
+  | 'refused-lines'
+  | 'backlog-full'
+  | 'backlog-write-failed'
+  | 'backlog-torn';
 
 const DROP_REASONS: Record<Transport, readonly ReceiveDropReason[]> = {
-  tcp: ['oversize', 'not-allowed', 'partial-frame', 'bad-octet-count', 'max-connections'],
-  udp: ['oversize', 'not-allowed', 'backlog-full'],
+  tcp: ['oversize', 'not-allowed', 'partial-frame', 'bad-octet-count', 'max-connections', 'max-connections-per-source', 'frame-timeout', 'refused-lines'],
+  udp: ['oversize', 'not-allowed', 'backlog-full', 'backlog-write-failed', 'backlog-torn'],
 };
 
 /** Plain numbers bumped on the hot path; prom-client reads them only when scraped. */
@@ -22,8 +33,17 @@ export class TransportCounts {
     'not-allowed': 0,
     'partial-frame': 0,
     'bad-octet-count': 0,
+    /** Connections refused (not lines): over the total cap, or over the cap for their source address. */
     'max-connections': 0,
+    'max-connections-per-source': 0,
+    /** Connections closed for a started frame not completed within the frame deadline (their partial line: partial-frame). */
+    'frame-timeout': 0,
+    /** Lines read from refused connections, counted and not kept. */
+    'refused-lines': 0,
     'backlog-full': 0,
+    'backlog-write-failed': 0,
+    /** Torn chunks (one or more datagrams each) read back from the backlog's disk after a crash. */
+    'backlog-torn': 0,
   };
 }
 
@@ -133,7 +153,11 @@ export class ReceiveMetrics {
   }
 
   syncUdpBacklog(): void {
-    if (this.udpBacklog !== undefined) this.udp.dropped['backlog-full'] = this.udpBacklog[BACKLOG_STATS.droppedDatagrams] ?? 0;
+    const stats = this.udpBacklog;
+    if (stats === undefined) return;
+    this.udp.dropped['backlog-full'] = stats[BACKLOG_STATS.droppedDatagrams] ?? 0;
+    this.udp.dropped['backlog-write-failed'] = stats[BACKLOG_STATS.writeFailedDatagrams] ?? 0;
+    this.udp.dropped['backlog-torn'] = stats[BACKLOG_STATS.tornChunks] ?? 0;
   }
 
   addUdpSocket(id: UdpSocketId, receiveBufferBytes: number): void {

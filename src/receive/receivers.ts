@@ -16,7 +16,9 @@ export interface ReceiverOptions {
   /** Largest message kept, without its terminator or trailing LF; longer ones are skipped to their end and counted. */
   maxMessageBytes: number;
   maxConnections: number;
+  maxConnectionsPerSource: number;
   idleTimeoutMs: number;
+  frameTimeoutMs: number;
   receiveBufferBytes: number;
   /** How UDP sockets are read: recvmmsg through the addon (`batch`), node:dgram, or the first that loads (`auto`). */
   udpReader: UdpReader;
@@ -51,7 +53,13 @@ export interface Receivers {
 export async function startReceivers(opts: ReceiverOptions, sink: MessageSink, deps: ReceiverDeps): Promise<Receivers> {
   const metrics = new ReceiveMetrics(deps.registry, deps.procNetDir);
   const ctx = { sink, logger: deps.logger, metrics, allowlist: Allowlist.parse(opts.allow), maxMessageBytes: opts.maxMessageBytes };
-  const tcp = new TcpReceiver({ listen: opts.tcp, maxConnections: opts.maxConnections, idleTimeoutMs: opts.idleTimeoutMs }, ctx);
+  const tcp = new TcpReceiver({
+      listen: opts.tcp,
+      maxConnections: opts.maxConnections,
+      maxConnectionsPerSource: opts.maxConnectionsPerSource,
+      idleTimeoutMs: opts.idleTimeoutMs,
+      frameTimeoutMs: opts.frameTimeoutMs,
+    }, ctx);
   const udp = new UdpReceiver(
     {
       listen: opts.udp,

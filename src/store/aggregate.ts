@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { DIRECTIONS, type Direction, type FlowRecord } from '../record.js';
 import { BUCKET_MS, canonicalIp, IndexKeys, parseInventoryMember, REVERSED, type TopDimension } from './indexer.js';
-import { addressMatches, listContainers, planQuery, scanFlows, type FlowFilter, type Position } from './query.js';
+import { rangeContains } from '../net/ip.js';
+import { listContainers, planQuery, scanFlows, type FlowFilter, type Position } from './query.js';
 
 /* ---------- top-N ---------- */
 
@@ -14,6 +15,8 @@ export interface TopOptions {
   limit: number;
   /** Up to this many counter entries in the range, a plain union answers; above, the threshold algorithm. */
   unionMaxEntries?: number;
+  /** Counter entries read (ZRANGE) or looked up (ZMSCORE) at most; past it the answer is the best found, `exact: false`. */
+  maxReadEntries: number;
 }
 
 export interface TopEntry {
@@ -31,6 +34,8 @@ export interface TopResult {
   /** The range actually counted: the requested one widened to whole minutes (the counters' resolution). */
   coveredSinceMs: number;
   coveredUntilMs: number;
+  /** False when the read budget ran out before the top settled: counts are exact, the ranking may miss values. */
+  exact: boolean;
 }
 
 /** Counter buckets covering [since, until] at minute resolution: whole 10-minute buckets inside, minutes at the edges. */
@@ -63,9 +68,19 @@ const byCount = (a: TopEntry, b: TopEntry): number => b.count - a.count || (a.va
  * values per bucket usually settle it, where a union would merge every distinct value of the range. Undefined when
  * it does not settle within a few rounds.
  */
-async function topByThreshold(redis: Redis, sources: string[], limit: number): Promise<{ entries: TopEntry[]; distinct?: number } | undefined> {
+async function topByThreshold(
+  redis: Redis,
+  sources: string[],
+  limit: number,
+  maxRead: number,
+): Promise<{ entries: TopEntry[]; distinct?: number; exact: boolean }> {
   const exact = new Map<string, number>();
-  for (let depth = Math.max(limit * 4, 64); depth <= 16_384; depth *= 4) {
+  let read = 0;
+  let ranked: TopEntry[] = [];
+  const first = Math.max(limit * 4, 64);
+  for (let depth = Math.min(first, Math.max(1, Math.floor(maxRead / sources.length))); depth <= 16_384; depth *= 4) {
+    if (read + depth * sources.length > maxRead) break;
+    read += depth * sources.length;
     const pl = redis.pipeline();
     for (const k of sources) pl.zrange(k, 0, String(depth - 1), 'REV', 'WITHSCORES');
     const replies = (await pl.exec()) ?? [];
@@ -86,29 +101,45 @@ async function topByThreshold(redis: Redis, sources: string[], limit: number): P
         partial.set(flat[i]!, p);
       }
     }
-    const lower = (v: string): number => exact.get(v) ?? partial.get(v)!.sum;
-    const lowers = [...partial.keys()].map(lower).sort((a, b) => b - a);
+    const lowers: number[] = [];
+    for (const [v, p] of partial) lowers.push(exact.get(v) ?? p.sum);
+    lowers.sort((a, b) => b - a);
     const floor = lowers[limit - 1] ?? 0;
-    const need = [...partial].filter(([v, p]) => !exact.has(v) && p.sum + threshold - p.boundSeen >= floor).map(([v]) => v);
+    const candidates: { v: string; upper: number }[] = [];
+    for (const [v, p] of partial) {
+      const upper = p.sum + threshold - p.boundSeen;
+      if (!exact.has(v) && upper >= floor) candidates.push({ v, upper });
+    }
+    // Exact totals cost one lookup per value and source: the most promising first, within the budget.
+    candidates.sort((a, b) => b.upper - a.upper);
+    const affordable = Math.max(0, Math.floor((maxRead - read) / sources.length));
+    const need = candidates.slice(0, affordable).map((c) => c.v);
+    const cut = need.length < candidates.length;
     if (need.length > 0) {
-      const sp = redis.pipeline();
-      for (const k of sources) sp.zmscore(k, ...need);
+      read += need.length * sources.length;
       const sums = new Array<number>(need.length).fill(0);
-      for (const [err, reply] of (await sp.exec()) ?? []) {
-        if (err) throw err;
-        (reply as (string | null)[]).forEach((v, i) => {
-          if (v !== null) sums[i]! += Number(v);
-        });
+      // In slices: a command's arguments are bounded, and no array is ever spread into one call.
+      for (let from = 0; from < need.length; from += 1000) {
+        const slice = need.slice(from, from + 1000);
+        const sp = redis.pipeline();
+        for (const k of sources) sp.zmscore(k, slice);
+        for (const [err, reply] of (await sp.exec()) ?? []) {
+          if (err) throw err;
+          (reply as (string | null)[]).forEach((v, i) => {
+            if (v !== null) sums[from + i]! += Number(v);
+          });
+        }
       }
       need.forEach((v, i) => exact.set(v, sums[i]!));
     }
-    const ranked = [...exact].map(([value, count]) => ({ value, count })).sort(byCount);
-    if (exhausted) return { entries: ranked.slice(0, limit), distinct: partial.size };
+    ranked = [...exact].map(([value, count]) => ({ value, count })).sort(byCount);
+    if (exhausted && !cut) return { entries: ranked.slice(0, limit), distinct: partial.size, exact: true };
     const nth = ranked[limit - 1];
     // Strictly above: a value never read could tie the N-th.
-    if (nth !== undefined && nth.count > threshold) return { entries: ranked.slice(0, limit) };
+    if (!cut && nth !== undefined && nth.count > threshold) return { entries: ranked.slice(0, limit), exact: true };
+    if (cut) break;
   }
-  return undefined;
+  return { entries: ranked.slice(0, limit), exact: false };
 }
 
 /** The whole-range merge: one atomic MULTI into a scratch key that never outlives it. */
@@ -141,12 +172,15 @@ export async function topN(redis: Redis, keys: IndexKeys, opts: TopOptions): Pro
     return Number(n);
   });
   const live = sources.filter((_, i) => cards[i]! > 0);
-  if (live.length === 0) return { entries: [], distinct: 0, ...covered(opts) };
+  if (live.length === 0) return { entries: [], distinct: 0, exact: true, ...covered(opts) };
   // Merging everything is cheapest while the range holds few values (containers, countries); many (addresses) need the threshold.
+  let total = 0;
+  for (const c of cards) total += c;
+  // The union merges every entry in Redis at once, so only while there are few; never as a fallback.
   const found =
-    cards.reduce((a, b) => a + b, 0) <= (opts.unionMaxEntries ?? UNION_MAX_ENTRIES)
-      ? await topByUnion(redis, keys, live, opts.limit)
-      : ((await topByThreshold(redis, live, opts.limit)) ?? (await topByUnion(redis, keys, live, opts.limit)));
+    total <= Math.min(opts.unionMaxEntries ?? UNION_MAX_ENTRIES, opts.maxReadEntries)
+      ? { ...(await topByUnion(redis, keys, live, opts.limit)), exact: true }
+      : await topByThreshold(redis, live, opts.limit, opts.maxReadEntries);
   const entries = found.entries;
   if (opts.by === 'container' && entries.length > 0) {
     const meta = new Map((await listContainers(redis, keys)).map((c) => [c.id, c]));
@@ -156,7 +190,7 @@ export async function topN(redis: Redis, keys: IndexKeys, opts: TopOptions): Pro
       if (c?.service !== undefined) e.service = c.service;
     }
   }
-  return { entries, ...(found.distinct !== undefined ? { distinct: found.distinct } : {}), ...covered(opts) };
+  return { entries, ...(found.distinct !== undefined ? { distinct: found.distinct } : {}), exact: found.exact, ...covered(opts) };
 }
 
 /** The counted range: the requested one widened to whole minutes. */
@@ -184,12 +218,15 @@ export interface InventoryEntry {
  */
 export async function inventory(redis: Redis, keys: IndexKeys, containerId: string, opts: { newSinceMs?: number; limit: number }): Promise<{ entries: InventoryEntry[]; total: number }> {
   const first = keys.inventoryFirst(containerId);
-  const flat = (await redis.zrange(first, opts.newSinceMs ?? '-inf', '+inf', 'BYSCORE', 'WITHSCORES')) as string[];
-  const members: { member: string; first: number }[] = [];
-  for (let i = 0; i + 1 < flat.length; i += 2) members.push({ member: flat[i]!, first: Number(flat[i + 1]) });
-  members.sort((a, b) => b.first - a.first);
-  const page = members.slice(0, opts.limit);
-  const last = page.length > 0 ? await redis.zmscore(keys.inventoryLast(containerId), ...page.map((m) => m.member)) : [];
+  const lo = opts.newSinceMs !== undefined ? String(opts.newSinceMs) : '-inf';
+  // Newest first, `limit` of them, read by Redis in that order: a container with a million destinations costs a page.
+  const [flat, total] = await Promise.all([
+    redis.zrange(first, '+inf', lo, 'BYSCORE', 'REV', 'LIMIT', 0, opts.limit, 'WITHSCORES') as Promise<string[]>,
+    redis.zcount(first, lo, '+inf'),
+  ]);
+  const page: { member: string; first: number }[] = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) page.push({ member: flat[i]!, first: Number(flat[i + 1]) });
+  const last = page.length > 0 ? await redis.zmscore(keys.inventoryLast(containerId), page.map((m) => m.member)) : [];
   const entries: InventoryEntry[] = [];
   page.forEach((m, i) => {
     const parsed = parseInventoryMember(m.member);
@@ -197,7 +234,7 @@ export async function inventory(redis: Redis, keys: IndexKeys, containerId: stri
     const l = last[i];
     entries.push({ ...parsed, firstSeenMs: m.first, lastSeenMs: l !== null && l !== undefined ? Number(l) : m.first });
   });
-  return { entries, total: members.length };
+  return { entries, total };
 }
 
 /* ---------- connections ---------- */
@@ -222,15 +259,19 @@ export interface ConnectionOptions {
   /** Silence after which the same 5-tuple counts as a new connection. */
   idleGapMs: number;
   limit: number;
-  /** Packets examined before giving up with `truncated`. */
+  /** Index entries examined per call; past it the result carries `resume`. */
   scanBudget: number;
+  /** Resume strictly after this position (from a previous call's `resume`). */
+  after?: Position;
 }
 
 export interface ConnectionResult {
   connections: Connection[];
   packets: number;
-  /** True when the scan budget ran out before the end of the range: later packets were not aggregated. */
-  truncated: boolean;
+  /** Where the next call goes on when the scan budget ran out before the end of the range. */
+  resume?: Position;
+  /** Connections found beyond `limit` (the most recently active are kept). */
+  omitted: number;
 }
 
 
@@ -318,8 +359,8 @@ function packetFilter(f: FlowFilter): FlowFilter {
 
 function connectionMatches(c: Connection, f: FlowFilter): boolean {
   if (f.directions !== undefined && !f.directions.includes(c.direction)) return false;
-  if (f.srcIp !== undefined && !addressMatches(f.srcIp, c.source.ip)) return false;
-  if (f.dstIp !== undefined && !addressMatches(f.dstIp, c.destination.ip)) return false;
+  if (f.srcIp !== undefined && !rangeContains(f.srcIp, c.source.ip)) return false;
+  if (f.dstIp !== undefined && !rangeContains(f.dstIp, c.destination.ip)) return false;
   if (f.srcPort !== undefined && c.source.port !== f.srcPort) return false;
   if (f.dstPort !== undefined && c.destination.port !== f.dstPort) return false;
   return true;
@@ -330,23 +371,24 @@ export async function connections(redis: Redis, keys: IndexKeys, f: FlowFilter, 
   const pf = packetFilter(f);
   const plan = await planQuery(redis, keys, pf);
   const folder = new ConnectionFolder(opts.idleGapMs);
-  let after: Position | undefined;
+  let after: Position | undefined = opts.after;
   let packets = 0;
   let budget = opts.scanBudget;
-  let truncated = false;
+  let resume: Position | undefined;
   for (;;) {
-    const res = await scanFlows(redis, keys, pf, plan, 2000, { order: 'asc', scanBudget: Math.min(budget, 20_000), ...(after ? { after } : {}) });
+    // Small batches: each one's records are decoded and folded in one synchronous stretch of the event loop.
+    const res = await scanFlows(redis, keys, pf, plan, 2000, { order: 'asc', scanBudget: Math.min(budget, 20_000), batchSize: 256, ...(after ? { after } : {}) });
     for (const h of res.hits) folder.add(h.record, packetTimeMs(h.record, h.position.score));
     packets += res.hits.length;
     budget -= res.examined;
     if (res.resume === undefined) break;
     if (budget <= 0) {
-      truncated = true;
+      resume = res.resume;
       break;
     }
     after = res.resume;
   }
   const all = folder.finish().filter((c) => connectionMatches(c, f));
   all.sort((a, b) => b.lastSeenMs - a.lastSeenMs);
-  return { connections: all.slice(0, opts.limit), packets, truncated };
+  return { connections: all.slice(0, opts.limit), packets, ...(resume ? { resume } : {}), omitted: Math.max(0, all.length - opts.limit) };
 }

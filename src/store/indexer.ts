@@ -1,5 +1,5 @@
 import type { ChainableCommander } from 'ioredis';
-import { canonicalIp } from '../parse/community-id.js';
+import { canonicalIp, sortableIp } from '../net/ip.js';
 import { DIRECTIONS, type Direction, type FlowRecord } from '../record.js';
 import { DockflowError, ErrorCode } from '../errors.js';
 import { storeKeys, type StoreKeys } from './keys.js';
@@ -16,7 +16,9 @@ import type { IndexEntry, StreamIndexer } from './types.js';
  *                                 filter never scans the others)
  *   <p>:ix:c:<container id> zset  records attributed to a container
  *   <p>:ix:ip:<ip>          zset  records with this address on either side
- *   <p>:reg:ips             zset  escaped address → last seen (CIDR queries enumerate it; trim walks it)
+ *   <p>:reg:ips             zset  escaped address → last seen (trim walks it)
+ *   <p>:reg:ipx             zset  `<sortable address>|<escaped address>`, all scored 0: in address order, so a CIDR is
+ *                                 one ZRANGE BYLEX range (see net/ip.ts sortableIp); trim removes what reg:ips lost
  *   <p>:reg:ctr             zset  container id → last seen
  *   <p>:reg:ctrmeta         hash  container id → {"n":name,"s":compose service,"i":image}
  *   <p>:top:<res>:<dir>:<dim>:<bucket>  zset  value → count, per 1-minute (`m`) and 10-minute (`t`) bucket
@@ -94,6 +96,10 @@ export class IndexKeys {
   }
   get ipRegistry(): string {
     return `${this.prefix}:reg:ips`;
+  }
+  /** Addresses in numeric order, for CIDR lookups. */
+  get ipSorted(): string {
+    return `${this.prefix}:reg:ipx`;
   }
   get containerRegistry(): string {
     return `${this.prefix}:reg:ctr`;
@@ -287,7 +293,16 @@ local function walk(registry, keyOf, extra)
     end
   end
 end
-walk(p .. ':reg:ips', function(m) return p .. ':ix:ip:' .. m end)
+local ipsGone = false
+walk(p .. ':reg:ips', function(m) return p .. ':ix:ip:' .. m end, function(m, gone) if gone then ipsGone = true end end)
+if ipsGone then
+  local ipx = p .. ':reg:ipx'
+  local all = redis.call('ZRANGE', ipx, 0, -1)
+  for _, e in ipairs(all) do
+    local bar = string.find(e, '|', 1, true)
+    if bar and not redis.call('ZSCORE', p .. ':reg:ips', string.sub(e, bar + 1)) then redis.call('ZREM', ipx, e) end
+  end
+end
 walk(p .. ':reg:ctr', function(m) return p .. ':ix:c:' .. m end, function(m, gone)
   local f, l = p .. ':inv:' .. m .. ':f', p .. ':inv:' .. m .. ':l'
   if gone then
@@ -340,6 +355,7 @@ class BatchKeys {
   private readonly containerKeys = new Map<string, ContainerKeys>();
   private readonly topKey = new Map<number, number>();
   private ipRegistryKey: number | undefined;
+  private ipSortedKey: number | undefined;
   private containerRegistryKey: number | undefined;
   private containerMetaKey: number | undefined;
   private bucketRegistryKey: number | undefined;
@@ -379,6 +395,9 @@ class BatchKeys {
   }
   get ipRegistry(): number {
     return (this.ipRegistryKey ??= this.ops.key(this.names.ipRegistry));
+  }
+  get ipSorted(): number {
+    return (this.ipSortedKey ??= this.ops.key(this.names.ipSorted));
   }
   get containerRegistry(): number {
     return (this.containerRegistryKey ??= this.ops.key(this.names.containerRegistry));
@@ -515,7 +534,10 @@ export class FlowIndexer implements StreamIndexer<RecordFacts> {
     const last = this.memo.ips.get(ip);
     if (last !== undefined && last >= minute) return;
     this.memo.ips.set(ip, minute);
-    batch.ops.zaddIf(batch.ipRegistry, 'GT', score, keyPart(ip));
+    const escaped = keyPart(ip);
+    batch.ops.zaddIf(batch.ipRegistry, 'GT', score, escaped);
+    const sortable = sortableIp(ip);
+    if (sortable !== undefined) batch.ops.zaddIf(batch.ipSorted, 'NX', 0, `${sortable}|${escaped}`);
   }
 
   trim(pl: ChainableCommander, minTimeMs: number): void {

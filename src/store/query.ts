@@ -1,81 +1,14 @@
 import { createHash } from 'node:crypto';
-import { isIP } from 'node:net';
 import type { Redis } from 'ioredis';
+import { rangeContains, type IpRange } from '../net/ip.js';
 import { DIRECTIONS, type Direction, type FlowRecord } from '../record.js';
 import {
   CONTAINER_ID_RE,
-  canonicalIp,
   composeService,
   decodeMember,
   IndexKeys,
 } from './indexer.js';
 import { decodeEntry } from './encode.js';
-
-/* ---------- addresses ---------- */
-
-export interface AddressMatch {
-  version: 4 | 6;
-  /** Network address as an integer, masked to `prefixLength`. */
-  network: bigint;
-  prefixLength: number;
-  /** The canonical address when this is a single host (exact index lookup possible). */
-  exact?: string;
-}
-
-function addressBits(ip: string): { version: 4 | 6; value: bigint } | undefined {
-  const v = isIP(ip);
-  if (v === 4) {
-    let value = 0n;
-    for (const part of ip.split('.')) value = (value << 8n) | BigInt(Number(part));
-    return { version: 4, value };
-  }
-  if (v !== 6) return undefined;
-  const canonical = canonicalIp(ip);
-  if (canonical === undefined) return undefined;
-  let text = canonical;
-  // An embedded IPv4 tail (::ffff:1.2.3.4) becomes two hextets.
-  const lastColon = text.lastIndexOf(':');
-  const tail = text.slice(lastColon + 1);
-  if (tail.includes('.')) {
-    const four = addressBits(tail);
-    if (four === undefined) return undefined;
-    text = `${text.slice(0, lastColon + 1)}${(four.value >> 16n).toString(16)}:${(four.value & 0xffffn).toString(16)}`;
-  }
-  const [head = '', rest] = text.split('::');
-  const h = head === '' ? [] : head.split(':');
-  const r = rest === undefined || rest === '' ? [] : rest.split(':');
-  const groups = rest === undefined ? h : [...h, ...Array<string>(8 - h.length - r.length).fill('0'), ...r];
-  let value = 0n;
-  for (const g of groups) value = (value << 16n) | BigInt(parseInt(g, 16));
-  return { version: 6, value };
-}
-
-/** Parses `1.2.3.4`, `10.0.0.0/8`, `2001:db8::/32`; undefined when malformed. */
-export function parseAddressMatch(text: string): AddressMatch | undefined {
-  const slash = text.indexOf('/');
-  const ip = slash < 0 ? text : text.slice(0, slash);
-  const bits = addressBits(ip);
-  if (bits === undefined) return undefined;
-  const width = bits.version === 4 ? 32 : 128;
-  let prefixLength = width;
-  if (slash >= 0) {
-    const p = text.slice(slash + 1);
-    if (!/^\d{1,3}$/.test(p) || Number(p) > width) return undefined;
-    prefixLength = Number(p);
-  }
-  const mask = prefixLength === 0 ? 0n : ((1n << BigInt(prefixLength)) - 1n) << BigInt(width - prefixLength);
-  const exact = prefixLength === width ? canonicalIp(ip) : undefined;
-  return { version: bits.version, network: bits.value & mask, prefixLength, ...(exact !== undefined ? { exact } : {}) };
-}
-
-export function addressMatches(m: AddressMatch, ip: string | undefined): boolean {
-  if (ip === undefined) return false;
-  const bits = addressBits(ip);
-  if (bits === undefined || bits.version !== m.version) return false;
-  const width = m.version === 4 ? 32 : 128;
-  const shift = BigInt(width - m.prefixLength);
-  return bits.value >> shift === m.network >> shift;
-}
 
 /* ---------- filters ---------- */
 
@@ -87,9 +20,9 @@ export interface FlowFilter {
   service?: string;
   host?: string;
   /** Address or CIDR on either side, on the source, on the destination. */
-  ip?: AddressMatch;
-  srcIp?: AddressMatch;
-  dstIp?: AddressMatch;
+  ip?: IpRange;
+  srcIp?: IpRange;
+  dstIp?: IpRange;
   /** Port on either side, source port, destination port. */
   port?: number;
   srcPort?: number;
@@ -155,9 +88,9 @@ export function recordMatches(r: FlowRecord, f: FlowFilter, containerIds?: Reado
     if (resolveContainers([info], f).length === 0) return false;
   }
   if (f.host !== undefined && r.host?.name !== f.host) return false;
-  if (f.ip !== undefined && !addressMatches(f.ip, r.source.ip) && !addressMatches(f.ip, r.destination.ip)) return false;
-  if (f.srcIp !== undefined && !addressMatches(f.srcIp, r.source.ip)) return false;
-  if (f.dstIp !== undefined && !addressMatches(f.dstIp, r.destination.ip)) return false;
+  if (f.ip !== undefined && !rangeContains(f.ip, r.source.ip) && !rangeContains(f.ip, r.destination.ip)) return false;
+  if (f.srcIp !== undefined && !rangeContains(f.srcIp, r.source.ip)) return false;
+  if (f.dstIp !== undefined && !rangeContains(f.dstIp, r.destination.ip)) return false;
   if (f.port !== undefined && r.source.port !== f.port && r.destination.port !== f.port) return false;
   if (f.srcPort !== undefined && r.source.port !== f.srcPort) return false;
   if (f.dstPort !== undefined && r.destination.port !== f.dstPort) return false;
@@ -217,8 +150,10 @@ export function decodeCursor(text: string): CursorState | undefined {
   const o = v as Record<string, unknown>;
   if (o.v !== 1 || (o.o !== 'asc' && o.o !== 'desc') || typeof o.s !== 'number' || !Number.isFinite(o.s)) return undefined;
   if (typeof o.m !== 'string' || decodeMember(o.m) === undefined || typeof o.q !== 'string') return undefined;
-  const bound = (x: unknown): x is number | undefined => x === undefined || (typeof x === 'number' && Number.isFinite(x));
-  if (!bound(o.a) || !bound(o.b)) return undefined;
+  // Times between 1970 and year 9999: anything else was not made here and would break date formatting downstream.
+  const inRange = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x) && x >= 0 && x <= 253402300799999;
+  const bound = (x: unknown): x is number | undefined => x === undefined || inRange(x);
+  if (!inRange(o.s) || !bound(o.a) || !bound(o.b)) return undefined;
   return {
     order: o.o,
     position: { score: o.s, member: o.m },
@@ -324,11 +259,22 @@ export async function planQuery(redis: Redis, keys: IndexKeys, f: FlowFilter, op
       candidates.push({ index: 'ip', keys: [keys.ip(m.exact)] });
       continue;
     }
-    const seenSince = f.sinceMs !== undefined ? f.sinceMs - 60_000 : '-inf';
-    const members = await redis.zrange(keys.ipRegistry, seenSince, '+inf', 'BYSCORE');
-    const hits = members.map((p) => decodeURIComponent(p)).filter((ip) => addressMatches(m, ip));
-    if (hits.length === 0) return { index: 'cidr', keys: [], empty: true };
-    if (hits.length <= (opts.maxCidrAddresses ?? 256)) candidates.push({ index: 'cidr', keys: hits.map((ip) => keys.ip(ip)) });
+    // The addresses in the CIDR are one lexicographic range of reg:ipx: counted in O(log n), read only when few.
+    const min = `[${m.first}`;
+    const max = `(${m.last}}`; // '}' sorts right after '|', the separator: every member of the last address is below it
+    const n = await redis.zlexcount(keys.ipSorted, min, max);
+    const most = opts.maxCidrAddresses ?? 256;
+    // No address of the CIDR was ever seen: nothing can match. Too many: the time or container index serves, the
+    // filter applied per record, within the scan budget.
+    if (n === 0) return { index: 'cidr', keys: [], empty: true };
+    if (n > most) continue;
+    const members = await redis.zrangebylex(keys.ipSorted, min, max, 'LIMIT', 0, most);
+    const hits: string[] = [];
+    for (const e of members) {
+      const bar = e.indexOf('|');
+      if (bar > 0) hits.push(e.slice(bar + 1));
+    }
+    candidates.push({ index: 'cidr', keys: hits.map((escaped) => keys.ip(decodeURIComponent(escaped))) });
   }
   for (const c of candidates) if (containerIds !== undefined) c.containerIds = containerIds;
   if (candidates.length === 1) return candidates[0]!;

@@ -94,13 +94,14 @@ function headerBytes(n: number): number {
  * The bulk strings of `bytes` from `start`, decoded, in order (`$<n>\r\n<n bytes>\r\n` each). For reading back
  * arguments a RespWriter wrote; anything else is not expected here.
  */
-export function readBulks(bytes: Buffer, start: number, end: number): string[] {
-  const out: string[] = [];
+export function readBulks(bytes: Buffer, start: number, end: number, asBytes = -1): Array<string | Buffer> {
+  const out: Array<string | Buffer> = [];
   let at = start;
   while (at < end) {
     const eol = bytes.indexOf(13, at);
     const n = Number(bytes.toString('latin1', at + 1, eol));
-    out.push(bytes.toString('utf8', eol + 2, eol + 2 + n));
+    // `asBytes`: the index of the one bulk wanted as its bytes (a copy: staging memory is reused).
+    out.push(out.length === asBytes ? Buffer.from(bytes.subarray(eol + 2, eol + 2 + n)) : bytes.toString('utf8', eol + 2, eol + 2 + n));
     at = eol + 2 + n + 2;
   }
   return out;

@@ -4,19 +4,13 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { DEFAULTS } from '../config/index.js';
 import { DIRECTIONS, type Direction, type FlowRecord } from '../record.js';
-import {
-  CONTEXT_FIELD,
-  decodeMessage,
-  encodeContext,
-  encodeRecord,
-  looksLikeRecord,
-  MESSAGE_FIELD,
-  RECORD_FIELD,
-} from './encode.js';
+import { CONTEXT_FIELD, encodeContext, encodeRecord, MESSAGE_FIELD, RECORD_FIELD } from './encode.js';
 import { INDEX_OPS_SCRIPT, LUA_APPLY_INDEX, type IndexOps } from './index-ops.js';
 import { storeKeys } from './keys.js';
 import { encodeArgs, readBulks, RespConnection, RespWriter } from './resp.js';
-import { Spool, type SpoolSegment } from './spool.js';
+import { SegmentQueue, type Segment, type SegmentQueueDeps } from '../disk/segment-queue.js';
+import { importLegacySpool, spooledRecord, spoolFrame } from './spool-frame.js';
+import { RateLimitedLog } from '../rate-limited-log.js';
 import type { IndexEntry, StreamIndexer } from './types.js';
 
 export type Origin = 'tcp' | 'udp' | 'file';
@@ -56,6 +50,8 @@ export interface StreamWriterDeps {
   indexer?: StreamIndexer | undefined;
   /** Wall clock for stream IDs (tests move it backwards). */
   now?: () => number;
+  /** The spool's write system call (tests inject short writes and ENOSPC). */
+  spoolWritev?: SegmentQueueDeps['writev'];
 }
 
 export interface StreamWriterStats {
@@ -100,7 +96,7 @@ interface Item {
 }
 
 interface SegmentTicket {
-  segment: SpoolSegment;
+  segment: Segment;
   pending: number;
 }
 
@@ -115,21 +111,8 @@ interface Batch {
   items: Item[];
 }
 
-/**
- * A spool line: the record in one of the stream's two forms, the message and its context (`m`, `x`) or the whole
- * record (`r`), plus the ID it may already be stored under.
- */
-interface SpoolLine {
-  r?: unknown;
-  m?: unknown;
-  x?: unknown;
-  id?: unknown;
-}
-
-function spoolLine(message: string | undefined, encoded: string, id?: string): string {
-  const form = message !== undefined ? `"${MESSAGE_FIELD}":${JSON.stringify(message)},"${CONTEXT_FIELD}":${encoded}` : `"${RECORD_FIELD}":${encoded}`;
-  return id === undefined ? `{${form}}` : `{${form},"id":"${id}"}`;
-}
+/** The message's stored bytes: exactly as received (`raw`, when its text is not), else its text in UTF-8. */
+const messageBytes = (message: string, raw: Buffer | undefined): Buffer => raw ?? Buffer.from(message);
 
 /**
  * The entry's stored form (see encode.ts): the message and the context JSON, or (no message) the whole record's
@@ -139,19 +122,15 @@ function storedForm(record: FlowRecord, message: string | undefined): { message:
   return message !== undefined && message !== '' ? { message, encoded: encodeContext(record) } : { message: undefined, encoded: encodeRecord(record) };
 }
 
-/** The spool line of a staged item: its fields read back from RESP. */
-function stagedSpoolLine(item: Item): string {
-  const fields = readBulks(item.staged, item.start, item.end);
-  return item.withMessage ? spoolLine(fields[1], fields[3] as string, item.id) : spoolLine(undefined, fields[1] as string, item.id);
-}
-
-/** The record a spool line holds, or `undefined` if it holds none. */
-function spooledRecord(line: SpoolLine): FlowRecord | undefined {
-  if (typeof line.m === 'string') return decodeMessage(line.m, line.x);
-  return looksLikeRecord(line.r) ? line.r : undefined;
+/** The spool frame of a staged item: its fields read back from RESP, the message as its bytes. */
+function stagedSpoolFrame(item: Item): Buffer {
+  const fields = readBulks(item.staged, item.start, item.end, item.withMessage ? 1 : -1);
+  return item.withMessage ? spoolFrame(fields[1] as Buffer, fields[3] as string, item.id) : spoolFrame(undefined, fields[1] as string, item.id);
 }
 
 const MAX_BACKOFF_MS = 5000;
+const SPOOL_EXTENSION = '.spool';
+const SPOOL_ERROR_LOG_INTERVAL_MS = 10_000;
 
 /** The facts of a record the indexer failed on (counted then): it is stored, not indexed. */
 const NO_FACTS = Symbol('no index facts');
@@ -242,7 +221,9 @@ export class StreamWriter {
   private readonly streamCountArg: string;
   private readonly streamOf: Map<string, number>;
   private readonly xaddHeads: readonly XaddHeads[];
-  private readonly spool: Spool;
+  private readonly spool: SegmentQueue;
+  private readonly spoolDir: string;
+  private readonly spoolErrors: RateLimitedLog<unknown>;
 
   private readonly maxQueue: number;
   private readonly batchMax: number;
@@ -327,9 +308,31 @@ export class StreamWriter {
     this.maxLen = maxLen > 0 ? String(maxLen) : undefined;
     this.retentionMs = opts.retentionMs ?? DEFAULTS.store.retentionMs;
     this.trimIntervalMs = opts.trimIntervalMs ?? 60_000;
-    this.spool = new Spool(
-      { dir: opts.spoolDir, maxBytes: opts.spoolMaxBytes ?? DEFAULTS.store.spoolMaxBytes, segmentBytes: opts.spoolSegmentBytes ?? 1024 ** 2 },
-      { logger: this.logger, onLost: (n) => (this.counts.dropped['spool-write-failed'] += n) },
+    // A full disk fails every write: one log line per kind of failure per interval, the exact loss in the counters.
+    this.spoolErrors = new RateLimitedLog(SPOOL_ERROR_LOG_INTERVAL_MS, (what, times, err) =>
+      this.logger.error({ err, what, times, dir: opts.spoolDir }, what === 'write' ? 'spool write failed; records lost (counted as spool-write-failed)' : 'spool disk failure'),
+    );
+    this.spoolDir = opts.spoolDir;
+    this.spool = new SegmentQueue(
+      {
+        dir: opts.spoolDir,
+        extension: SPOOL_EXTENSION,
+        maxBytes: opts.spoolMaxBytes ?? DEFAULTS.store.spoolMaxBytes,
+        segmentBytes: opts.spoolSegmentBytes ?? 1024 ** 2,
+        // A write per record would cost more than the UDP path can afford while Redis is down: a crash loses at most
+        // the last 100 ms of spooled records, a power loss the last second.
+        flushBytes: 64 * 1024,
+        flushIntervalMs: 100,
+        fsyncIntervalMs: 1000,
+      },
+      {
+        onLost: (_reason, frames, err) => {
+          this.counts.dropped['spool-write-failed'] += frames.length;
+          this.spoolErrors.report('write', err, frames.length);
+        },
+        onError: (what, err) => this.spoolErrors.report(what, err),
+        writev: deps.spoolWritev,
+      },
     );
     this.writeSeconds = this.registerMetrics(deps.registry);
     const o = redis.options;
@@ -343,6 +346,9 @@ export class StreamWriter {
     if (this.started) return;
     this.started = true;
     this.spool.open();
+    const imported = importLegacySpool(this.spoolDir, this.spool);
+    if (imported > 0) this.logger.info({ records: imported, dir: this.spoolDir }, 'spool of an earlier version moved into the current format');
+    if (this.spool.hasUnread()) this.logger.info({ dir: this.spoolDir, bytes: this.spool.bytes }, 'spool holds records from a previous run');
     this.redis.on('ready', this.onReady);
     this.redis.on('close', this.onClose);
     this.redis.on('end', this.onClose);
@@ -358,7 +364,7 @@ export class StreamWriter {
    * they go to the spool (and the caller is asked to pause); with the spool full they are dropped and counted.
    * `message`, the syslog message the record was parsed from, is stored with it (see encode.ts).
    */
-  push(record: FlowRecord, origin: Origin, message?: string): boolean {
+  push(record: FlowRecord, origin: Origin, message?: string, raw?: Buffer): boolean {
     this.counts.pushed[origin]++;
     if (this.closed) {
       this.counts.dropped.closed++;
@@ -366,7 +372,7 @@ export class StreamWriter {
     }
     if (origin === 'udp' && (this.queue.length >= this.maxQueue || this.spool.hasUnread())) {
       const form = storedForm(record, message);
-      if (this.spool.append(spoolLine(form.message, form.encoded))) {
+      if (this.spool.append(spoolFrame(form.message === undefined ? undefined : messageBytes(form.message, raw), form.encoded))) {
         this.counts.spooled++;
         // Taken; and the UDP receiver, which can hold datagrams unparsed in its own backlog, is asked to pause.
         this.wantDrain = true;
@@ -375,7 +381,7 @@ export class StreamWriter {
       this.counts.dropped['spool-full']++;
       return false;
     }
-    this.queue.push(this.itemOf(record, message));
+    this.queue.push(this.itemOf(record, message, raw));
     if (this.queue.length >= this.batchMax) {
       if (!this.kickPending) {
         this.kickPending = true;
@@ -390,7 +396,7 @@ export class StreamWriter {
     return false;
   }
 
-  private itemOf(record: FlowRecord, message: string | undefined): Item {
+  private itemOf(record: FlowRecord, message: string | undefined, raw: Buffer | undefined): Item {
     const direction = record.network.direction;
     const stream = this.streamOf.get(direction) ?? this.streams.length - 1;
     const facts = this.factsOf(record);
@@ -398,7 +404,7 @@ export class StreamWriter {
     let staging = this.staging;
     if (staging.length >= STAGING_CHUNK_BYTES) staging = this.staging = stagingChunk();
     const start = staging.length;
-    if (form.message !== undefined) staging.raw(MESSAGE_ARG).arg(form.message).raw(CONTEXT_ARG).arg(form.encoded);
+    if (form.message !== undefined) staging.raw(MESSAGE_ARG).arg(raw ?? form.message).raw(CONTEXT_ARG).arg(form.encoded);
     else staging.raw(RECORD_ARG).arg(form.encoded);
     return { direction, stream, withMessage: form.message !== undefined, staged: staging.buffer, start, end: staging.length, facts };
   }
@@ -718,17 +724,17 @@ export class StreamWriter {
     const read = this.spool.readNext();
     if (!read) return;
     const ticket: SegmentTicket = { segment: read.segment, pending: 0 };
-    let bad = read.torn;
-    for (const entry of read.entries) {
-      const line = entry as SpoolLine;
-      const record = typeof line === 'object' && line !== null ? spooledRecord(line) : undefined;
-      if (record === undefined) {
+    // A torn tail is one record cut by a crash mid-write.
+    let bad = read.tornBytes > 0 ? 1 : 0;
+    for (const frame of read.frames) {
+      const spooled = spooledRecord(frame);
+      if (spooled === undefined) {
         bad++;
         continue;
       }
-      const item: Item = { ...this.itemOf(record, typeof line.m === 'string' ? line.m : undefined), ticket };
-      if (typeof line.id === 'string') {
-        item.id = line.id;
+      const item: Item = { ...this.itemOf(spooled.record, spooled.message, spooled.raw), ticket };
+      if (spooled.id !== undefined) {
+        item.id = spooled.id;
         item.uncertain = true;
         this.uncertainCount++;
       }
@@ -798,7 +804,7 @@ export class StreamWriter {
     this.failed = [];
     // An item still carrying an ID was sent and not answered: keep the ID so the next run asks Redis whether it
     // took it before resending.
-    const lines = left.map(stagedSpoolLine);
+    const lines = left.map(stagedSpoolFrame);
     try {
       this.spool.writeHead(lines);
       this.counts.spooled += lines.length;
@@ -808,6 +814,7 @@ export class StreamWriter {
       throw err;
     } finally {
       this.spool.close();
+      this.spoolErrors.flush();
     }
   }
 

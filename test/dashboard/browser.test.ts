@@ -19,6 +19,7 @@ import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { buildApp, type LossReport } from '../../src/api/app.js';
+import { defaultApiLimits } from '../../src/api/limits.js';
 import { DASHBOARD_PUBLIC_PATHS, dashboardRoutes } from '../../src/api/static.js';
 import { loadConfig } from '../../src/config/index.js';
 import { createLineOptions, parseLine } from '../../src/parse/line.js';
@@ -127,6 +128,7 @@ if (!existsSync(CHROMIUM)) {
     // A server for the dashboard with a token it requires: the service requires its token only off loopback, and the
     // tests stay on loopback. The API over the same Redis, the bundle built above, the service's own loss report.
     const app = await buildApp({
+      limits: defaultApiLimits(),
       redis: client,
       logger: silent,
       keyPrefix: 'dockflow',

@@ -92,9 +92,9 @@ t.test('trim removes index entries, registries and counters older than the horiz
   t.equal(await env.redis.hexists(k.containerMeta, CONTAINERS.resolver.id), 0);
   t.equal(await env.redis.zcard(k.inventoryFirst(CONTAINERS.resolver.id)), 0);
   t.equal(await env.redis.zcount(k.container(CONTAINERS.mailer.id), '-inf', BASE_MS - 1), 0);
-  const oldTop = await topN(env.redis, k, { by: 'dst', sinceMs: BASE_MS - 86_400_000, untilMs: BASE_MS - 80_000_000, limit: 10 });
+  const oldTop = await topN(env.redis, k, { by: 'dst', sinceMs: BASE_MS - 86_400_000, untilMs: BASE_MS - 80_000_000, limit: 10, maxReadEntries: 200_000 });
   t.same(oldTop.entries, [], 'old counters deleted');
-  const newTop = await topN(env.redis, k, { by: 'dst', sinceMs: BASE_MS, untilMs: BASE_MS + 60_000, limit: 10 });
+  const newTop = await topN(env.redis, k, { by: 'dst', sinceMs: BASE_MS, untilMs: BASE_MS + 60_000, limit: 10, maxReadEntries: 200_000 });
   t.ok(newTop.entries.length > 0, 'recent counters kept');
   const regs = await env.redis.zrange(k.bucketRegistry, 0, '-1', 'WITHSCORES');
   for (let i = 1; i < regs.length; i += 2) t.ok(Number(regs[i]) >= BASE_MS - 3_600_000 - 600_000, 'bucket registry trimmed');

@@ -1,4 +1,4 @@
-import { readdirSync, writeFileSync } from 'node:fs';
+import { readdirSync, writeFileSync, writevSync } from 'node:fs';
 import { join } from 'node:path';
 import { setImmediate as yieldLoop } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
@@ -14,6 +14,7 @@ import type { StreamIndexer } from '../../src/store/types.js';
 import { startRedis } from '../helpers/redis.js';
 import { makeRecords, messageOf, readStreams, seqOf, silent, until } from './records.js';
 import { tempDir } from '../helpers/temp.js';
+import { smallTmpfs, tmpfsUnavailable } from '../helpers/tmpfs.js';
 
 let n = 0;
 
@@ -220,7 +221,8 @@ t.test('spool full: UDP beyond queue and spool is dropped and counted; the count
   const records = makeRecords(1000);
   // Room in the spool for exactly the 200 records after the first 100 (which fill the queue).
   // They go there as message and context, the form they are stored in.
-  const spoolMaxBytes = records.slice(100, 300).reduce((sum, r) => sum + Buffer.byteLength(`{"m":${JSON.stringify(messageOf(r))},"x":${encodeContext(r)}}`) + 1, 0);
+  // Each a frame: its 4-byte length, the context JSON, an LF and the message's bytes.
+  const spoolMaxBytes = records.slice(100, 300).reduce((sum, r) => sum + 4 + Buffer.byteLength(`{"x":${encodeContext(r)}}\n${messageOf(r)}`), 0);
   const w = makeWriter(client, tempDir(t, 'spool'), prefix, { maxQueueRecords: 100, spoolMaxBytes });
   await w.start();
   await redis.kill();
@@ -240,6 +242,84 @@ t.test('spool full: UDP beyond queue and spool is dropped and counted; the count
     Array.from({ length: 300 }, (_, i) => i),
     'the first 300 stored, the rest dropped',
   );
+  await w.close(1000);
+});
+
+t.test('spool on a full disk (tmpfs): records the disk refuses are counted spool-write-failed; the counts add up', { skip: tmpfsUnavailable() }, async (t) => {
+  const { redis, client, prefix } = await helperRedis(t);
+  const spoolDir = smallTmpfs(t, 512 * 1024);
+  const records = makeRecords(8000);
+  const w = makeWriter(client, spoolDir, prefix, { maxQueueRecords: 100, spoolSegmentBytes: 64 * 1024 });
+  await w.start();
+  await redis.kill();
+  await until(() => !w.stats().redisUp, 'down');
+  await pushAll(w, records, 'udp');
+  // The spool writes every 100 ms or 64 KiB: let its last write happen while Redis is still down.
+  await new Promise((r) => setTimeout(r, 300));
+  const down = w.stats();
+  t.ok(down.dropped['spool-write-failed'] > 0, `the disk filled: ${down.dropped['spool-write-failed']} records refused`);
+  await redis.restart();
+  await until(() => w.stats().queued === 0 && w.stats().spoolBytes === 0 && w.stats().inFlight === 0, 'queue and spool stored', 60_000);
+  const s = w.stats();
+  t.comment(JSON.stringify({ pushed: s.pushed.udp, stored: s.stored, dropped: s.dropped, spooled: s.spooled, replayed: s.replayed }));
+  t.equal(s.dropped['spool-torn'], 0, 'the spool stayed in frame');
+  t.equal(s.pushed.udp, s.stored + s.dropped['spool-full'] + s.dropped['spool-write-failed'], 'pushed = stored + dropped, exactly');
+  t.equal((await readStreams(client, storeKeys(prefix).streams)).length, s.stored);
+  await w.close(1000);
+});
+
+t.test('a short or failed spool write (injected) keeps the spool in frame; what it lost is counted', async (t) => {
+  const { redis, client, prefix } = await helperRedis(t);
+  const spoolDir = tempDir(t, 'spool');
+  // Every third write call is short; from the 20th on the disk is full until `room` is set.
+  let calls = 0;
+  let full = false;
+  const spoolWritev: StreamWriterDeps['spoolWritev'] = (fd, buffers, position) => {
+    calls++;
+    if (full) throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+    const first = buffers[0] as Buffer;
+    return calls % 3 === 0 ? writevSync(fd, [first.subarray(0, Math.ceil(first.length / 2))], position) : writevSync(fd, buffers, position);
+  };
+  const records = makeRecords(3000);
+  const w = makeWriter(client, spoolDir, prefix, { maxQueueRecords: 100 }, { spoolWritev });
+  await w.start();
+  await redis.kill();
+  await until(() => !w.stats().redisUp, 'down');
+  await pushAll(w, records.slice(0, 1500), 'udp');
+  await new Promise((r) => setTimeout(r, 200));
+  full = true;
+  await pushAll(w, records.slice(1500), 'udp');
+  await new Promise((r) => setTimeout(r, 200));
+  full = false;
+  const lost = w.stats().dropped['spool-write-failed'];
+  t.ok(lost > 0, `${lost} records refused by the full disk`);
+  await redis.restart();
+  await until(() => w.stats().queued === 0 && w.stats().spoolBytes === 0 && w.stats().inFlight === 0, 'queue and spool stored', 60_000);
+  const s = w.stats();
+  t.equal(s.dropped['spool-torn'], 0, 'in frame');
+  t.equal(s.pushed.udp, s.stored + s.dropped['spool-write-failed'], 'pushed = stored + dropped');
+  const seqs = (await readStreams(client, storeKeys(prefix).streams)).map((e) => seqOf(e.record)).sort((a, b) => a - b);
+  t.same(seqs.slice(0, 1400), Array.from({ length: 1400 }, (_, i) => i), 'everything before the disk filled is stored');
+  await w.close(1000);
+});
+
+t.test('messages with invalid UTF-8 and NUL go through the spool and into Redis as their exact bytes', async (t) => {
+  const { redis, client, prefix } = await helperRedis(t);
+  const records = makeRecords(400);
+  const raws = records.map((r, i) => Buffer.concat([Buffer.from(messageOf(r)), Buffer.from([0x20, 0xff, 0x00, 0xc3, 0x28 + (i % 2)])]));
+  const w = makeWriter(client, tempDir(t, 'spool'), prefix, { maxQueueRecords: 100 });
+  await w.start();
+  await redis.kill();
+  await until(() => !w.stats().redisUp, 'down');
+  for (const [i, r] of records.entries()) w.push(r, 'udp', raws[i]!.toString('utf8'), raws[i]);
+  t.equal(w.stats().spooled, 300, 'beyond the queue: spooled');
+  await redis.restart();
+  await until(() => w.stats().stored === 400, 'stored');
+  const stored: string[] = [];
+  for (const stream of storeKeys(prefix).streams) {
+    for (const [, fields] of await client.xrangeBuffer(stream, '-', '+')) stored.push(fields[1]!.toString('hex'));
+  }
+  t.same(stored.sort(), raws.map((b) => b.toString('hex')).sort(), 'every message as its bytes, queued or spooled');
   await w.close(1000);
 });
 

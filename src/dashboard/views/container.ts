@@ -44,8 +44,14 @@ export function timeline(connections: Connection[], truncated: boolean): Element
     rows.set(key, [...(rows.get(key) ?? []), c]);
   }
   const shown = [...rows].slice(0, TIMELINE_ROWS);
-  const t0 = Math.min(...connections.map((c) => Date.parse(c.first_seen)));
-  const t1 = Math.max(...connections.map((c) => Date.parse(c.last_seen)), t0 + 1000);
+  // Loops, not Math.min(...array): a spread of a long array into one call overflows the stack.
+  let t0 = Infinity;
+  let t1 = -Infinity;
+  for (const c of connections) {
+    t0 = Math.min(t0, Date.parse(c.first_seen));
+    t1 = Math.max(t1, Date.parse(c.last_seen));
+  }
+  t1 = Math.max(t1, t0 + 1000);
   const W = 1200;
   const LABEL = 260;
   const ROW = 20;

@@ -1,5 +1,5 @@
 import type { Cluster, Redis } from 'ioredis';
-import { canonicalIp as canonicalAddress } from '../../parse/community-id.js';
+import { canonicalIp as canonicalAddress } from '../../net/ip.js';
 import type { Logger } from 'pino';
 import { compareNanoText } from './ndjson.js';
 
