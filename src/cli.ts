@@ -9,6 +9,8 @@ Commands:
   parse [FILE...]   netfilter LOG lines from syslog files, captures or stdin → NDJSON flow records
   hunt [-]          run detection rules over stored records (or NDJSON records on stdin) and print what fires
   serve             receive syslog over UDP/TCP, enrich and store flow records in Redis, serve them over HTTP
+  export -o FILE    records matching a query from a running dockflow, as NDJSON with a SHA-256 hash chain
+  verify FILE       check an export: every line as exported, none removed, added or moved
 
 Options:
   -h, --help        show this help (dockflow <command> --help for a command's options)
@@ -72,6 +74,11 @@ async function main(argv: string[]): Promise<number> {
       await import('./runtime/string-prototype.js');
       const { runServe } = await import('./cli/serve.js');
       return runServe(rest);
+    }
+    case 'export':
+    case 'verify': {
+      const { runExport, runVerify } = await import('./cli/export.js');
+      return command.value === 'export' ? runExport(rest) : runVerify(rest);
     }
     default:
       process.stderr.write(`dockflow: unknown command "${command.value}"\n\n${USAGE}`);

@@ -58,7 +58,8 @@ export class IngestPipeline implements MessageSink {
     // Senders that put no hostname in the header (bare kernel text over syslog) are known by their address, which
     // is also what multi-host attribution maps when configured so.
     if (record.host === undefined) record.host = { name: meta.remoteAddress };
-    record.event = meta.hash === undefined ? { ingested: this.ingestedIso.format(meta.receivedAtMs, 0, false) } : { ingested: this.ingestedIso.format(meta.receivedAtMs, 0, false), hash: meta.hash };
+    (record.event ??= {}).ingested = this.ingestedIso.format(meta.receivedAtMs, 0, false);
+    if (meta.hash !== undefined) record.event.hash = meta.hash;
     this.enricher.enrich(record);
     this.detect?.observe(record, meta.receivedAtMs);
     return record;

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { IndexKeys } from '../store/indexer.js';
 import { bearerAuth, type AuthOptions } from './auth.js';
 import { connectionRoutes } from './connections.js';
+import { exportRoutes } from './export.js';
 import { flowRoutes, LiveHub } from './flows.js';
 import { badRequest } from './filters.js';
 import { hostCheck } from './host.js';
@@ -148,6 +149,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   await app.register(flowRoutes(ctx, hub, { heartbeatMs: deps.liveHeartbeatMs ?? 15_000 }));
   await app.register(connectionRoutes(ctx));
+  await app.register(exportRoutes(ctx, 'dockflow'));
   await app.register(statsRoutes(ctx));
   for (const plugin of deps.plugins ?? []) await app.register(plugin);
   return app;

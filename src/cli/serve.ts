@@ -16,6 +16,7 @@ function usage(): string {
     'environment < flags. With no REDIS_URL a local redis-server is started under .dockflow/redis.',
     '',
     ...rows,
+    `  --${'no-ingest'.padEnd(22)} same as --ingest false: API and dashboard only, from the shared store`,
     `  --${'config'.padEnd(22)} JSON file with the full configuration schema [DOCKFLOW_CONFIG]`,
   ].join('\n');
 }
@@ -25,8 +26,9 @@ export async function runServe(argv: string[]): Promise<number> {
   for (const s of SETTINGS) if (s.flag !== undefined) options[s.flag] = { type: 'string' };
   let flags: Record<string, string | boolean | undefined>;
   try {
-    const parsed = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: false });
+    const parsed = parseArgs({ args: argv, options: { ...options, 'no-ingest': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: false });
     flags = parsed.values as Record<string, string | boolean | undefined>;
+    if (flags['no-ingest'] === true) flags.ingest = 'false';
   } catch (err) {
     process.stderr.write(`dockflow serve: ${(err as Error).message}\n\n${usage()}\n`);
     return 2;

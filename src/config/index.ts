@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { DockflowError, ErrorCode } from '../errors.js';
 import { DEFAULT_BRIDGES } from '../parse/direction.js';
+import { defaultIngesterId } from '../store/ingester-lease.js';
 
 const port = z.number().int().min(0).max(65535);
 const positiveInt = z.number().int().positive();
@@ -91,6 +92,13 @@ export const ConfigSchema = z
         retentionMs: nonNegativeInt.default(30 * 24 * 3600_000),
         spoolDir: z.string().default('.dockflow/spool'),
         spoolMaxBytes: positiveInt.default(1024 * 1024 * 1024),
+        /**
+         * This process' writer identity among the ingesters sharing the store: unique among them (a lease refuses a
+         * second process with the same one). Default: the hostname.
+         */
+        ingesterId: z.string().regex(/^[A-Za-z0-9_-]{1,32}$/).default(defaultIngesterId()),
+        /** The ingester id's lease outlives a process that died by this long. */
+        ingesterLeaseMs: positiveInt.default(15_000),
       })
       .prefault({}),
     http: z
@@ -135,6 +143,10 @@ export const ConfigSchema = z
         countryDbPath: z.string().optional(),
         asnDbPath: z.string().optional(),
         embeddedDefault: z.boolean().default(true),
+        /** Without `asnDbPath`: AS numbers and names from the embedded @ip-location-db/asn data. */
+        embeddedAsn: z.boolean().default(true),
+        /** Where the embedded AS data is kept converted (one file, about 11 MB). */
+        asnCacheDir: z.string().default('.dockflow/asn'),
         cacheEntries: positiveInt.default(100_000),
         watch: z.boolean().default(true),
       })
@@ -175,6 +187,11 @@ export const ConfigSchema = z
         webhookTimeoutMs: positiveInt.default(5000),
       })
       .prefault({}),
+    /**
+     * false: serve the API and dashboard from the shared store only: no syslog listeners, no writer, no Docker
+     * watchers (several API processes beside the ingesters).
+     */
+    ingest: z.boolean().default(true),
     shutdownTimeoutMs: positiveInt.default(10_000),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
@@ -234,6 +251,8 @@ export const SETTINGS: readonly Setting[] = [
   { path: 'store.replyTimeoutMs', env: 'DOCKFLOW_REDIS_REPLY_TIMEOUT_MS', flag: 'redis-reply-timeout-ms', kind: 'int', help: 'Redis silent this long with a batch waiting: reconnect and resend' },
   { path: 'store.spoolDir', env: 'DOCKFLOW_SPOOL_DIR', flag: 'spool-dir', kind: 'string', help: 'on-disk spool for Redis outages' },
   { path: 'store.spoolMaxBytes', env: 'DOCKFLOW_SPOOL_MAX_BYTES', flag: 'spool-max-bytes', kind: 'int', help: 'spool size limit' },
+  { path: 'store.ingesterId', env: 'DOCKFLOW_INGESTER_ID', flag: 'ingester-id', kind: 'string', help: 'writer identity, unique among ingesters sharing the store (default: hostname)' },
+  { path: 'ingest', env: 'DOCKFLOW_INGEST', flag: 'ingest', kind: 'bool', help: 'receive and store syslog; false (or --no-ingest): API and dashboard only' },
   { path: 'http.host', env: 'HTTP_HOST', flag: 'http-host', kind: 'string', help: 'HTTP API listen address' },
   { path: 'http.port', env: 'HTTP_PORT', flag: 'http-port', kind: 'int', help: 'HTTP API port' },
   { path: 'http.apiToken', env: 'API_TOKEN', flag: 'api-token', kind: 'string', help: 'bearer token (required off loopback)' },
@@ -241,6 +260,8 @@ export const SETTINGS: readonly Setting[] = [
   { path: 'geo.cityDbPath', env: 'GEOIP_CITY_DB', flag: 'geoip-city-db', kind: 'string', help: 'GeoIP2/GeoLite2 City mmdb' },
   { path: 'geo.countryDbPath', env: 'GEOIP_DB', flag: 'geoip-country-db', kind: 'string', help: 'Country mmdb (default: embedded CC0 db)' },
   { path: 'geo.asnDbPath', env: 'GEOIP_ASN_DB', flag: 'geoip-asn-db', kind: 'string', help: 'ASN mmdb' },
+  { path: 'geo.embeddedAsn', env: 'GEOIP_EMBEDDED_ASN', flag: 'geoip-embedded-asn', kind: 'bool', help: 'AS from the embedded ip-location-db/asn data without an ASN mmdb' },
+  { path: 'geo.asnCacheDir', env: 'DOCKFLOW_ASN_CACHE_DIR', flag: 'asn-cache-dir', kind: 'string', help: 'where the embedded AS data is kept converted' },
   { path: 'docker.enabled', env: 'DOCKFLOW_DOCKER', flag: 'docker', kind: 'bool', help: 'container attribution' },
   { path: 'docker.defaultEndpoint', env: 'DOCKER_HOST', flag: 'docker-host', kind: 'string', help: 'Docker endpoint (unix://, tcp://)' },
   { path: 'docker.endpoints', env: 'DOCKFLOW_DOCKER_ENDPOINTS', flag: 'docker-endpoints', kind: 'map', help: 'host=endpoint,… per syslog hostname' },

@@ -133,7 +133,7 @@ export class AttributionEnricher implements Enricher {
       this.unattributed['no-address']++;
       return UNATTRIBUTED;
     }
-    const found = this.ledger.lookup(host, ep.ip, timeMs, { mac: ep.mac, physdev });
+    const found = this.ledger.lookup(host, ep.ip, timeMs, { mac: ep.mac === undefined ? undefined : ledgerMac(ep.mac), physdev });
     if (found === undefined) {
       this.unattributed['no-holder']++;
       return UNATTRIBUTED;
@@ -208,4 +208,9 @@ export async function startAttribution(opts: StartAttributionOptions): Promise<A
     },
   });
   return { enricher, ledger, watchers };
+}
+
+/** Records carry MACs in ECS form (`02-42-AC-11-00-02`); the ledger keeps Docker's (`02:42:ac:11:00:02`). */
+function ledgerMac(mac: string): string {
+  return mac.toLowerCase().replaceAll('-', ':');
 }

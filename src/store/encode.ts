@@ -31,7 +31,12 @@ export function encodeRecord(record: FlowRecord): string {
  */
 export function encodeContext(record: FlowRecord): string {
   let json = `{"@timestamp":${quote(record['@timestamp'])}`;
-  if (record.event !== undefined) json += `,"event":${flatJson(record.event)}`;
+  const event = record.event;
+  // kind, category, type and action come from the message; only the receive time (an ID, if any, and RELP's hash of
+  // sender and bytes, which recognises a resent message) is context.
+  if (event !== undefined && (event.ingested !== undefined || event.id !== undefined || event.hash !== undefined)) {
+    json += `,"event":${flatJson({ ingested: event.ingested, id: event.id, hash: event.hash })}`;
+  }
   if (record.host !== undefined) json += `,"host":${flatJson(record.host)}`;
   json += `,"network":{"direction":${quote(record.network.direction)}}`;
   json += enrichmentJson(',"source":', record.source);
@@ -151,7 +156,7 @@ export function decodeMessage(message: string, contextJson: unknown): FlowRecord
   if (typeof record === 'string') return undefined;
   const c = context as Partial<FlowRecord>;
   if (typeof c['@timestamp'] === 'string') record['@timestamp'] = c['@timestamp'];
-  if (c.event !== undefined) record.event = c.event;
+  if (c.event !== undefined) record.event = record.event === undefined ? c.event : Object.assign(record.event, c.event);
   if (c.host !== undefined) record.host = c.host;
   if (c.network !== undefined) Object.assign(record.network, c.network);
   if (c.source !== undefined) Object.assign(record.source, c.source);

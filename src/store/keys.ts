@@ -18,7 +18,18 @@ export interface StoreKeys {
   readonly detectBaselines: string;
   /** Any other key (`<prefix>:<name>`), for indexes and bookkeeping. */
   key(...parts: string[]): string;
+  /** `<prefix>:ingester:<id>:lease`: held by the one process writing as ingester `id` (see ingester-lease.ts). */
+  ingesterLease(id: string): string;
 }
+
+/**
+ * Whether every transaction, script and multi-key command of this store layout touches keys of one hash slot, so that
+ * it runs on a Redis Cluster. It does not: a writer's batch is one transaction over every direction's stream and the
+ * index keys, the retention trim is a script that walks registries and deletes keys it does not declare, and queries
+ * union keys of many slots into scratch keys. The service refuses a cluster URL while this is false; docs/scaling.md
+ * states what a layout must do for it to be true.
+ */
+export const CLUSTER_SAFE_LAYOUT = false;
 
 /**
  * `singleStream` puts every direction into that one stream, for consumers that want one feed (and for the peers'
@@ -34,5 +45,6 @@ export function storeKeys(keyPrefix: string = DEFAULT_KEY_PREFIX, singleStream?:
     alerts: key('alerts'),
     detectBaselines: key('detect', 'baselines'),
     key,
+    ingesterLease: (id) => key('ingester', id, 'lease'),
   };
 }

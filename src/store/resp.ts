@@ -138,6 +138,8 @@ export interface RespConnectionHooks {
    * (its sends then fail as lost, which the writer treats as uncertain). Default: the config schema's.
    */
   replyTimeoutMs?: number | undefined;
+  /** The connection closed unasked (the server died, or a cluster node stopped serving): see slot-connections.ts. */
+  onLost?: () => void;
 }
 
 /**
@@ -296,6 +298,7 @@ export class RespConnection {
     const lost = this.pending.splice(0);
     for (const p of lost) p.reject(new RespConnectionError('Redis writer connection lost before the reply'));
     if (this.closed) return;
+    this.hooks.onLost?.();
     this.attempt++;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;

@@ -116,6 +116,8 @@ if (!existsSync(CHROMIUM)) {
           redis: { url: redis.url },
           store: { spoolDir: join(work, 'spool'), flushIntervalMs: 5, retentionMs: 0 },
           docker: { defaultEndpoint: `unix://${docker.socketPath}` },
+          // Converting the embedded AS data on a first run takes seconds of this process' CPU; the pages need no AS.
+          geo: { embeddedAsn: false },
           logLevel: 'silent',
         },
       }),

@@ -287,7 +287,8 @@ t.test('a record pushed with its message is stored as message and context, whate
     const message = i === 3 ? line.replace('IN=', '\x1f\r\n\x00IN=') : line;
     const record = parseLine(message, opts);
     if (typeof record === 'string') continue;
-    record.event = { ingested: new Date(Date.UTC(2026, 0, 15) + i).toISOString() };
+    // As the pipeline does: the parser's event fields (kind, category, type, action) stay, the receive time is added.
+    (record.event ??= {}).ingested = new Date(Date.UTC(2026, 0, 15) + i).toISOString();
     w.push(record, 'tcp', message);
     pushed.push(record);
   }
