@@ -236,10 +236,16 @@ t.test('a thread that dies with its sockets open leaves no port bound', async (t
     parentPort.postMessage(port);
     setImmediate(() => { throw new Error('the thread fails'); });`;
   const worker = new Worker(code, { eval: true });
-  const [port] = (await once(worker, 'message')) as [number];
-  const [err] = (await once(worker, 'error')) as [Error];
+  // Listening for all three before the first arrives: the error can follow the message within the same turn, and
+  // an 'error' with no listener yet would be thrown instead of seen.
+  // (events.once would reject its promise for 'message' or 'exit' on that 'error': plain listeners.)
+  const message = new Promise<number>((resolve) => worker.once('message', resolve));
+  const failed = new Promise<Error>((resolve) => worker.once('error', resolve));
+  const exited = new Promise((resolve) => worker.once('exit', resolve));
+  const port = await message;
+  const err = await failed;
   t.match(err.message, /the thread fails/);
-  await once(worker, 'exit');
+  await exited;
   const s = dgram.createSocket('udp4');
   s.bind(port, '127.0.0.1');
   await once(s, 'listening');
