@@ -38,15 +38,18 @@ for (const line of lines) {
 let blobBytes = 0;
 const indexer = new FlowIndexer({ keyPrefix: 'dockflow' });
 const baseMs = Date.parse(records[0]!['@timestamp']);
-const batches: Array<Array<{ record: FlowRecord; stream: string; id: string }>> = [];
+const batches: Array<Array<{ record: FlowRecord; partition: string; stream: string; id: string }>> = [];
 for (let i = 0; i < records.length; i += 500) {
-  batches.push(records.slice(i, i + 500).map((record, j) => ({ record, stream: 'dockflow:flows:egress', id: `${baseMs + i + j}-0` })));
+  batches.push(records.slice(i, i + 500).map((record, j) => ({ record, partition: `${Math.floor(baseMs / 600_000)}.w1`, stream: 's', id: `${baseMs}-${i + j}` })));
 }
 
 const pass = (): void => {
   blobBytes = 0;
   // The writer takes each record's facts when it takes the record, and builds the writes per batch.
-  for (const batch of batches) blobBytes += indexer.build(batch.map(({ record, stream, id }) => ({ facts: indexer.facts(record), stream, id })))?.encode().length ?? 0;
+  for (const batch of batches) {
+    const ops = indexer.build(batch.map(({ record, partition, stream, id }) => ({ facts: indexer.facts(record), partition, stream, id })));
+    blobBytes += (ops?.encode().length ?? 0) + (ops?.payloads.reduce((n, b) => n + b.length, 0) ?? 0);
+  }
 };
 pass();
 pass();

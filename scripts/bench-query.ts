@@ -4,24 +4,23 @@
  *   npx tsc && node dist/scripts/bench-query.js [--records 5000000] [--hours 3] [--iterations 200]
  *
  * Starts its own redis-server on a free loopback port (removed at the end), loads synthetic records shaped like
- * parsed LOG lines (varied containers, addresses, ports, countries, ASNs over a few hours) the way the stream writer
- * does (the message and its context, client-side IDs, the real indexer's writes; sent as raw RESP so the load is
- * quick), then times a container query, an IP query
- * and a top query over a one-hour window through the HTTP routes (`inject`), and prints p50/p99 and Redis memory per
- * million records. Heavy: run it once, not in a loop.
+ * parsed LOG lines (varied containers, addresses, ports, countries, ASNs over a few hours) through the real stream
+ * writer and indexer, then times every query kind (container, address, CIDR, port, direction, country, top-N,
+ * connections, inventory) over HTTP on loopback, and prints p50/p99 and Redis memory per record. Heavy: run it once,
+ * not in a loop.
  */
-import { once } from 'node:events';
-import net from 'node:net';
+import type net from 'node:net';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { pino } from 'pino';
+import { Registry } from 'prom-client';
 import { buildApp } from '../src/api/app.js';
 import { createLineOptions, parseLine } from '../src/parse/line.js';
 import type { Direction, FlowRecord } from '../src/record.js';
-import { CONTEXT_FIELD, encodeContext, MESSAGE_FIELD } from '../src/store/encode.js';
-import { INDEX_OPS_SCRIPT } from '../src/store/index-ops.js';
-import { FlowIndexer, type RecordFacts } from '../src/store/indexer.js';
-import type { IndexEntry } from '../src/store/types.js';
+import { connectRedis } from '../src/store/connect.js';
+import { FlowIndexer } from '../src/store/indexer.js';
+import { StreamWriter } from '../src/store/stream-writer.js';
 import { startRedis } from '../test/helpers/redis.js';
 
 const { values } = parseArgs({
@@ -107,83 +106,6 @@ function makeRecord(timeMs: number): { record: FlowRecord; message: string } {
   return { record, message };
 }
 
-/**
- * Raw RESP on a socket of its own, for loading only: with millions of records, ioredis' per-command objects and
- * promises would make the client, not Redis, the thing measured. Replies are counted (and errors kept), not decoded.
- */
-class RespLoader {
-  private out: string[] = [];
-  private outstanding = 0;
-  private buf = '';
-  private error: string | undefined;
-  private waiter: (() => void) | undefined;
-  private limit = 0;
-
-  private constructor(private readonly socket: net.Socket) {
-    socket.setEncoding('utf8');
-    socket.on('data', (d: string) => this.onData(d));
-  }
-
-  static async connect(port: number): Promise<RespLoader> {
-    const socket = net.connect(port, '127.0.0.1');
-    await once(socket, 'connect');
-    return new RespLoader(socket);
-  }
-
-  command(...args: (string | number)[]): void {
-    let s = `*${args.length}\r\n`;
-    for (const a of args) {
-      const v = String(a);
-      s += `$${Buffer.byteLength(v)}\r\n${v}\r\n`;
-    }
-    this.out.push(s);
-    this.outstanding += 1;
-  }
-
-  /** Sends what is queued and waits until at most `maxOutstanding` replies are still due. */
-  async flush(maxOutstanding = 20_000): Promise<void> {
-    if (this.out.length > 0) {
-      this.socket.write(this.out.join(''));
-      this.out = [];
-    }
-    if (this.outstanding > maxOutstanding) {
-      this.limit = maxOutstanding;
-      await new Promise<void>((resolve) => (this.waiter = resolve));
-    }
-    if (this.error !== undefined) throw new Error(`redis: ${this.error}`);
-  }
-
-  close(): void {
-    this.socket.end();
-  }
-
-  private onData(d: string): void {
-    this.buf += d;
-    let at = 0;
-    for (;;) {
-      const eol = this.buf.indexOf('\r\n', at);
-      if (eol < 0) break;
-      const type = this.buf[at];
-      if (type === '$') {
-        const len = Number(this.buf.slice(at + 1, eol));
-        const end = len < 0 ? eol + 2 : eol + 2 + len + 2;
-        if (end > this.buf.length) break;
-        at = end;
-      } else {
-        if (type === '-') this.error ??= this.buf.slice(at + 1, eol);
-        at = eol + 2;
-      }
-      this.outstanding -= 1;
-    }
-    this.buf = this.buf.slice(at);
-    if (this.waiter !== undefined && this.outstanding <= this.limit) {
-      const w = this.waiter;
-      this.waiter = undefined;
-      w();
-    }
-  }
-}
-
 async function usedMemory(redis: Redis): Promise<number> {
   const info = await redis.info('memory');
   return Number(/used_memory:(\d+)/.exec(info)?.[1]);
@@ -195,53 +117,35 @@ function percentile(sorted: number[], p: number): number {
 
 async function main(): Promise<void> {
   const server = await startRedis();
-  const redis = new Redis({ port: server.port, host: '127.0.0.1' });
+  const redis = connectRedis(server.url, pino({ level: 'silent' }));
+  while (redis.status !== 'ready') await new Promise((r) => setTimeout(r, 10));
   try {
-    const indexer = new FlowIndexer({ keyPrefix: PREFIX });
     const before = await usedMemory(redis);
     const end = Date.now() - 60_000;
     const start = end - HOURS * 3_600_000;
     const step = (end - start) / RECORDS;
-    let lastMs = 0;
-    let seq = 0;
     const t0 = performance.now();
-    const sha = (await redis.script('LOAD', INDEX_OPS_SCRIPT)) as string;
-    const loader = await RespLoader.connect(server.port);
-    // The real indexer builds every write.
-    const index = (entries: Array<IndexEntry<RecordFacts>>): void => {
-      const ops = indexer.build(entries);
-      if (ops !== undefined) loader.command('EVALSHA', sha, ops.keys.length, ...ops.keys, ops.encode().toString());
-    };
-    let batch: Array<IndexEntry<RecordFacts>> = [];
+    // The real writer and indexer, as the service stores records.
+    const writer = new StreamWriter(
+      redis,
+      { keyPrefix: PREFIX, spoolDir: join(server.dir, 'spool'), retentionMs: 0, batchMaxRecords: BATCH, maxQueueRecords: BATCH * 8 },
+      { logger: pino({ level: 'silent' }), registry: new Registry(), indexer: new FlowIndexer({ keyPrefix: PREFIX }) },
+    );
+    await writer.start();
+    let drained: (() => void) | undefined;
+    writer.onDrain(() => drained?.());
     for (let j = 0; j < RECORDS; j++) {
-      const timeMs = Math.floor(start + j * step);
-      if (timeMs > lastMs) {
-        lastMs = timeMs;
-        seq = 0;
-      } else seq++;
-      const id = `${lastMs}-${seq}`;
-      const { record: r, message } = makeRecord(timeMs);
-      const stream = `${PREFIX}:flows:${r.network.direction}`;
-      loader.command('XADD', stream, id, MESSAGE_FIELD, message, CONTEXT_FIELD, encodeContext(r));
-      batch.push({ facts: indexer.facts(r), stream, id });
-      if (batch.length === BATCH) {
-        index(batch);
-        batch = [];
-        await loader.flush();
-      }
+      const { record, message } = makeRecord(Math.floor(start + j * step));
+      if (!writer.push(record, 'file', message)) await new Promise<void>((r) => (drained = r));
       if (j % 100_000 === 0) process.stderr.write(`\rloaded ${j.toLocaleString()}`);
     }
-    index(batch);
-    await loader.flush(0);
-    loader.close();
+    while (writer.stats().stored < RECORDS) await new Promise((r) => setTimeout(r, 50));
+    await writer.close(1000);
     const loadS = (performance.now() - t0) / 1000;
     process.stderr.write('\n');
     const after = await usedMemory(redis);
-    let streamBytes = 0;
-    for (const d of ['egress', 'ingress', 'internal'] as const) streamBytes += Number(await redis.call('MEMORY', 'USAGE', `${PREFIX}:flows:${d}`, 'SAMPLES', '0'));
-    const perMillion = (b: number): string => `${((b / RECORDS) * 1e6 / 2 ** 20).toFixed(0)} MiB`;
-    console.log(`records: ${RECORDS.toLocaleString()} over ${HOURS} h; load ${loadS.toFixed(1)} s (${Math.round(RECORDS / loadS).toLocaleString()} records/s incl. indexing)`);
-    console.log(`redis memory per million records: total ${perMillion(after - before)}; streams ${perMillion(streamBytes)}; indexes and counters ${perMillion(after - before - streamBytes)}`);
+    console.log(`records: ${RECORDS.toLocaleString()} over ${HOURS} h; load ${loadS.toFixed(1)} s (${Math.round(RECORDS / loadS).toLocaleString()} records/s through the writer)`);
+    console.log(`redis memory: ${((after - before) / RECORDS).toFixed(0)} bytes per record all in`);
 
     const app = await buildApp({
       redis,
@@ -250,15 +154,27 @@ async function main(): Promise<void> {
       auth: { required: false },
       lossReport: () => ({ dropped: {}, spooled: 0, pending: 0 }),
     });
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    const base = `http://127.0.0.1:${(app.server.address() as net.AddressInfo).port}`;
     const window = (): string => {
       const from = start + rand() * (end - start - 3_600_000);
       return `since=${new Date(from).toISOString()}&until=${new Date(from + 3_600_000).toISOString()}`;
     };
+    const remote = (): (typeof REMOTES)[number] => REMOTES[skewed(REMOTES.length)]!;
+    const container = (): string => CONTAINERS[skewed(CONTAINERS.length)]!.name;
     const queries: [string, () => string][] = [
-      ['container query (1 h, limit 100)', () => `/api/flows?container=${CONTAINERS[skewed(CONTAINERS.length)]!.name}&${window()}&limit=100`],
-      ['IP query (1 h, limit 100)', () => `/api/flows?ip=${REMOTES[skewed(REMOTES.length)]!.ip}&${window()}&limit=100`],
-      ['top query (by=dst, 1 h)', () => `/api/stats/top?by=dst&${window()}&limit=10`],
-      ['top query (by=container, 1 h)', () => `/api/stats/top?by=container&${window()}&limit=10`],
+      ['container (1 h, limit 100)', () => `/api/flows?container=${container()}&${window()}&limit=100`],
+      ['address (1 h, limit 100)', () => `/api/flows?ip=${remote().ip}&${window()}&limit=100`],
+      ['CIDR /16 (1 h, limit 100)', () => `/api/flows?dst_ip=${remote().ip.split('.').slice(0, 2).join('.')}.0.0/16&${window()}&limit=100`],
+      ['port (1 h, limit 100)', () => `/api/flows?port=${PORTS[Math.floor(rand() * PORTS.length)]}&${window()}&limit=100`],
+      ['direction internal (1 h)', () => `/api/flows?direction=internal&${window()}&limit=100`],
+      ['country (1 h, limit 100)', () => `/api/flows?country=${remote().country}&${window()}&limit=100`],
+      ['everything (no filter, all)', () => `/api/flows?limit=100`],
+      ['top by=dst (1 h)', () => `/api/stats/top?by=dst&${window()}&limit=10`],
+      ['top by=container (1 h)', () => `/api/stats/top?by=container&${window()}&limit=10`],
+      ['top by=port (all)', () => `/api/stats/top?by=port&since=520w&limit=10`],
+      ['connections (container, 1 h)', () => `/api/connections?container=${container()}&${window()}`],
+      ['inventory (container)', () => `/api/containers/${container()}/inventory?limit=100`],
     ];
     for (const [name, url] of queries) {
       const times: number[] = [];
@@ -266,12 +182,13 @@ async function main(): Promise<void> {
       for (let i = 0; i < ITERATIONS + 10; i++) {
         const u = url();
         const q0 = performance.now();
-        const res = await app.inject({ method: 'GET', url: u });
+        const res = await fetch(base + u);
+        const text = await res.text();
         const ms = performance.now() - q0;
-        if (res.statusCode !== 200) throw new Error(`${u}: ${res.statusCode} ${res.body}`);
+        if (res.status !== 200) throw new Error(`${u}: ${res.status} ${text}`);
         if (i >= 10) times.push(ms); // the first few warm up the JIT
-        const body = res.json() as { count?: number; top?: unknown[] };
-        items += body.count ?? body.top?.length ?? 0;
+        const body = JSON.parse(text) as { count?: number; top?: unknown[]; containers?: { destinations: unknown[] }[] };
+        items += body.count ?? body.top?.length ?? body.containers?.[0]?.destinations.length ?? 0;
       }
       times.sort((a, b) => a - b);
       console.log(`${name.padEnd(32)} p50 ${percentile(times, 50).toFixed(1)} ms  p99 ${percentile(times, 99).toFixed(1)} ms  (mean ${Math.round(items / (ITERATIONS + 10))} items)`);

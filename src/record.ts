@@ -144,6 +144,8 @@ export interface FlowRecord {
     id?: string;
     /** When dockflow received or read the line (ISO 8601). */
     ingested?: string;
+    /** The syslog message as received, when the store keeps it (`store.keepOriginal`). */
+    original?: string;
     kind?: 'event';
     category?: string[];
     type?: string[];
@@ -180,6 +182,8 @@ export interface FlowRecord {
   dockflow?: {
     /** mmdb build epochs that answered GeoIP/ASN lookups. */
     geo_build_epoch?: Record<string, number>;
+    /** In answers to a container filter: which side of the flow the container is on. */
+    container_role?: 'source' | 'destination' | 'both';
   };
 }
 

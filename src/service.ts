@@ -21,6 +21,7 @@ import { startReceivers, type Receivers } from './receive/receivers.js';
 import { connectRedis, redactUrl } from './store/connect.js';
 import { FlowIndexer } from './store/indexer.js';
 import { startEmbeddedRedis, type EmbeddedRedis } from './store/redis-server.js';
+import { SCHEMA_VERSION, storeKeys } from './store/keys.js';
 import { StreamWriter } from './store/stream-writer.js';
 
 export interface Service {
@@ -99,13 +100,16 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
         batchMaxRecords: config.store.batchMaxRecords,
         flushIntervalMs: config.store.flushIntervalMs,
         replyTimeoutMs: config.store.replyTimeoutMs,
-        maxLenPerStream: config.store.maxLenPerStream,
+        writerId: config.store.writerId,
+        keepOriginal: config.store.keepOriginal,
+        maxRecords: config.store.maxRecords,
         retentionMs: config.store.retentionMs,
         spoolDir: config.store.spoolDir,
         spoolMaxBytes: config.store.spoolMaxBytes,
       },
       { logger, registry, indexer: config.store.singleStream === undefined ? indexer : undefined },
     );
+    await redis.set(storeKeys(config.store.keyPrefix).schema, String(SCHEMA_VERSION));
     await writer.start();
     cleanups.push(() => writer.close(0));
 
@@ -203,6 +207,7 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
       redis,
       logger,
       keyPrefix: config.store.keyPrefix,
+      retentionMs: config.store.retentionMs,
       // The page and its assets load without a token (a browser cannot send one then); the page asks for it.
       auth: { token: config.http.apiToken, required: !isLoopback(config.http.host), publicPaths: ['/healthz', ...DASHBOARD_PUBLIC_PATHS] },
       lossReport,

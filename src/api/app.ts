@@ -1,7 +1,9 @@
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyPluginAsync } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { IndexKeys } from '../store/indexer.js';
+import { validateKeyPrefix } from '../store/indexer.js';
+import { storeKeys, type StoreKeys } from '../store/keys.js';
+import { StoreReader } from '../store/query.js';
 import { bearerAuth, type AuthOptions } from './auth.js';
 import { connectionRoutes } from './connections.js';
 import { flowRoutes, LiveHub } from './flows.js';
@@ -32,12 +34,15 @@ export interface AppDeps {
   plugins?: FastifyPluginAsync[];
   /** Keep-alive comment interval on live streams. */
   liveHeartbeatMs?: number;
+  /** The store's retention: every query range is clamped to it. Default 30 days. */
+  retentionMs?: number;
 }
 
 /** Shared by the route plugins. */
 export interface ApiContext {
   redis: Redis;
-  keys: IndexKeys;
+  keys: StoreKeys;
+  store: StoreReader;
   logger: Logger;
   lossReport: () => Promise<LossReport>;
   now: () => number;
@@ -60,7 +65,7 @@ function isStorageDown(err: Error): boolean {
 }
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
-  const keys = new IndexKeys(deps.keyPrefix);
+  const keys = storeKeys(validateKeyPrefix(deps.keyPrefix));
   const auth = bearerAuth(deps.auth);
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
@@ -86,11 +91,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const ctx: ApiContext = {
     redis: deps.redis,
     keys,
+    store: new StoreReader(deps.redis, keys, { retentionMs: deps.retentionMs ?? 30 * 24 * 3600_000 }),
     logger: deps.logger,
     lossReport: async () => deps.lossReport(),
     now: () => Date.now(),
   };
-  const hub = new LiveHub({ redis: deps.redis, keys, logger: deps.logger });
+  const hub = new LiveHub({ store: ctx.store, logger: deps.logger });
   // Live responses are ended before the server closes, or it would wait on them forever.
   app.addHook('preClose', async () => hub.close());
 

@@ -88,7 +88,8 @@ function address(name: string, text: string | undefined) {
 function time(name: string, text: string | undefined, nowMs: number): number | undefined {
   if (text === undefined) return undefined;
   const t = parseTime(text, nowMs);
-  if (t === undefined) throw badRequest(`${name}: ${JSON.stringify(text)} is neither ISO 8601 nor a relative time like 15m`);
+  // Beyond what a Date can hold (±8.64e15 ms): not a time.
+  if (t === undefined || Math.abs(t) > 8.64e15) throw badRequest(`${name}: ${JSON.stringify(text)} is neither ISO 8601 nor a relative time like 15m`);
   return t;
 }
 

@@ -1,10 +1,12 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { DIRECTIONS, type Direction, type FlowRecord } from '../record.js';
-import { decodeEntry } from '../store/encode.js';
-import { composeService, type IndexKeys } from '../store/indexer.js';
+import type { FlowRecord } from '../record.js';
+import { decodeFlat } from '../store/encode.js';
+import { composeService } from '../store/indexer.js';
+import { bucketOf } from '../store/keys.js';
 import {
+  containerRole,
   decodeCursor,
   encodeCursor,
   planQuery,
@@ -13,6 +15,7 @@ import {
   scanFlows,
   type FlowFilter,
   type Order,
+  type StoreReader,
 } from '../store/query.js';
 import type { ApiContext } from './app.js';
 import { MAX_LIMIT, badRequest, filterProperties, rangeOf, toFlowFilter, type FilterQuery } from './filters.js';
@@ -25,12 +28,12 @@ interface FlowsQuery extends FilterQuery {
   format?: 'json' | 'ndjson' | 'csv';
 }
 
-/** Index entries examined per request before answering with a partial page and a cursor to go on. */
-const SCAN_BUDGET = 20_000;
+/** Entries examined per request before answering with a partial page and a cursor to go on. */
+const SCAN_BUDGET = 5_000;
 
-/** The record as the API returns it: stored JSON plus where it is stored, in `event.id`. */
-export function withEventId(record: FlowRecord, direction: Direction, id: string): FlowRecord {
-  return { ...record, event: { ...record.event, id: `${direction}/${id}` } };
+/** The record as the API returns it: rebuilt from the entry, plus where it is stored in `event.id` (`<partition>/<id>`). */
+export function withEventId(record: FlowRecord, partition: string, id: string): FlowRecord {
+  return { ...record, event: { ...record.event, id: `${partition}/${id}` } };
 }
 
 const CSV_COLUMNS: [string, (r: FlowRecord) => unknown][] = [
@@ -122,18 +125,17 @@ class Subscriber {
 }
 
 export interface LiveHubOptions {
-  redis: Redis;
-  keys: IndexKeys;
+  store: StoreReader;
   logger: Logger;
   maxQueuedPerClient?: number;
 }
 
 /**
- * Live tail for every SSE client through ONE blocking reader: a single `XREAD BLOCK` connection over the direction
- * streams, fanning each entry out to the clients whose filters match. Per-client readers would hold a Redis
- * connection each and parse every record once per client; the shared one costs one connection and one parse per
- * record however many clients watch. It starts with the first client and stops with the last. It reads from
- * explicit IDs (each stream's last entry when it started), never `$`, so nothing added between two reads is missed.
+ * Live tail for every SSE client through ONE blocking reader: a single `XREAD BLOCK` connection over the partitions
+ * being written (the current and previous bucket's), fanning each entry out to the clients whose filters match. It
+ * starts with the first client and stops with the last. It reads from explicit IDs (each partition's last entry when
+ * it started, the first entry of a partition that appears later), never `$`, so nothing added between two reads is
+ * missed. Records of older buckets (a replayed backlog) are not followed.
  */
 export class LiveHub {
   private readonly subs = new Set<Subscriber>();
@@ -177,20 +179,29 @@ export class LiveHub {
     this.stop();
   }
 
+  /** The partitions of the current and the previous bucket. */
+  private async current(): Promise<string[]> {
+    const { redis, keys, now } = this.opts.store;
+    const from = bucketOf(now()) - 1;
+    return redis.zrange(keys.partitions, String(from), '+inf', 'BYSCORE', 'LIMIT', 0, 256);
+  }
+
   private async start(): Promise<void> {
-    const streams = DIRECTIONS.map((d) => this.opts.keys.stream(d));
-    const pl = this.opts.redis.pipeline();
-    for (const s of streams) pl.xrevrange(s, '+', '-', 'COUNT', 1);
+    const { redis, keys } = this.opts.store;
+    const parts = await this.current();
+    const pl = redis.pipeline();
+    for (const p of parts) pl.xrevrange(keys.stream(p), '+', '-', 'COUNT', 1);
     const replies = (await pl.exec()) ?? [];
-    const ids = streams.map((_, i) => {
+    const ids = new Map<string, string>();
+    parts.forEach((p, i) => {
       const [err, entries] = replies[i] ?? [null, []];
       if (err) throw err;
-      return (entries as [string, string[]][])[0]?.[0] ?? '0-0';
+      ids.set(p, (entries as [string, string[]][])[0]?.[0] ?? '0-0');
     });
     if (this.subs.size === 0) return;
-    const reader = { conn: this.opts.redis.duplicate(), stopped: false };
+    const reader = { conn: redis.duplicate(), stopped: false };
     this.reader = reader;
-    void this.run(reader, streams, ids);
+    void this.run(reader, ids);
   }
 
   private stop(): void {
@@ -202,11 +213,24 @@ export class LiveHub {
     r.conn.disconnect();
   }
 
-  private async run(reader: { conn: Redis; stopped: boolean }, streams: string[], ids: string[]): Promise<void> {
+  private async run(reader: { conn: Redis; stopped: boolean }, ids: Map<string, string>): Promise<void> {
+    const { keys } = this.opts.store;
+    let refreshed = Date.now();
     while (!reader.stopped) {
       let reply: [string, [string, string[]][]][] | null;
       try {
-        reply = (await reader.conn.xread('COUNT', 1000, 'BLOCK', 5000, 'STREAMS', ...streams, ...ids)) as typeof reply;
+        if (Date.now() - refreshed > 1000) {
+          refreshed = Date.now();
+          const live = await this.current();
+          for (const p of live) if (!ids.has(p)) ids.set(p, '0-0');
+          for (const p of [...ids.keys()]) if (!live.includes(p)) ids.delete(p);
+        }
+        if (ids.size === 0) {
+          await new Promise((r) => setTimeout(r, 500));
+          continue;
+        }
+        const parts = [...ids.keys()];
+        reply = (await reader.conn.xread('COUNT', 1000, 'BLOCK', 1000, 'STREAMS', ...parts.map((p) => keys.stream(p)), ...parts.map((p) => ids.get(p)!))) as typeof reply;
       } catch (err) {
         if (reader.stopped) return;
         this.opts.logger.warn({ err }, 'live reader: XREAD failed, retrying');
@@ -214,18 +238,19 @@ export class LiveHub {
         continue;
       }
       if (reply === null) continue;
+      const reg = await this.opts.store.registries().catch(() => undefined);
+      if (reg === undefined) continue;
       for (const [stream, entries] of reply) {
-        const i = streams.indexOf(stream);
-        const direction = DIRECTIONS[i];
-        if (direction === undefined) continue;
+        const part = /\{([^}]+)\}:s$/.exec(stream)?.[1];
+        if (part === undefined || !ids.has(part)) continue;
         for (const [id, fields] of entries) {
-          ids[i] = id;
-          const record = decodeEntry(fields);
+          ids.set(part, id);
+          const record = decodeFlat(fields, reg);
           if (record === undefined) continue;
           let chunk: string | undefined;
           for (const sub of this.subs) {
             if (!recordMatches(record, sub.filter)) continue;
-            chunk ??= `id: ${direction}/${id}\nevent: flow\ndata: ${JSON.stringify(withEventId(record, direction, id))}\n\n`;
+            chunk ??= `id: ${part}/${id}\nevent: flow\ndata: ${JSON.stringify(withEventId(record, part, id))}\n\n`;
             sub.push(chunk);
           }
         }
@@ -241,11 +266,12 @@ const flowListSchema = {
   properties: {
     range: rangeSchema,
     order: { type: 'string' },
-    index: { type: 'string', description: 'Index that served the query: container, ip, cidr or time' },
+    index: { type: 'string', description: 'Index that served the query: container, ip, cidr, port, country, asn, direction or scan' },
     count: { type: 'integer' },
     items: { type: 'array', items: { type: 'object', additionalProperties: true } },
     next_cursor: { type: ['string', 'null'], description: 'Pass as `cursor` for the next page; null at the end' },
-    examined: { type: 'integer', description: 'Index entries examined for this page' },
+    examined: { type: 'integer', description: 'Entries examined for this page' },
+    partial: { type: 'boolean', description: 'The work limit per request was reached before the page was full: go on with next_cursor' },
     loss: lossReportSchema,
   },
 } as const;
@@ -288,9 +314,17 @@ export function flowRoutes(ctx: ApiContext, hub: LiveHub, opts: { heartbeatMs: n
           f = { ...f, ...(c.sinceMs !== undefined ? { sinceMs: c.sinceMs } : {}), ...(c.untilMs !== undefined ? { untilMs: c.untilMs } : {}) };
           after = c.position;
         }
-        const plan = await planQuery(ctx.redis, ctx.keys, f);
-        const res = await scanFlows(ctx.redis, ctx.keys, f, plan, limit, { order, scanBudget: SCAN_BUDGET, ...(after ? { after } : {}) });
-        const items = res.hits.map((h) => withEventId(h.record, h.direction, h.id));
+        const clamped = ctx.store.clamp(f.sinceMs, f.untilMs);
+        f = { ...f, ...clamped };
+        const plan = await planQuery(ctx.store, f);
+        const res = await scanFlows(ctx.store, f, plan, limit, { order, scanBudget: SCAN_BUDGET, ...(after ? { after } : {}) });
+        const ids = plan.containerIds;
+        const items = res.hits.map((h) => {
+          const item = withEventId(h.record, h.partition, h.id);
+          const role = ids !== undefined ? containerRole(h.record, ids) : undefined;
+          if (role !== undefined) item.dockflow = { ...item.dockflow, container_role: role };
+          return item;
+        });
         const next =
           res.resume !== undefined
             ? encodeCursor({
@@ -309,7 +343,8 @@ export function flowRoutes(ctx: ApiContext, hub: LiveHub, opts: { heartbeatMs: n
           if (format === 'csv') return reply.type('text/csv; charset=utf-8').send(toCsv(items));
           return reply.type('application/x-ndjson').send(items.map((r) => `${JSON.stringify(r)}\n`).join(''));
         }
-        return { range: rangeOf(f), order, index: plan.index, count: items.length, items, next_cursor: next, examined: res.examined, loss };
+        const partial = res.resume !== undefined && items.length < limit;
+        return { range: rangeOf(f), order, index: plan.index, count: items.length, items, next_cursor: next, examined: res.examined, partial, loss };
       },
     );
 

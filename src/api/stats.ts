@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { inventory, topN } from '../store/aggregate.js';
 import { TOP_DIMENSIONS, type TopDimension } from '../store/indexer.js';
-import { listContainers, resolveContainers } from '../store/query.js';
+import { resolveContainers } from '../store/query.js';
 import type { Direction } from '../record.js';
 import type { ApiContext } from './app.js';
 import { MAX_LIMIT, badRequest, filterProperties, HttpError, parseTime, toFlowFilter } from './filters.js';
@@ -31,7 +31,7 @@ export function statsRoutes(ctx: ApiContext): FastifyPluginAsync {
           tags: ['stats'],
           summary: 'Top destinations, ports, countries, ASNs or containers by record count',
           description:
-            'Counted from per-minute counters: the range is widened to whole minutes (`covered`). `dst` is the destination address, `port` is `<transport>/<destination port>`, `country` and `asn` are those of the remote side, `container` the attributed container. Default range: the last hour.',
+            'Counted from per-partition counters: the range is widened to whole 10-minute buckets (`covered`); `partial` when the range held more partitions than one answer reads (the newest were counted). `dst` is the destination address, `port` is `<transport>/<destination port>`, `country` and `asn` are those of the remote side, `container` the attributed container. Default range: the last hour.',
           querystring: {
             type: 'object',
             additionalProperties: false,
@@ -52,6 +52,7 @@ export function statsRoutes(ctx: ApiContext): FastifyPluginAsync {
                 range: rangeSchema,
                 covered: rangeSchema,
                 distinct: { type: 'integer' },
+                partial: { type: 'boolean' },
                 top: {
                   type: 'array',
                   items: {
@@ -71,7 +72,7 @@ export function statsRoutes(ctx: ApiContext): FastifyPluginAsync {
         const { by, limit = 10, ...fq } = req.query;
         const now = ctx.now();
         const f = toFlowFilter(fq, now, { sinceMs: now - DEFAULT_WINDOW_MS });
-        const res = await topN(ctx.redis, ctx.keys, {
+        const res = await topN(ctx.store, {
           by,
           ...(f.directions ? { directions: f.directions as Direction[] } : {}),
           sinceMs: f.sinceMs!,
@@ -83,6 +84,7 @@ export function statsRoutes(ctx: ApiContext): FastifyPluginAsync {
           range: { since: new Date(f.sinceMs!).toISOString(), until: new Date(f.untilMs ?? now).toISOString() },
           covered: { since: new Date(res.coveredSinceMs).toISOString(), until: new Date(res.coveredUntilMs).toISOString() },
           distinct: res.distinct,
+          partial: res.partial,
           top: res.entries,
           loss: await ctx.lossReport(),
         };
@@ -125,6 +127,7 @@ export function statsRoutes(ctx: ApiContext): FastifyPluginAsync {
                       name: { type: 'string' },
                       service: { type: 'string' },
                       total: { type: 'integer' },
+                      partial: { type: 'boolean' },
                       destinations: {
                         type: 'array',
                         items: {
@@ -158,18 +161,19 @@ export function statsRoutes(ctx: ApiContext): FastifyPluginAsync {
         let newSince: number | undefined;
         if (req.query.new_since !== undefined) {
           newSince = parseTime(req.query.new_since, now);
-          if (newSince === undefined) throw badRequest(`new_since: ${JSON.stringify(req.query.new_since)} is neither ISO 8601 nor a relative time like 15m`);
+          if (newSince === undefined || Math.abs(newSince) > 8.64e15) throw badRequest(`new_since: ${JSON.stringify(req.query.new_since)} is neither ISO 8601 nor a relative time like 15m`);
         }
-        const all = await listContainers(ctx.redis, ctx.keys);
+        const all = (await ctx.store.registries()).list;
         const ids = new Set(resolveContainers(all, { container: req.params.key }));
         const matched = all.filter((c) => ids.has(c.id));
         if (matched.length === 0) throw new HttpError(404, `no container named or with an ID starting ${JSON.stringify(req.params.key)} has been seen`);
         const containers = [];
         for (const c of matched) {
-          const inv = await inventory(ctx.redis, ctx.keys, c.id, { limit, ...(newSince !== undefined ? { newSinceMs: newSince } : {}) });
+          const inv = await inventory(ctx.store, c.id, { limit, ...(newSince !== undefined ? { newSinceMs: newSince } : {}) });
           containers.push({
             ...c,
             total: inv.total,
+            partial: inv.partial,
             destinations: inv.entries.map((e) => ({
               direction: e.direction,
               ip: e.ip,

@@ -55,15 +55,20 @@ export const ConfigSchema = z
     store: z
       .object({
         keyPrefix: z.string().regex(/^[A-Za-z0-9_.-]+$/).default('dockflow'),
-        /** When set, every record goes into this one stream instead of one stream per direction. */
+        /** When set, every record goes into this one stream (no partitions, no indexes, no API answers). */
         singleStream: z.string().optional(),
+        /** This ingester's id in partition names: each of several ingesters sharing a store needs its own. */
+        writerId: z.string().regex(/^[A-Za-z0-9_-]{1,32}$/).default('w1'),
+        /** Keep each syslog message as received beside the record (`event.original`). */
+        keepOriginal: z.boolean().default(false),
         batchMaxRecords: positiveInt.default(500),
         flushIntervalMs: positiveInt.default(20),
         /** Twice what is in flight (4 batches): enough to keep Redis busy; more only costs memory. */
         maxQueueRecords: positiveInt.default(4_000),
         /** With batches waiting, the longest wait for Redis to answer one before the writer reconnects. */
         replyTimeoutMs: positiveInt.default(10_000),
-        maxLenPerStream: nonNegativeInt.default(10_000_000),
+        /** Records this ingester keeps at most; above it its oldest partitions are deleted whole (0: no cap). */
+        maxRecords: nonNegativeInt.default(0),
         retentionMs: nonNegativeInt.default(30 * 24 * 3600_000),
         spoolDir: z.string().default('.dockflow/spool'),
         spoolMaxBytes: positiveInt.default(1024 * 1024 * 1024),
@@ -139,7 +144,9 @@ export const SETTINGS: readonly Setting[] = [
   { path: 'store.keyPrefix', env: 'DOCKFLOW_KEY_PREFIX', flag: 'key-prefix', kind: 'string', help: 'prefix of every Redis key' },
   { path: 'store.singleStream', env: 'REDIS_STREAM', flag: 'stream', kind: 'string', help: 'one stream for all records instead of one per direction' },
   { path: 'store.retentionMs', env: 'DOCKFLOW_RETENTION_MS', flag: 'retention-ms', kind: 'int', help: 'keep records this long' },
-  { path: 'store.maxLenPerStream', env: 'DOCKFLOW_MAX_LEN_PER_STREAM', flag: 'max-len-per-stream', kind: 'int', help: 'approximate cap per stream (0: none)' },
+  { path: 'store.maxRecords', env: 'DOCKFLOW_MAX_RECORDS', flag: 'max-records', kind: 'int', help: 'records kept at most, whole oldest partitions deleted above it (0: none)' },
+  { path: 'store.writerId', env: 'DOCKFLOW_WRITER_ID', flag: 'writer-id', kind: 'string', help: 'this ingester id in partition names (unique per ingester)' },
+  { path: 'store.keepOriginal', env: 'DOCKFLOW_KEEP_ORIGINAL', flag: 'keep-original', kind: 'bool', help: 'store each syslog message as received (event.original)' },
   { path: 'store.maxQueueRecords', env: 'DOCKFLOW_MAX_QUEUE_RECORDS', flag: 'max-queue-records', kind: 'int', help: 'records waiting for Redis before TCP senders are paused' },
   { path: 'store.batchMaxRecords', env: 'DOCKFLOW_BATCH_MAX_RECORDS', flag: 'batch-max-records', kind: 'int', help: 'records per Redis write' },
   { path: 'store.replyTimeoutMs', env: 'DOCKFLOW_REDIS_REPLY_TIMEOUT_MS', flag: 'redis-reply-timeout-ms', kind: 'int', help: 'Redis silent this long with a batch waiting: reconnect and resend' },

@@ -1,8 +1,8 @@
-import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { DIRECTIONS, type Direction, type FlowRecord } from '../record.js';
-import { BUCKET_MS, canonicalIp, IndexKeys, parseInventoryMember, REVERSED, type TopDimension } from './indexer.js';
-import { addressMatches, listContainers, planQuery, scanFlows, type FlowFilter, type Position } from './query.js';
+import { canonicalIp, DIRECTION_CODE, parseInventoryMember, REVERSED, type TopDimension } from './indexer.js';
+import { BUCKET_MS, bucketStartMs } from './keys.js';
+import { addressMatches, planQuery, scanFlows, type FlowFilter, type Position, type StoreReader } from './query.js';
 
 /* ---------- top-N ---------- */
 
@@ -28,26 +28,11 @@ export interface TopResult {
   entries: TopEntry[];
   /** Distinct values counted in the range, when the answer merged all of them (not when the top settled early). */
   distinct?: number;
-  /** The range actually counted: the requested one widened to whole minutes (the counters' resolution). */
+  /** The range actually counted: the requested one widened to whole partitions (10-minute buckets). */
   coveredSinceMs: number;
   coveredUntilMs: number;
-}
-
-/** Counter buckets covering [since, until] at minute resolution: whole 10-minute buckets inside, minutes at the edges. */
-export function topBuckets(sinceMs: number, untilMs: number): { res: 'm' | 't'; bucket: number }[] {
-  const out: { res: 'm' | 't'; bucket: number }[] = [];
-  const perTen = BUCKET_MS.t / BUCKET_MS.m;
-  const last = Math.floor(untilMs / BUCKET_MS.m);
-  for (let m = Math.floor(sinceMs / BUCKET_MS.m); m <= last; ) {
-    if (m % perTen === 0 && m + perTen - 1 <= last) {
-      out.push({ res: 't', bucket: m / perTen });
-      m += perTen;
-    } else {
-      out.push({ res: 'm', bucket: m });
-      m += 1;
-    }
-  }
-  return out;
+  /** True when the range held more partitions than one answer reads: only the newest were counted (see covered). */
+  partial: boolean;
 }
 
 /** Counter entries in a range below which a plain union is the faster answer. */
@@ -111,29 +96,38 @@ async function topByThreshold(redis: Redis, sources: string[], limit: number): P
   return undefined;
 }
 
-/** The whole-range merge: one atomic MULTI into a scratch key that never outlives it. */
-async function topByUnion(redis: Redis, keys: IndexKeys, sources: string[], limit: number): Promise<{ entries: TopEntry[]; distinct: number }> {
-  const scratch = keys.scratch(randomBytes(9).toString('base64url'));
-  const replies = await redis
-    .multi()
-    .zunionstore(scratch, sources.length, sources, 'AGGREGATE', 'SUM')
-    .zrange(scratch, 0, String(limit - 1), 'REV', 'WITHSCORES')
-    .del(scratch)
-    .exec();
-  if (!replies) throw new Error('top-N transaction aborted');
-  for (const [err] of replies) if (err) throw err;
-  const flat = replies[1]![1] as string[];
-  const entries: TopEntry[] = [];
-  for (let i = 0; i + 1 < flat.length; i += 2) entries.push({ value: flat[i]!, count: Number(flat[i + 1]) });
-  return { entries, distinct: Number(replies[0]![1]) };
+/** The whole-range merge, on the client (each source is one key: any hash slot). */
+async function topByUnion(redis: Redis, sources: string[], limit: number): Promise<{ entries: TopEntry[]; distinct: number }> {
+  const pl = redis.pipeline();
+  for (const k of sources) pl.zrange(k, '0', '-1', 'WITHSCORES');
+  const sums = new Map<string, number>();
+  for (const [err, reply] of (await pl.exec()) ?? []) {
+    if (err) throw err;
+    const flat = reply as string[];
+    for (let i = 0; i + 1 < flat.length; i += 2) sums.set(flat[i]!, (sums.get(flat[i]!) ?? 0) + Number(flat[i + 1]));
+  }
+  const entries = [...sums].map(([value, count]) => ({ value, count })).sort(byCount);
+  return { entries: entries.slice(0, limit), distinct: sums.size };
 }
 
-/** Top values of one dimension over a range, from the per-bucket counters. */
-export async function topN(redis: Redis, keys: IndexKeys, opts: TopOptions): Promise<TopResult> {
+/** Counter keys read per answer at most. */
+const MAX_TOP_SOURCES = 3000;
+
+/** Top values of one dimension over a range, from the per-partition counters. */
+export async function topN(reader: StoreReader, opts: TopOptions): Promise<TopResult> {
+  const { redis, keys } = reader;
+  const { sinceMs, untilMs } = reader.clamp(opts.sinceMs, opts.untilMs);
+  const codes = (opts.directions ?? DIRECTIONS).map((d) => DIRECTION_CODE[d]);
+  const parts = await reader.partitions(sinceMs, untilMs, 'desc', Math.floor(MAX_TOP_SOURCES / codes.length) + 1);
+  const partial = parts.length * codes.length > MAX_TOP_SOURCES;
+  if (partial) parts.pop();
   const sources: string[] = [];
-  for (const b of topBuckets(opts.sinceMs, opts.untilMs)) {
-    for (const d of opts.directions ?? DIRECTIONS) sources.push(keys.top(b.res, d, opts.by, b.bucket));
-  }
+  for (const p of parts) for (const code of codes) sources.push(keys.top(p.name, opts.by, code));
+  const covered = {
+    coveredSinceMs: parts.length > 0 ? bucketStartMs(parts[parts.length - 1]!.bucket) : bucketStartMs(Math.floor(sinceMs / BUCKET_MS)),
+    coveredUntilMs: parts.length > 0 ? bucketStartMs(parts[0]!.bucket) + BUCKET_MS - 1 : bucketStartMs(Math.floor(untilMs / BUCKET_MS)) + BUCKET_MS - 1,
+    partial,
+  };
   const pl = redis.pipeline();
   for (const k of sources) pl.zcard(k);
   const cards = ((await pl.exec()) ?? []).map(([err, n]) => {
@@ -141,30 +135,25 @@ export async function topN(redis: Redis, keys: IndexKeys, opts: TopOptions): Pro
     return Number(n);
   });
   const live = sources.filter((_, i) => cards[i]! > 0);
-  if (live.length === 0) return { entries: [], distinct: 0, ...covered(opts) };
+  if (live.length === 0) return { entries: [], distinct: 0, ...covered };
   // Merging everything is cheapest while the range holds few values (containers, countries); many (addresses) need the threshold.
   const found =
     cards.reduce((a, b) => a + b, 0) <= (opts.unionMaxEntries ?? UNION_MAX_ENTRIES)
-      ? await topByUnion(redis, keys, live, opts.limit)
-      : ((await topByThreshold(redis, live, opts.limit)) ?? (await topByUnion(redis, keys, live, opts.limit)));
+      ? await topByUnion(redis, live, opts.limit)
+      : ((await topByThreshold(redis, live, opts.limit)) ?? (await topByUnion(redis, live, opts.limit)));
   const entries = found.entries;
   if (opts.by === 'container' && entries.length > 0) {
-    const meta = new Map((await listContainers(redis, keys)).map((c) => [c.id, c]));
+    const reg = await reader.registries();
     for (const e of entries) {
-      const c = meta.get(e.value);
-      if (c?.name !== undefined) e.name = c.name;
-      if (c?.service !== undefined) e.service = c.service;
+      const meta = reg.containers.get(e.value);
+      if (meta === undefined) continue;
+      e.value = meta.id;
+      if (meta.name !== undefined) e.name = meta.name;
+      const service = meta.labels?.['com.docker.compose.service'];
+      if (service !== undefined) e.service = service;
     }
   }
-  return { entries, ...(found.distinct !== undefined ? { distinct: found.distinct } : {}), ...covered(opts) };
-}
-
-/** The counted range: the requested one widened to whole minutes. */
-function covered(opts: TopOptions): { coveredSinceMs: number; coveredUntilMs: number } {
-  return {
-    coveredSinceMs: Math.floor(opts.sinceMs / BUCKET_MS.m) * BUCKET_MS.m,
-    coveredUntilMs: (Math.floor(opts.untilMs / BUCKET_MS.m) + 1) * BUCKET_MS.m - 1,
-  };
+  return { entries, ...(found.distinct !== undefined ? { distinct: found.distinct } : {}), ...covered };
 }
 
 /* ---------- destination inventory ---------- */
@@ -178,26 +167,57 @@ export interface InventoryEntry {
   lastSeenMs: number;
 }
 
+/** Partitions an inventory answer reads at most (the newest). */
+const MAX_INVENTORY_PARTITIONS = 2000;
+
 /**
  * Every remote address and service port a container exchanged packets with, with first and last seen; with
- * `newSinceMs`, only those first seen at or after it. Newest first.
+ * `newSinceMs`, only those first seen at or after it. Newest first. `partial` when the retained range held more
+ * partitions than one answer reads (the newest were read).
  */
-export async function inventory(redis: Redis, keys: IndexKeys, containerId: string, opts: { newSinceMs?: number; limit: number }): Promise<{ entries: InventoryEntry[]; total: number }> {
-  const first = keys.inventoryFirst(containerId);
-  const flat = (await redis.zrange(first, opts.newSinceMs ?? '-inf', '+inf', 'BYSCORE', 'WITHSCORES')) as string[];
-  const members: { member: string; first: number }[] = [];
-  for (let i = 0; i + 1 < flat.length; i += 2) members.push({ member: flat[i]!, first: Number(flat[i + 1]) });
-  members.sort((a, b) => b.first - a.first);
-  const page = members.slice(0, opts.limit);
-  const last = page.length > 0 ? await redis.zmscore(keys.inventoryLast(containerId), ...page.map((m) => m.member)) : [];
+export async function inventory(
+  reader: StoreReader,
+  containerId: string,
+  opts: { newSinceMs?: number; limit: number },
+): Promise<{ entries: InventoryEntry[]; total: number; partial: boolean }> {
+  const { redis, keys } = reader;
+  const { sinceMs, untilMs } = reader.clamp(undefined, undefined);
+  const parts = await reader.partitions(sinceMs, untilMs, 'desc', MAX_INVENTORY_PARTITIONS + 1);
+  const partial = parts.length > MAX_INVENTORY_PARTITIONS;
+  if (partial) parts.pop();
+  const short = containerId.slice(0, 12);
+  const pl = redis.pipeline();
+  for (const p of parts) {
+    pl.zrange(keys.inventoryFirst(p.name, short), '0', '-1', 'WITHSCORES');
+    pl.zrange(keys.inventoryLast(p.name, short), '0', '-1', 'WITHSCORES');
+  }
+  const replies = (await pl.exec()) ?? [];
+  const seen = new Map<string, { first: number; last: number }>();
+  for (let i = 0; i < replies.length; i += 2) {
+    const [e1, firsts] = replies[i]!;
+    const [e2, lasts] = replies[i + 1]!;
+    if (e1) throw e1;
+    if (e2) throw e2;
+    const f = firsts as string[];
+    const l = lasts as string[];
+    for (let k = 0; k + 1 < f.length; k += 2) {
+      const m = seen.get(f[k]!);
+      const t = Number(f[k + 1]);
+      if (m === undefined) seen.set(f[k]!, { first: t, last: t });
+      else m.first = Math.min(m.first, t);
+    }
+    for (let k = 0; k + 1 < l.length; k += 2) {
+      const m = seen.get(l[k]!);
+      if (m !== undefined) m.last = Math.max(m.last, Number(l[k + 1]));
+    }
+  }
+  const members = [...seen].filter(([, v]) => opts.newSinceMs === undefined || v.first >= opts.newSinceMs).sort((a, b) => b[1].first - a[1].first);
   const entries: InventoryEntry[] = [];
-  page.forEach((m, i) => {
-    const parsed = parseInventoryMember(m.member);
-    if (parsed === undefined) return;
-    const l = last[i];
-    entries.push({ ...parsed, firstSeenMs: m.first, lastSeenMs: l !== null && l !== undefined ? Number(l) : m.first });
-  });
-  return { entries, total: members.length };
+  for (const [member, v] of members.slice(0, opts.limit)) {
+    const parsed = parseInventoryMember(member);
+    if (parsed !== undefined) entries.push({ ...parsed, firstSeenMs: v.first, lastSeenMs: v.last });
+  }
+  return { entries, total: members.length, partial };
 }
 
 /* ---------- connections ---------- */
@@ -231,6 +251,8 @@ export interface ConnectionResult {
   packets: number;
   /** True when the scan budget ran out before the end of the range: later packets were not aggregated. */
   truncated: boolean;
+  /** Where the next request goes on (its packets are folded apart: a connection may continue there). */
+  resume?: Position;
 }
 
 
@@ -326,27 +348,14 @@ function connectionMatches(c: Connection, f: FlowFilter): boolean {
 }
 
 /** Connections whose packets fall in the filter's time range, newest activity first. */
-export async function connections(redis: Redis, keys: IndexKeys, f: FlowFilter, opts: ConnectionOptions): Promise<ConnectionResult> {
+export async function connections(reader: StoreReader, f: FlowFilter, opts: ConnectionOptions & { after?: Position }): Promise<ConnectionResult> {
   const pf = packetFilter(f);
-  const plan = await planQuery(redis, keys, pf);
+  const plan = await planQuery(reader, pf);
+  const res = await scanFlows(reader, pf, plan, opts.scanBudget, { order: 'asc', scanBudget: opts.scanBudget, ...(opts.after ? { after: opts.after } : {}) });
+  const hits = res.hits.map((h) => ({ record: h.record, t: packetTimeMs(h.record, 0) })).sort((a, b) => a.t - b.t);
   const folder = new ConnectionFolder(opts.idleGapMs);
-  let after: Position | undefined;
-  let packets = 0;
-  let budget = opts.scanBudget;
-  let truncated = false;
-  for (;;) {
-    const res = await scanFlows(redis, keys, pf, plan, 2000, { order: 'asc', scanBudget: Math.min(budget, 20_000), ...(after ? { after } : {}) });
-    for (const h of res.hits) folder.add(h.record, packetTimeMs(h.record, h.position.score));
-    packets += res.hits.length;
-    budget -= res.examined;
-    if (res.resume === undefined) break;
-    if (budget <= 0) {
-      truncated = true;
-      break;
-    }
-    after = res.resume;
-  }
+  for (const h of hits) folder.add(h.record, h.t);
   const all = folder.finish().filter((c) => connectionMatches(c, f));
   all.sort((a, b) => b.lastSeenMs - a.lastSeenMs);
-  return { connections: all.slice(0, opts.limit), packets, truncated };
+  return { connections: all.slice(0, opts.limit), packets: hits.length, truncated: res.resume !== undefined, ...(res.resume ? { resume: res.resume } : {}) };
 }

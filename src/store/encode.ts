@@ -1,5 +1,228 @@
 import { createLineOptions, parseLine } from '../parse/line.js';
-import type { Endpoint, FlowRecord } from '../record.js';
+import { parseIPv4, parseIPv6 } from '../parse/community-id.js';
+import { DIRECTIONS, type ContainerRef, type Direction, type Endpoint, type FlowRecord } from '../record.js';
+
+/*
+ * Version 2 stream entries (docs/storage.md): flat named fields, the same fields in the same order in every entry, so
+ * Redis stores the names once per stream node and small integers as integers. Absent values are empty strings.
+ * Shared facts (a container's name, image and labels; an AS's name) are in registries, referenced by a short value.
+ */
+export const ENTRY_FIELDS = [
+  't', // packet time, ms since the epoch
+  'd', // direction (egress, ingress, internal, container-to-host, host-to-container, other)
+  'pr', // transport: tcp, udp, icmp, ipv6-icmp, …
+  'sa', // source address
+  'sp', // source port
+  'da', // destination address
+  'dp', // destination port
+  'ci', // container short id (12 hex digits) on the container side; see the container registry
+  'pc', // peer container short id (internal traffic: the destination container)
+  'cc', // remote side's country (ISO 3166 alpha-2)
+  'as', // remote side's AS number; see the AS registry
+  'h', // host (syslog hostname)
+  'lp', // LOG rule prefix
+  'ln', // IP packet length
+  'fl', // TCP flags, one letter each: S SYN, A ACK, F FIN, R RST, P PSH, U URG, E ECE, C CWR
+] as const;
+export type EntryField = (typeof ENTRY_FIELDS)[number];
+/** The syslog message as received, only when `store.keepOriginal` is on. */
+export const ORIGINAL_FIELD = 'o';
+
+const FLAG_LETTER: Record<string, string> = { SYN: 'S', ACK: 'A', FIN: 'F', RST: 'R', PSH: 'P', URG: 'U', ECE: 'E', CWR: 'C' };
+const LETTER_FLAG = new Map(Object.entries(FLAG_LETTER).map(([k, v]) => [v, k]));
+const IANA: Record<string, number> = { icmp: 1, tcp: 6, udp: 17, 'ipv6-icmp': 58, sctp: 132, gre: 47, esp: 50, ah: 51 };
+const DIRECTION_SET = new Set<string>(DIRECTIONS);
+export const SHORT_ID_RE = /^[0-9a-f]{12}$/;
+const CONTAINER_ID_RE = /^[0-9a-f]{12,64}$/;
+
+/** The 12-digit short id of an attributed container, or '' . */
+export function shortContainerId(c: ContainerRef | undefined): string {
+  const id = c?.id;
+  return id !== undefined && c?.unattributed !== true && CONTAINER_ID_RE.test(id) ? id.slice(0, 12) : '';
+}
+
+/** The container's side of the packet, from the direction (see `FlowRecord.container`). */
+export function containerSide(dir: Direction): 'source' | 'destination' {
+  return dir === 'ingress' || dir === 'host-to-container' ? 'destination' : 'source';
+}
+export function remoteSide(dir: Direction): 'source' | 'destination' {
+  return containerSide(dir) === 'source' ? 'destination' : 'source';
+}
+
+function flagLetters(flags: readonly string[] | undefined): string {
+  if (flags === undefined) return '';
+  let s = '';
+  for (const f of flags) s += FLAG_LETTER[f] ?? '';
+  return s;
+}
+
+const num = (n: number | undefined): string => (n === undefined ? '' : String(n));
+
+/**
+ * The entry's values, in `ENTRY_FIELDS` order (pure; the writer puts the names beside them). NaN time: the record
+ * has no usable packet time and is given `fallbackTimeMs`.
+ */
+export function entryValues(record: FlowRecord, timeMs: number): string[] {
+  const dir = record.network.direction;
+  const remote = record[remoteSide(dir)];
+  return [
+    String(timeMs),
+    dir,
+    record.network.transport ?? '',
+    record.source.ip ?? '',
+    num(record.source.port),
+    record.destination.ip ?? '',
+    num(record.destination.port),
+    shortContainerId(record.container),
+    shortContainerId(record.peer_container),
+    remote.geo?.country_iso_code ?? '',
+    num(remote.as?.number),
+    record.host?.name ?? '',
+    record.log?.prefix ?? '',
+    num(record.iptables.length ?? record.network.bytes),
+    flagLetters(record.iptables.tcp?.flags),
+  ];
+}
+
+/** Packet time of a record in ms, NaN when it has none. */
+export function packetTimeMs(record: FlowRecord): number {
+  return Date.parse(record['@timestamp']);
+}
+
+/** What a container registry entry holds (JSON in `<prefix>:{g}:ctr`). */
+export interface ContainerMeta {
+  id: string;
+  name?: string;
+  image?: string;
+  labels?: Record<string, string>;
+}
+
+export function containerMeta(c: ContainerRef): ContainerMeta {
+  return {
+    id: c.id as string,
+    ...(c.name !== undefined ? { name: c.name } : {}),
+    ...(c.image?.name !== undefined ? { image: c.image.name } : {}),
+    ...(c.labels !== undefined ? { labels: c.labels } : {}),
+  };
+}
+
+/** The registries a reader resolves short values with. */
+export interface Registries {
+  containers: ReadonlyMap<string, ContainerMeta>;
+  asNames: ReadonlyMap<string, string>;
+}
+
+function containerRef(short: string, reg: Registries): ContainerRef | undefined {
+  if (short === '') return undefined;
+  const m = reg.containers.get(short);
+  if (m === undefined) return { id: short };
+  return {
+    id: m.id,
+    ...(m.name !== undefined ? { name: m.name } : {}),
+    ...(m.image !== undefined ? { image: { name: m.image } } : {}),
+    ...(m.labels !== undefined ? { labels: m.labels } : {}),
+  };
+}
+
+function addressType(ip: string): 'ipv4' | 'ipv6' | undefined {
+  if (ip === '') return undefined;
+  return ip.includes(':') ? 'ipv6' : 'ipv4';
+}
+
+/** The flat fields of an entry (`[name, value, …]` as XRANGE returns them) by name. */
+export function flatFields(fields: readonly string[]): Map<string, string> {
+  const m = new Map<string, string>();
+  for (let i = 0; i + 1 < fields.length; i += 2) m.set(fields[i] as string, fields[i + 1] as string);
+  return m;
+}
+
+/**
+ * The record a version 2 entry holds, rebuilt from its flat fields and the registries; with the original message
+ * kept, the message parsed with the flat fields over it (and `event.original`). `undefined` when it holds none.
+ */
+export function decodeFlat(fields: readonly string[], reg: Registries): FlowRecord | undefined {
+  const f = flatFields(fields);
+  const t = Number(f.get('t'));
+  const d = f.get('d') ?? '';
+  if (!Number.isFinite(t) || !DIRECTION_SET.has(d)) return undefined;
+  const dir = d as Direction;
+  const original = f.get(ORIGINAL_FIELD);
+  let record: FlowRecord | undefined;
+  if (original !== undefined) {
+    const parsed = parseLine(original, readOptions);
+    if (typeof parsed !== 'string') record = parsed;
+  }
+  record ??= { '@timestamp': '', source: {}, destination: {}, network: { direction: dir }, iptables: {} };
+  record['@timestamp'] = new Date(t).toISOString();
+  record.network.direction = dir;
+  const str = (name: EntryField): string | undefined => {
+    const v = f.get(name);
+    return v === undefined || v === '' ? undefined : v;
+  };
+  const int = (name: EntryField): number | undefined => {
+    const v = str(name);
+    return v === undefined ? undefined : Number(v);
+  };
+  const pr = str('pr');
+  if (pr !== undefined) {
+    record.network.transport = pr;
+    if (IANA[pr] !== undefined) record.network.iana_number = IANA[pr];
+  }
+  const sa = str('sa');
+  const da = str('da');
+  if (sa !== undefined) record.source.ip = sa;
+  if (da !== undefined) record.destination.ip = da;
+  const type = addressType(sa ?? da ?? '');
+  if (type !== undefined) record.network.type = type;
+  const sp = int('sp');
+  const dp = int('dp');
+  if (sp !== undefined) record.source.port = sp;
+  if (dp !== undefined) record.destination.port = dp;
+  const remote = record[remoteSide(dir)];
+  const cc = str('cc');
+  if (cc !== undefined) remote.geo = { ...remote.geo, country_iso_code: cc };
+  const as = str('as');
+  if (as !== undefined) {
+    const name = reg.asNames.get(as);
+    remote.as = { number: Number(as), ...(name !== undefined ? { organization: { name } } : {}) };
+  }
+  const h = str('h');
+  if (h !== undefined) record.host = { name: h };
+  const lp = str('lp');
+  if (lp !== undefined) record.log = { ...record.log, prefix: lp };
+  const ln = int('ln');
+  if (ln !== undefined) record.iptables.length = ln;
+  const fl = str('fl');
+  if (fl !== undefined) {
+    const flags: string[] = [];
+    for (const c of fl) {
+      const flag = LETTER_FLAG.get(c);
+      if (flag !== undefined) flags.push(flag);
+    }
+    record.iptables.tcp = { ...record.iptables.tcp, flags };
+  }
+  const container = containerRef(f.get('ci') ?? '', reg);
+  if (container !== undefined) record.container = container;
+  const peer = containerRef(f.get('pc') ?? '', reg);
+  if (peer !== undefined) record.peer_container = peer;
+  if (original !== undefined) record.event = { ...record.event, original } as FlowRecord['event'];
+  return record;
+}
+
+/** The fixed-width hex form of an address (`4` + 8 digits or `6` + 32), lex order = numeric order; '' if none. */
+const HEX_SCRATCH = new Uint16Array(8);
+export function addressHex(ip: string): string {
+  if (parseIPv4(ip, 0, ip.length, HEX_SCRATCH, 0)) return `4${hex4(HEX_SCRATCH[0]!)}${hex4(HEX_SCRATCH[1]!)}`;
+  if (parseIPv6(ip, 0, ip.length, HEX_SCRATCH, 0)) {
+    let s = '6';
+    for (let i = 0; i < 8; i++) s += hex4(HEX_SCRATCH[i]!);
+    return s;
+  }
+  return '';
+}
+function hex4(n: number): string {
+  return n.toString(16).padStart(4, '0');
+}
 
 /*
  * Stream entry schema. An entry holds a record in one of two forms:

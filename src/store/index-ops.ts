@@ -10,6 +10,7 @@ import { FieldBlob, LUA_FIELDS } from './field-blob.js';
  *   Z <key> <flag> <n> (<score> <member>)×n    ZADD, flag `-` (none), GT, LT or NX
  *   I <key> <n> (<member> <increment>)×n       ZINCRBY per member
  *   H <key> <n> (<field> <value>)×n            HSET
+ *   A <key> <arg>                              APPEND the payload passed as the `arg`-th argument after the blob
  * Blocks hold at most BLOCK_PAIRS pairs: Lua's unpack() has a stack limit.
  */
 const BLOCK_PAIRS = 500;
@@ -25,6 +26,8 @@ export class IndexOps {
   private readonly conditional = new Map<number, { flag: ZaddFlag; members: Map<string, number> }>();
   private readonly counters = new Map<number, Map<string, number>>();
   private readonly hashes = new Map<number, Map<string, string>>();
+  /** APPENDs: binary payloads travel as script arguments of their own (the blob's fields cannot hold any byte). */
+  private readonly appends = new Map<number, Buffer[]>();
 
   /** The 1-based number of a key in this batch. */
   key(name: string): number {
@@ -65,6 +68,19 @@ export class IndexOps {
     h.set(field, value);
   }
 
+  append(key: number, bytes: Buffer): void {
+    let list = this.appends.get(key);
+    if (list === undefined) this.appends.set(key, (list = []));
+    list.push(bytes);
+  }
+
+  /** The APPEND payloads, in the order the blob's `A` blocks name them (argument numbers after the blob). */
+  get payloads(): Buffer[] {
+    const out: Buffer[] = [];
+    for (const list of this.appends.values()) out.push(list.length === 1 ? list[0]! : Buffer.concat(list));
+    return out;
+  }
+
   get empty(): boolean {
     return this.keys.length === 0;
   }
@@ -83,6 +99,12 @@ export class IndexOps {
     for (const [key, { flag, members }] of this.conditional) this.pairs(blob, 'Z', key, members, flag);
     for (const [key, counts] of this.counters) this.pairs(blob, 'I', key, counts);
     for (const [key, values] of this.hashes) this.pairs(blob, 'H', key, values);
+    let arg = 0;
+    for (const key of this.appends.keys()) {
+      blob.field('A');
+      blob.field(String(key));
+      blob.field(String(++arg));
+    }
     return blob.bytes();
   }
 
@@ -117,7 +139,7 @@ export class IndexOps {
 
 /** `applyIndex(blob, keyOffset)`, spliced into the scripts that apply IndexOps. Needs LUA_FIELDS. */
 export const LUA_APPLY_INDEX = `${LUA_FIELDS}
-local function applyIndex(blob, keyOffset)
+local function applyIndex(blob, keyOffset, argOffset)
   local nextField = fields(blob)
   while true do
     local op = nextField()
@@ -131,6 +153,8 @@ local function applyIndex(blob, keyOffset)
       local base = #args
       for i = 1, n * 2 do args[base + i] = nextField() end
       redis.call('ZADD', key, unpack(args))
+    elseif op == 'A' then
+      redis.call('APPEND', key, ARGV[argOffset + tonumber(nextField())])
     elseif op == 'I' then
       for _ = 1, tonumber(nextField()) do
         local member = nextField()
@@ -146,13 +170,13 @@ local function applyIndex(blob, keyOffset)
 end
 `;
 
-/** IndexOps applied on their own: ARGV[1] is the blob, KEYS its keys. */
+/** IndexOps applied on their own: ARGV[1] is the blob, then the APPEND payloads; KEYS its keys. */
 export const INDEX_OPS_SCRIPT = `${LUA_APPLY_INDEX}
-applyIndex(ARGV[1], 0)
+applyIndex(ARGV[1], 0, 1)
 return 0
 `;
 
 /** Applies index writes outside the writer (loading test and benchmark data). */
 export async function applyIndexOps(redis: Redis, ops: IndexOps): Promise<void> {
-  await redis.eval(INDEX_OPS_SCRIPT, ops.keys.length, ...ops.keys, ops.encode());
+  await redis.eval(INDEX_OPS_SCRIPT, ops.keys.length, ...ops.keys, ops.encode(), ...ops.payloads);
 }

@@ -1,32 +1,29 @@
 import { createHash } from 'node:crypto';
-import { ReplyError, type ChainableCommander, type Redis } from 'ioredis';
+import { ReplyError, type Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { DIRECTIONS, type Direction, type FlowRecord } from '../record.js';
-import {
-  CONTEXT_FIELD,
-  decodeMessage,
-  encodeContext,
-  encodeRecord,
-  looksLikeRecord,
-  MESSAGE_FIELD,
-  RECORD_FIELD,
-} from './encode.js';
+import { decodeMessage, ENTRY_FIELDS, entryValues, looksLikeRecord, ORIGINAL_FIELD, packetTimeMs } from './encode.js';
 import { INDEX_OPS_SCRIPT, LUA_APPLY_INDEX, type IndexOps } from './index-ops.js';
-import { storeKeys } from './keys.js';
+import { BUCKET_MS, bucketOf, bucketStartMs, partitionName, storeKeys, WRITER_RE, type StoreKeys } from './keys.js';
 import { encodeArgs, readBulks, RespConnection, RespWriter } from './resp.js';
+import { Retention } from './retention.js';
 import { Spool, type SpoolSegment } from './spool.js';
 import type { IndexEntry, StreamIndexer } from './types.js';
 
 export type Origin = 'tcp' | 'udp' | 'file';
-export type StoreDropReason = 'spool-full' | 'spool-torn' | 'spool-write-failed' | 'closed';
-export const STORE_DROP_REASONS: readonly StoreDropReason[] = ['spool-full', 'spool-torn', 'spool-write-failed', 'closed'];
+export type StoreDropReason = 'spool-full' | 'spool-torn' | 'spool-write-failed' | 'closed' | 'expired';
+export const STORE_DROP_REASONS: readonly StoreDropReason[] = ['spool-full', 'spool-torn', 'spool-write-failed', 'closed', 'expired'];
 
 export interface StreamWriterOptions {
-  /** Key prefix (`<prefix>:flows:<direction>`). Default `dockflow`. */
+  /** Key prefix (see keys.ts). Default `dockflow`. */
   keyPrefix?: string;
-  /** One stream for every direction instead of one per direction (see `storeKeys`). */
+  /** One stream for every record, no partitions and no indexes (see `storeKeys`). */
   singleStream?: string | undefined;
+  /** This ingester's id, part of every partition it writes (`<bucket>.<writer>`). Default `w1`. */
+  writerId?: string;
+  /** Keep the syslog message as received in each entry (`o`). Default off. */
+  keepOriginal?: boolean;
   /** Records waiting for Redis before `push` asks callers to pause (UDP overflows to the spool). Default 4,000. */
   maxQueueRecords?: number;
   /** Records per batch (one transaction). Default 250. */
@@ -37,9 +34,9 @@ export interface StreamWriterOptions {
   maxBatchesInFlight?: number;
   /** Redis silent this long with a batch waiting: the batch connection is dropped and the batches are uncertain. Default 10 s. */
   replyTimeoutMs?: number;
-  /** `XADD … MAXLEN ~ n`; 0 = no count limit. Default 10,000,000. */
-  maxLenPerStream?: number;
-  /** `XTRIM … MINID ~ now-retentionMs`; 0 = no age limit. Default 30 days. */
+  /** Records this writer keeps at most (whole oldest partitions are deleted above it); 0 = no count limit. Default 0. */
+  maxRecords?: number;
+  /** Partitions whose packet-time bucket ended longer ago than this are deleted; 0 = no age limit. Default 30 days. */
   retentionMs?: number;
   /** Default 60 s. */
   trimIntervalMs?: number;
@@ -54,7 +51,7 @@ export interface StreamWriterDeps {
   logger: Logger;
   registry: Registry;
   indexer?: StreamIndexer | undefined;
-  /** Wall clock for stream IDs (tests move it backwards). */
+  /** Wall clock (retention, and stream IDs of a single stream; tests move it). */
   now?: () => number;
 }
 
@@ -75,16 +72,32 @@ export interface StreamWriterStats {
 }
 
 /**
+ * A partition this writer writes (or the single stream): its stream and the last ID given in it. Partition entry IDs
+ * are `<bucket start ms>-<entry number>`, numbers counting up from 0, so that an index can name an entry in 4 bytes.
+ */
+interface Part {
+  name: string;
+  bucket: number;
+  stream: string;
+  /** The ms part of every ID (partitions); undefined for the single stream, whose IDs follow the clock. */
+  fixedMs: number | undefined;
+  last: [number, number];
+  /** `last` was read from Redis since the last (re)connection. */
+  seeded: boolean;
+  /** Listed in the partition registry (as far as this writer knows). */
+  registered: boolean;
+}
+
+/**
  * One record on its way to Redis: its entry's fields already in RESP, in memory off the JS heap (`staged`), and what
  * the indexer needs of it, but neither the record nor its message: what waits for Redis is copied by every
  * young-generation collection it lives through, and those copies were the largest cost of the ingest thread.
  */
 interface Item {
   direction: Direction;
-  /** Index into the stream keys (`DIRECTIONS` order). */
-  stream: number;
-  /** Stored with its message (`m`, `x`: see encode.ts) rather than whole (`r`). */
-  withMessage: boolean;
+  part: Part;
+  /** Field-value pairs staged (ENTRY_FIELDS, plus the original message when kept). */
+  pairs: number;
   /** The entry's field-value pairs as RESP bulk strings, at `start`..`end` of `staged`. */
   staged: Buffer;
   start: number;
@@ -104,51 +117,49 @@ interface SegmentTicket {
   pending: number;
 }
 
-/** `XADD <stream>` with the argument count of an entry stored with its message (`m`, `x`: 7) or whole (`r`: 5). */
-interface XaddHeads {
-  message: Buffer;
-  whole: Buffer;
-}
-
 interface Batch {
   seq: number;
   items: Item[];
 }
 
 /**
- * A spool line: the record in one of the stream's two forms, the message and its context (`m`, `x`) or the whole
- * record (`r`), plus the ID it may already be stored under.
+ * A spool line: the entry as staged (`p` partition, `d` direction, `e` the values in ENTRY_FIELDS order, `o` the
+ * original message when kept), the indexer's facts (`x`), and the ID it may already be stored under. Lines of the
+ * version 1 writer (`m`+`x` or `r`) are read too.
  */
 interface SpoolLine {
+  v?: unknown;
+  p?: unknown;
+  d?: unknown;
+  e?: unknown;
+  o?: unknown;
+  x?: unknown;
   r?: unknown;
   m?: unknown;
-  x?: unknown;
   id?: unknown;
 }
 
-function spoolLine(message: string | undefined, encoded: string, id?: string): string {
-  const form = message !== undefined ? `"${MESSAGE_FIELD}":${JSON.stringify(message)},"${CONTEXT_FIELD}":${encoded}` : `"${RECORD_FIELD}":${encoded}`;
-  return id === undefined ? `{${form}}` : `{${form},"id":"${id}"}`;
-}
-
-/**
- * The entry's stored form (see encode.ts): the message and the context JSON, or (no message) the whole record's
- * JSON. An empty message parses to no record, so it cannot stand for one.
- */
-function storedForm(record: FlowRecord, message: string | undefined): { message: string | undefined; encoded: string } {
-  return message !== undefined && message !== '' ? { message, encoded: encodeContext(record) } : { message: undefined, encoded: encodeRecord(record) };
-}
-
-/** The spool line of a staged item: its fields read back from RESP. */
-function stagedSpoolLine(item: Item): string {
-  const fields = readBulks(item.staged, item.start, item.end);
-  return item.withMessage ? spoolLine(fields[1], fields[3] as string, item.id) : spoolLine(undefined, fields[1] as string, item.id);
-}
-
-/** The record a spool line holds, or `undefined` if it holds none. */
+/** The record a version 1 spool line holds, or `undefined` if it holds none. */
 function spooledRecord(line: SpoolLine): FlowRecord | undefined {
   if (typeof line.m === 'string') return decodeMessage(line.m, line.x);
   return looksLikeRecord(line.r) ? line.r : undefined;
+}
+
+/** The spool line of a staged item: its fields read back from RESP. */
+function stagedSpoolLine(item: Item, id?: string): string {
+  const fields = readBulks(item.staged, item.start, item.end);
+  const values: string[] = [];
+  for (let i = 1; i < ENTRY_FIELDS.length * 2; i += 2) values.push(fields[i] as string);
+  const original = item.pairs > ENTRY_FIELDS.length ? fields[ENTRY_FIELDS.length * 2 + 1] : undefined;
+  const facts = item.facts === NO_FACTS ? null : item.facts;
+  return JSON.stringify({ v: 2, p: item.part.name, d: item.direction, e: values, o: original, x: facts, id });
+}
+
+/** `EVALSHA <sha> <n> <keys…> <args…>` into a RESP buffer. */
+function writeEvalsha(w: RespWriter, sha: string, keys: readonly string[], args: ReadonlyArray<string | Buffer>): void {
+  w.command(3 + keys.length + args.length).arg('EVALSHA').arg(sha).arg(String(keys.length));
+  for (const key of keys) w.arg(key);
+  for (const arg of args) w.arg(arg);
 }
 
 const MAX_BACKOFF_MS = 5000;
@@ -160,10 +171,8 @@ const INDEX_COMMAND = 'dockflowIndex';
 type ScriptCommand = (numKeys: number, ...keysAndArgs: Array<string | Buffer>) => unknown;
 
 /**
- * A batch is one transaction: MULTI, this script (when there are index writes), an XADD per entry, an XTRIM per stream
- * written (once per batch rather than a MAXLEN on every XADD: the same approximate cap for fewer arguments), EXEC.
- * Plain XADDs cost Redis about half of what the same XADDs cost from inside a script (2.9 against 5.3–6.3 µs per
- * record, measured here).
+ * A batch is one transaction on one partition (one hash slot): MULTI, this script (when there are index writes), an
+ * XADD per entry, EXEC. Plain XADDs cost Redis about half of what the same XADDs cost from inside a script.
  *
  * The index writes must apply only if every XADD of the batch succeeds: a refused entry is resent later under a new ID,
  * and counting it twice would be wrong. Inside a transaction nothing runs in between, so the script, run first, can tell
@@ -173,9 +182,8 @@ type ScriptCommand = (numKeys: number, ...keysAndArgs: Array<string | Buffer>) =
  * an entry found in Redis after a lost connection has its index writes too. The index writes run under pcall: a
  * failing one must not look like a failed batch (the writer would resend stored entries).
  *
- * KEYS: the streams, then the indexer's keys. ARGV[1]: the number of streams; ARGV[2]: `<stream number>:<first ID>`
- * of each stream the batch writes, joined by ','; ARGV[3]: the IndexOps blob.
- * Reply: 'ok', 'skipped', or 'index failed: <error>'.
+ * KEYS: the stream, then the indexer's keys. ARGV[1]: the batch's first ID; ARGV[2]: the IndexOps blob; then its
+ * APPEND payloads. Reply: 'ok', 'skipped', or 'index failed: <error>'.
  */
 const GUARDED_INDEX_SCRIPT = `${LUA_APPLY_INDEX}
 local function idBelow(a, b)
@@ -184,52 +192,52 @@ local function idBelow(a, b)
   am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
   return am < bm or (am == bm and as < bs)
 end
-for spec in string.gmatch(ARGV[2], '[^,]+') do
-  local n, first = string.match(spec, '^(%d+):(.+)$')
-  local key = KEYS[tonumber(n)]
-  local kind = redis.call('TYPE', key).ok
-  if kind ~= 'none' then
-    if kind ~= 'stream' then return 'skipped' end
-    local info = redis.call('XINFO', 'STREAM', key)
-    local last
-    for i = 1, #info, 2 do
-      if info[i] == 'last-generated-id' then last = info[i + 1] break end
-    end
-    if not last or not idBelow(last, first) then return 'skipped' end
+local key = KEYS[1]
+local kind = redis.call('TYPE', key).ok
+if kind ~= 'none' then
+  if kind ~= 'stream' then return 'skipped' end
+  local info = redis.call('XINFO', 'STREAM', key)
+  local last
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then last = info[i + 1] break end
   end
+  if not last or not idBelow(last, ARGV[1]) then return 'skipped' end
 end
-local ok, err = pcall(applyIndex, ARGV[3], tonumber(ARGV[1]))
+local ok, err = pcall(applyIndex, ARGV[2], 1, 2)
 if not ok then return 'index failed: ' .. tostring(type(err) == 'table' and err.err or err) end
 return 'ok'
 `;
 const GUARDED_INDEX_SHA = createHash('sha1').update(GUARDED_INDEX_SCRIPT).digest('hex');
-/** Sent on every (re)connection of the batch connection, so that EVALSHA finds the script. */
-const SCRIPT_LOAD = new RespWriter(GUARDED_INDEX_SCRIPT.length + 64).command(3).arg('SCRIPT').arg('LOAD').arg(GUARDED_INDEX_SCRIPT).bytes();
+const INDEX_OPS_SHA = createHash('sha1').update(INDEX_OPS_SCRIPT).digest('hex');
+/** Sent on every (re)connection of the batch connection, so that EVALSHA finds the scripts. */
+const SCRIPT_LOAD = Buffer.concat([
+  new RespWriter(GUARDED_INDEX_SCRIPT.length + 64).command(3).arg('SCRIPT').arg('LOAD').arg(GUARDED_INDEX_SCRIPT).bytes(),
+  new RespWriter(INDEX_OPS_SCRIPT.length + 64).command(3).arg('SCRIPT').arg('LOAD').arg(INDEX_OPS_SCRIPT).bytes(),
+]);
 
-/** Lua's 1-based stream numbers, as strings, made once. */
-const STREAM_INDEX_ARG = Array.from({ length: 16 }, (_, i) => String(i + 1));
 /** Field names as RESP bytes, written as they are into every XADD. */
-const MESSAGE_ARG = encodeArgs(MESSAGE_FIELD);
-const CONTEXT_ARG = encodeArgs(CONTEXT_FIELD);
-const RECORD_ARG = encodeArgs(RECORD_FIELD);
+const FIELD_ARGS = ENTRY_FIELDS.map((f) => encodeArgs(f));
+const ORIGINAL_ARG = encodeArgs(ORIGINAL_FIELD);
 /** Items' fields are staged in chunks of this size, each freed once no item written into it is left. */
 const STAGING_CHUNK_BYTES = 1024 * 1024;
 /** Room past the chunk size for the record that crosses it (a larger one grows the chunk). */
 const stagingChunk = (): RespWriter => new RespWriter(STAGING_CHUNK_BYTES + 64 * 1024);
 const CONFLICT_RE = /equal or smaller than the target stream top item/i;
+/** Entry numbers index into 4 bytes. */
+const MAX_ENTRY_NUMBER = 0xffffffff;
 
 /**
- * Writes records into one Redis stream per direction, in pipelined batches, with a bounded memory queue, an on-disk
- * spool for UDP overflow and for what is left at close, and retries that never lose nor reorder what Redis did not
- * take.
+ * Writes records into partitions (one stream and its indexes per packet-time bucket and writer, see keys.ts), in
+ * pipelined batches of one partition each, with a bounded memory queue, an on-disk spool for UDP overflow and for
+ * what is left at close, and retries that never lose nor reorder what Redis did not take.
  *
- * Stream IDs are assigned here (`<ms>-<seq>`, strictly increasing per stream, seeded from the stream's
- * last-generated-id on every (re)connection, the clock taken as max(now, last) so it never goes backwards), so that
- * the indexer can reference entries in the same transaction, and so that after a lost connection the writer can ask Redis
- * which of the unanswered entries it holds (`XRANGE id id`) instead of guessing: those are counted stored, the
- * others are resent, in order, under new IDs. Nothing new is sent until that is settled, so order within a stream is
- * kept across outages. (A definite error reply such as OOM can still reorder: the failed records are resent after
- * batches already in flight.)
+ * Stream IDs are assigned here (`<bucket start>-<entry number>`, strictly increasing per partition, seeded from the
+ * stream's last-generated-id when a partition is first written after each (re)connection), so that the indexer can
+ * reference entries in the same transaction, and so that after a lost connection the writer can ask Redis which of
+ * the unanswered entries it holds (`XRANGE id id`) instead of guessing: those are counted stored, the others are
+ * resent, in order, under new IDs. Nothing new is sent until that is settled, so order within a partition is kept
+ * across outages. (A definite error reply such as OOM can still reorder: the failed records are resent after batches
+ * already in flight.)
  */
 export class StreamWriter {
   private readonly redis: Redis;
@@ -238,17 +246,18 @@ export class StreamWriter {
   private readonly logger: Logger;
   private readonly indexer: StreamIndexer | undefined;
   private readonly now: () => number;
-  private readonly streams: readonly string[];
-  private readonly streamCountArg: string;
-  private readonly streamOf: Map<string, number>;
-  private readonly xaddHeads: readonly XaddHeads[];
+  private readonly keys: StoreKeys;
+  private readonly writerId: string;
+  private readonly keepOriginal: boolean;
+  private readonly parts = new Map<string, Part>();
+  private readonly single: Part | undefined;
   private readonly spool: Spool;
+  private readonly retention: Retention | undefined;
 
   private readonly maxQueue: number;
   private readonly batchMax: number;
   private readonly flushIntervalMs: number;
   private readonly maxInFlight: number;
-  private readonly maxLen: string | undefined;
   private readonly retentionMs: number;
   private readonly trimIntervalMs: number;
 
@@ -258,8 +267,7 @@ export class StreamWriter {
   private failed: Batch[] = [];
   private batchSeq = 0;
   private uncertainCount = 0;
-  /** Last ID per stream: [ms, seq]. */
-  private readonly lastIds: Array<[number, number]>;
+  /** Every partition an item waits for has its last ID read from Redis. */
   private seeded = false;
   private redisUp = false;
   private maintenance = false;
@@ -292,7 +300,8 @@ export class StreamWriter {
 
   private readonly onReady = (): void => {
     this.redisUp = true;
-    this.seeded = false;
+    this.unseedAll();
+    this.indexer?.forget?.();
     this.backoffMs = 0;
     this.retryAt = 0;
     this.pump();
@@ -307,26 +316,39 @@ export class StreamWriter {
     const { host, port, path, username, password, db, tls, connectTimeout } = redis.options;
     this.resp = new RespConnection(
       { host, port, path, username, password, db, tls, connectTimeout },
-      { logger: deps.logger, onReady: () => this.pump(), setup: () => ({ payload: SCRIPT_LOAD, replies: 1 }), replyTimeoutMs: opts.replyTimeoutMs },
+      {
+        logger: deps.logger,
+        onReady: () => this.pump(),
+        setup: () => ({ payload: SCRIPT_LOAD, replies: 2 }),
+        replyTimeoutMs: opts.replyTimeoutMs,
+      },
     );
     this.logger = deps.logger;
-    this.indexer = deps.indexer;
+    this.indexer = opts.singleStream === undefined ? deps.indexer : undefined;
     this.now = deps.now ?? Date.now;
-    const keys = storeKeys(opts.keyPrefix, opts.singleStream);
-    this.streams = keys.streams;
-    this.streamCountArg = String(this.streams.length);
-    this.streamOf = new Map(DIRECTIONS.map((d) => [d, this.streams.indexOf(keys.stream(d))]));
-    const head = (argc: number, stream: string): Buffer => Buffer.from(new RespWriter(64).command(argc).arg('XADD').arg(stream).bytes());
-    this.xaddHeads = this.streams.map((stream) => ({ message: head(7, stream), whole: head(5, stream) }));
-    this.lastIds = this.streams.map(() => [0, 0]);
+    this.keys = storeKeys(opts.keyPrefix, opts.singleStream);
+    this.writerId = opts.writerId ?? 'w1';
+    if (!WRITER_RE.test(this.writerId)) throw new Error(`writer id ${JSON.stringify(this.writerId)} must be 1-32 of [A-Za-z0-9_-]`);
+    this.keepOriginal = opts.keepOriginal ?? false;
+    this.single =
+      opts.singleStream === undefined ? undefined : { name: opts.singleStream, bucket: 0, stream: opts.singleStream, fixedMs: undefined, last: [0, 0], seeded: false, registered: true };
     this.maxQueue = opts.maxQueueRecords ?? 4_000;
     this.batchMax = opts.batchMaxRecords ?? 250;
     this.flushIntervalMs = opts.flushIntervalMs ?? 50;
     this.maxInFlight = opts.maxBatchesInFlight ?? 4;
-    const maxLen = opts.maxLenPerStream ?? 10_000_000;
-    this.maxLen = maxLen > 0 ? String(maxLen) : undefined;
     this.retentionMs = opts.retentionMs ?? 30 * 24 * 3600 * 1000;
     this.trimIntervalMs = opts.trimIntervalMs ?? 60_000;
+    const maxRecords = opts.maxRecords ?? 0;
+    if (this.single === undefined && (this.retentionMs > 0 || maxRecords > 0)) {
+      this.retention = new Retention(redis, this.keys, {
+        retentionMs: this.retentionMs,
+        maxRecords,
+        writerId: this.writerId,
+        logger: this.logger,
+        now: this.now,
+        onDeleted: (names) => this.forgetPartitions(names),
+      });
+    }
     this.spool = new Spool(
       { dir: opts.spoolDir, maxBytes: opts.spoolMaxBytes ?? 1024 ** 3, segmentBytes: opts.spoolSegmentBytes ?? 1024 ** 2 },
       { logger: this.logger, onLost: (n) => (this.counts.dropped['spool-write-failed'] += n) },
@@ -338,6 +360,51 @@ export class StreamWriter {
     }
   }
 
+  /** Retention's pass, for tests and for `dockflow` commands that trim on demand. */
+  async trimNow(): Promise<void> {
+    await this.retention?.run();
+  }
+
+  private unseedAll(): void {
+    this.seeded = false;
+    for (const p of this.parts.values()) {
+      p.seeded = false;
+      p.registered = false;
+    }
+    if (this.single) this.single.seeded = false;
+  }
+
+  /** The partition a packet time goes to (created on first use). */
+  private partOf(timeMs: number): Part {
+    if (this.single !== undefined) return this.single;
+    const bucket = bucketOf(timeMs);
+    const name = partitionName(bucket, this.writerId);
+    let part = this.parts.get(name);
+    if (part === undefined) {
+      const fixedMs = bucketStartMs(bucket);
+      part = { name, bucket, stream: this.keys.stream(name), fixedMs, last: [fixedMs, -1], seeded: false, registered: false };
+      this.parts.set(name, part);
+    }
+    return part;
+  }
+
+  /** Retention deleted these partitions: they start again from entry 0 if written again, and are registered again. */
+  private forgetPartitions(names: readonly string[]): void {
+    for (const name of names) {
+      const part = this.parts.get(name);
+      if (part !== undefined) {
+        part.seeded = false;
+        part.registered = false;
+      }
+    }
+    this.seeded = false;
+  }
+
+  /** A partition whose bucket retention has passed (records for it are counted as `expired`, not stored). */
+  private expired(part: Part): boolean {
+    return this.single === undefined && this.retentionMs > 0 && bucketStartMs(part.bucket) + BUCKET_MS <= this.now() - this.retentionMs;
+  }
+
   /** Opens the spool (records a previous run left are replayed first) and starts writing once Redis is ready. */
   async start(): Promise<void> {
     if (this.started) return;
@@ -347,7 +414,7 @@ export class StreamWriter {
     this.redis.on('close', this.onClose);
     this.redis.on('end', this.onClose);
     this.resp.connect();
-    if (this.retentionMs > 0) this.trimTimer = setInterval(() => void this.trim(), this.trimIntervalMs).unref();
+    if (this.retention !== undefined) this.trimTimer = setInterval(() => void this.retention?.run(), this.trimIntervalMs).unref();
     if (this.redis.status === 'ready') this.onReady();
     else this.logger.warn({ status: this.redis.status }, 'Redis not ready yet; records wait in the queue and the spool');
   }
@@ -356,7 +423,8 @@ export class StreamWriter {
    * Takes the record (always, unless closed). `false` asks the caller to pause until `onDrain`: the queue is full.
    * UDP records are not queued beyond the bound: with the queue full, or while older UDP records are in the spool,
    * they go to the spool (and the caller is asked to pause); with the spool full they are dropped and counted.
-   * `message`, the syslog message the record was parsed from, is stored with it (see encode.ts).
+   * `message`, the syslog message the record was parsed from, is stored with it when `keepOriginal` is on. A record
+   * whose packet time is already past retention is counted (`expired`) and not stored.
    */
   push(record: FlowRecord, origin: Origin, message?: string): boolean {
     this.counts.pushed[origin]++;
@@ -364,9 +432,13 @@ export class StreamWriter {
       this.counts.dropped.closed++;
       return false;
     }
+    const item = this.itemOf(record, message);
+    if (this.expired(item.part)) {
+      this.counts.dropped.expired++;
+      return true;
+    }
     if (origin === 'udp' && (this.queue.length >= this.maxQueue || this.spool.hasUnread())) {
-      const form = storedForm(record, message);
-      if (this.spool.append(spoolLine(form.message, form.encoded))) {
+      if (this.spool.append(stagedSpoolLine(item))) {
         this.counts.spooled++;
         // Taken; and the UDP receiver, which can hold datagrams unparsed in its own backlog, is asked to pause.
         this.wantDrain = true;
@@ -375,7 +447,7 @@ export class StreamWriter {
       this.counts.dropped['spool-full']++;
       return false;
     }
-    this.queue.push(this.itemOf(record, message));
+    this.enqueue(item);
     if (this.queue.length >= this.batchMax) {
       if (!this.kickPending) {
         this.kickPending = true;
@@ -390,17 +462,27 @@ export class StreamWriter {
     return false;
   }
 
+  private enqueue(item: Item): void {
+    if (!item.part.seeded) this.seeded = false;
+    this.queue.push(item);
+  }
+
   private itemOf(record: FlowRecord, message: string | undefined): Item {
-    const direction = record.network.direction;
-    const stream = this.streamOf.get(direction) ?? this.streams.length - 1;
-    const facts = this.factsOf(record);
-    const form = storedForm(record, message);
+    let timeMs = packetTimeMs(record);
+    if (!Number.isFinite(timeMs)) timeMs = this.now();
+    const values = entryValues(record, timeMs);
+    const original = this.keepOriginal && message !== undefined ? message : undefined;
+    return this.stage(record.network.direction, this.partOf(timeMs), values, original, this.factsOf(record));
+  }
+
+  /** Stages an entry's fields as RESP. */
+  private stage(direction: Direction, part: Part, values: readonly string[], original: string | undefined, facts: unknown): Item {
     let staging = this.staging;
     if (staging.length >= STAGING_CHUNK_BYTES) staging = this.staging = stagingChunk();
     const start = staging.length;
-    if (form.message !== undefined) staging.raw(MESSAGE_ARG).arg(form.message).raw(CONTEXT_ARG).arg(form.encoded);
-    else staging.raw(RECORD_ARG).arg(form.encoded);
-    return { direction, stream, withMessage: form.message !== undefined, staged: staging.buffer, start, end: staging.length, facts };
+    for (let i = 0; i < FIELD_ARGS.length; i++) staging.raw(FIELD_ARGS[i]!).arg(values[i] ?? '');
+    if (original !== undefined) staging.raw(ORIGINAL_ARG).arg(original);
+    return { direction, part, pairs: FIELD_ARGS.length + (original !== undefined ? 1 : 0), staged: staging.buffer, start, end: staging.length, facts };
   }
 
   private factsOf(record: FlowRecord): unknown {
@@ -495,55 +577,108 @@ export class StreamWriter {
     this.flushDue = false;
   }
 
-  private dispatch(items: Item[]): void {
+  /** Sends what was taken from the queue as one transaction per partition, in queue order within each. */
+  private dispatch(taken: Item[]): void {
+    const byPart = new Map<Part, Item[]>();
+    for (const item of taken) {
+      if (this.expired(item.part)) {
+        // Waited (an outage, the spool) past retention: its partition may be deleted already.
+        this.counts.dropped.expired++;
+        this.release(item);
+        continue;
+      }
+      let list = byPart.get(item.part);
+      if (list === undefined) byPart.set(item.part, (list = []));
+      list.push(item);
+    }
+    for (const [part, items] of byPart) this.dispatchPart(part, items);
+  }
+
+  private dispatchPart(part: Part, items: Item[]): void {
     let bytes = 0;
-    /** The streams this batch writes, each with its first ID. */
-    const firstIds = new Map<number, string>();
     for (const item of items) {
-      const id = this.nextId(item.stream);
-      item.id = id;
-      if (!firstIds.has(item.stream)) firstIds.set(item.stream, id);
+      item.id = this.nextId(part);
       bytes += item.end - item.start + 64;
     }
-    const ops = this.buildIndex(items);
-    const w = new RespWriter(bytes + (ops === undefined ? 0 : ops.keys.length * 64) + 256);
+    const firstId = items[0]!.id as string;
+    const ops = this.buildIndex(part, items);
+    const registry = this.buildRegistry(part, items);
+    const w = new RespWriter(bytes + (ops === undefined ? 0 : ops.keys.length * 64 + 1024) + 256);
+    let before = 0;
+    // The partition is listed before its first entry is written: queries and retention find partitions there.
+    const registering = !part.registered;
+    if (registering) {
+      w.command(5).arg('ZADD').arg(this.keys.partitions).arg('NX').arg(String(part.bucket)).arg(part.name);
+      part.registered = true;
+      before++;
+    }
+    if (registry !== undefined) {
+      writeEvalsha(w, INDEX_OPS_SHA, registry.keys, [registry.encode(), ...registry.payloads]);
+      before++;
+    }
     w.command(1).arg('MULTI');
     let queued = items.length;
     if (ops !== undefined) {
-      const keys = [...this.streams, ...ops.keys];
-      w.command(6 + keys.length).arg('EVALSHA').arg(GUARDED_INDEX_SHA).arg(String(keys.length));
-      for (const key of keys) w.arg(key);
-      const written = [...firstIds].map(([stream, id]) => `${STREAM_INDEX_ARG[stream]}:${id}`);
-      w.arg(this.streamCountArg).arg(written.join(',')).arg(ops.encode());
+      writeEvalsha(w, GUARDED_INDEX_SHA, [part.stream, ...ops.keys], [firstId, ops.encode(), ...ops.payloads]);
       queued++;
     }
     for (const item of items) {
-      const xadd = this.xaddHeads[item.stream] as XaddHeads;
-      w.raw(item.withMessage ? xadd.message : xadd.whole)
+      w.command(3 + item.pairs * 2)
+        .arg('XADD')
+        .arg(part.stream)
         .arg(item.id as string)
         .raw(item.staged, item.start, item.end);
-    }
-    if (this.maxLen !== undefined) {
-      for (const stream of firstIds.keys()) {
-        w.command(5).arg('XTRIM').arg(this.streams[stream] as string).arg('MAXLEN').arg('~').arg(this.maxLen);
-        queued++;
-      }
     }
     w.command(1).arg('EXEC');
     const batch: Batch = { seq: this.batchSeq++, items };
     this.inFlight.set(batch.seq, batch);
     const endTimer = this.writeSeconds.startTimer();
-    // Replies: MULTI's OK, one per queued command, then EXEC's array of their results (or its error).
-    this.resp.send(w.bytes(), queued + 2).then(
-      (replies) => this.settle(batch, replies[replies.length - 1], ops !== undefined, endTimer),
-      (err: unknown) => this.settle(batch, err instanceof Error ? err : new Error(String(err)), ops !== undefined, endTimer),
+    // Replies: the registry script's (if sent), MULTI's OK, one per queued command, then EXEC's array of their
+    // results (or its error).
+    this.resp.send(w.bytes(), before + queued + 2).then(
+      (replies) => {
+        if (registering && replies[0] instanceof Error) part.registered = false;
+        const reg = replies[registering ? 1 : 0];
+        if (registry !== undefined && reg instanceof Error) this.registryFailed(reg);
+        this.settle(batch, replies[replies.length - 1], ops !== undefined, endTimer);
+      },
+      (err: unknown) => {
+        if (registering) part.registered = false;
+        this.indexer?.forget?.();
+        this.settle(batch, err instanceof Error ? err : new Error(String(err)), ops !== undefined, endTimer);
+      },
     );
   }
 
-  private buildIndex(items: readonly Item[]): IndexOps | undefined {
-    if (this.indexer === undefined) return undefined;
+  private registryFailed(err: Error): void {
+    this.indexer?.forget?.();
+    this.counts.indexErrors++;
+    if (/NOSCRIPT/.test(err.message)) void this.resp.send(SCRIPT_LOAD, 2).catch(() => undefined);
+    this.logger.warn({ err }, 'registry writes failed; they are made again with the next batches');
+  }
+
+  private entriesOf(part: Part, items: readonly Item[]): IndexEntry[] {
     const entries: IndexEntry[] = [];
-    for (const item of items) if (item.facts !== NO_FACTS) entries.push({ facts: item.facts, stream: this.streams[item.stream] as string, id: item.id as string });
+    for (const item of items) {
+      if (item.facts !== NO_FACTS) entries.push({ facts: item.facts, partition: part.name, stream: part.stream, id: item.id as string });
+    }
+    return entries;
+  }
+
+  private buildRegistry(part: Part, items: readonly Item[]): IndexOps | undefined {
+    if (this.indexer?.registry === undefined) return undefined;
+    try {
+      return this.indexer.registry(this.entriesOf(part, items));
+    } catch (err) {
+      this.counts.indexErrors++;
+      this.logger.error({ err }, 'indexer failed on registry writes');
+      return undefined;
+    }
+  }
+
+  private buildIndex(part: Part, items: readonly Item[]): IndexOps | undefined {
+    if (this.indexer === undefined) return undefined;
+    const entries = this.entriesOf(part, items);
     try {
       return this.indexer.build(entries);
     } catch (err) {
@@ -555,10 +690,12 @@ export class StreamWriter {
 
   /** Index writes for the stored part of a batch whose other entries Redis refused (the batch's own were skipped). */
   private indexApart(items: readonly Item[]): void {
-    const ops = this.buildIndex(items);
+    const part = items[0]?.part;
+    if (part === undefined) return;
+    const ops = this.buildIndex(part, items);
     if (ops === undefined) return;
     const pipeline = this.redis.pipeline();
-    (pipeline as unknown as Record<string, ScriptCommand>)[INDEX_COMMAND]!.call(pipeline, ops.keys.length, ...ops.keys, ops.encode());
+    (pipeline as unknown as Record<string, ScriptCommand>)[INDEX_COMMAND]!.call(pipeline, ops.keys.length, ...ops.keys, ops.encode(), ...ops.payloads);
     pipeline.exec().then(
       (results) => {
         const err = results?.[0]?.[0];
@@ -597,7 +734,10 @@ export class StreamWriter {
       firstErr ??= err;
       if (err.name === 'ReplyError') {
         // Redis answered no: it does not hold the entry. A conflict means our idea of the stream's last ID is stale.
-        if (CONFLICT_RE.test(err.message)) this.seeded = false;
+        if (CONFLICT_RE.test(err.message)) {
+          item.part.seeded = false;
+          this.seeded = false;
+        }
         item.id = undefined;
       } else item.uncertain = true;
       notStored.push(item);
@@ -627,7 +767,7 @@ export class StreamWriter {
     }
     // 'skipped' (some XADD was going to fail), or the script did not run (NOSCRIPT after a SCRIPT FLUSH): the stored
     // entries are indexed in a call of their own.
-    if (answer instanceof Error && /NOSCRIPT/.test(answer.message)) void this.resp.send(SCRIPT_LOAD, 1).catch(() => undefined);
+    if (answer instanceof Error && /NOSCRIPT/.test(answer.message)) void this.resp.send(SCRIPT_LOAD, 2).catch(() => undefined);
     const notStoredSet = new Set(notStored);
     const stored = items.filter((item) => !notStoredSet.has(item));
     if (stored.length > 0) this.indexApart(stored);
@@ -635,6 +775,11 @@ export class StreamWriter {
 
   private stored(item: Item): void {
     this.counts.stored[item.direction]++;
+    this.release(item);
+  }
+
+  /** The item is settled (stored or counted): its spool segment can go once all of its records are. */
+  private release(item: Item): void {
     const ticket = item.ticket;
     if (ticket && --ticket.pending === 0) this.spool.release(ticket.segment);
   }
@@ -649,7 +794,10 @@ export class StreamWriter {
     const batches = this.failed.sort((a, b) => a.seq - b.seq);
     this.failed = [];
     const items = batches.flatMap((b) => b.items);
-    for (const item of items) if (item.uncertain) this.uncertainCount++;
+    for (const item of items) {
+      if (item.uncertain) this.uncertainCount++;
+      if (!item.part.seeded) this.seeded = false;
+    }
     this.queue.unshift(items);
   }
 
@@ -669,29 +817,36 @@ export class StreamWriter {
     this.pump();
   }
 
+  /** Reads the last ID of every partition an item waits for and that was not read since the (re)connection. */
   private async seed(): Promise<void> {
+    const parts = new Set<Part>();
+    for (const item of this.queue.filter((i) => !i.part.seeded)) parts.add(item.part);
+    const list = [...parts];
     const pipeline = this.redis.pipeline();
-    for (const stream of this.streams) pipeline.xinfo('STREAM', stream);
-    const results = (await pipeline.exec()) ?? [];
-    this.streams.forEach((stream, i) => {
+    for (const part of list) pipeline.xinfo('STREAM', part.stream);
+    const results = list.length > 0 ? ((await pipeline.exec()) ?? []) : [];
+    list.forEach((part, i) => {
       const [err, info] = results[i] ?? [new Error('no reply'), undefined];
       if (err) {
-        if (/no such key/i.test(err.message)) return;
+        // No stream yet; or a key of another type, which its XADDs will be refused on (counted, retried).
+        if (/no such key|WRONGTYPE/i.test(err.message)) return;
         throw err;
       }
       const last = parseId(lastGeneratedId(info));
-      if (!last) throw new Error(`XINFO STREAM ${stream}: no last-generated-id`);
-      const mine = this.lastIds[i] as [number, number];
-      if (compareIds(last, mine) > 0) this.lastIds[i] = last;
+      if (!last) throw new Error(`XINFO STREAM ${part.stream}: no last-generated-id`);
+      if (compareIds(last, part.last) > 0) part.last = last;
     });
-    if (!this.closed) this.seeded = true;
+    if (this.closed) return;
+    for (const part of list) part.seeded = true;
+    // Items queued meanwhile for partitions not read yet leave `seeded` false for another round.
+    this.seeded = !this.queue.filter((i) => !i.part.seeded).length;
   }
 
   /** Asks Redis, for each record sent without an answer, whether it holds it. */
   private async resolveUncertain(): Promise<void> {
     const pending = this.queue.filter((item) => item.uncertain === true);
     const pipeline = this.redis.pipeline();
-    for (const item of pending) pipeline.xrange(this.streams[item.stream] as string, item.id as string, item.id as string);
+    for (const item of pending) pipeline.xrange(item.part.stream, item.id as string, item.id as string);
     const results = (await pipeline.exec()) ?? [];
     if (this.closed) return;
     const found = new Set<Item>();
@@ -721,19 +876,24 @@ export class StreamWriter {
     let bad = read.torn;
     for (const entry of read.entries) {
       const line = entry as SpoolLine;
-      const record = typeof line === 'object' && line !== null ? spooledRecord(line) : undefined;
-      if (record === undefined) {
+      const item = typeof line === 'object' && line !== null ? this.spooledItem(line) : undefined;
+      if (item === undefined) {
         bad++;
         continue;
       }
-      const item: Item = { ...this.itemOf(record, typeof line.m === 'string' ? line.m : undefined), ticket };
-      if (typeof line.id === 'string') {
+      item.ticket = ticket;
+      if (typeof line.id === 'string' && line.v === 2) {
         item.id = line.id;
         item.uncertain = true;
         this.uncertainCount++;
       }
       ticket.pending++;
-      this.queue.push(item);
+      if (this.expired(item.part)) {
+        this.counts.dropped.expired++;
+        this.release(item);
+        continue;
+      }
+      this.enqueue(item);
     }
     this.counts.replayed += ticket.pending;
     this.counts.dropped['spool-torn'] += bad;
@@ -741,8 +901,29 @@ export class StreamWriter {
     this.logger.info({ records: ticket.pending, unreadable: bad, spoolBytes: this.spool.bytes }, 'replaying spooled records');
   }
 
-  private nextId(stream: number): string {
-    const last = this.lastIds[stream] as [number, number];
+  /** The item a spool line holds (this version's, or a record of the version 1 writer), or undefined. */
+  private spooledItem(line: SpoolLine): Item | undefined {
+    if (line.v !== 2) {
+      const record = spooledRecord(line);
+      return record === undefined ? undefined : this.itemOf(record, typeof line.m === 'string' ? line.m : undefined);
+    }
+    const values = line.e;
+    if (typeof line.p !== 'string' || typeof line.d !== 'string' || !Array.isArray(values) || values.length !== ENTRY_FIELDS.length) return undefined;
+    if (!values.every((v) => typeof v === 'string') || !(DIRECTIONS as readonly string[]).includes(line.d)) return undefined;
+    const t = Number(values[0]);
+    if (!Number.isFinite(t)) return undefined;
+    const part = this.partOf(t);
+    const facts = this.indexer === undefined ? undefined : line.x === null || line.x === undefined ? NO_FACTS : line.x;
+    return this.stage(line.d as Direction, part, values as string[], typeof line.o === 'string' ? line.o : undefined, facts);
+  }
+
+  private nextId(part: Part): string {
+    const last = part.last;
+    if (part.fixedMs !== undefined) {
+      if (last[0] !== part.fixedMs || last[1] >= MAX_ENTRY_NUMBER) throw new Error(`partition ${part.name} is full`);
+      last[1]++;
+      return `${part.fixedMs}-${last[1]}`;
+    }
     const now = this.now();
     // The clock may step back (NTP) or the stream may hold later IDs: stay on the last millisecond then.
     if (now > last[0]) {
@@ -750,21 +931,6 @@ export class StreamWriter {
       last[1] = 0;
     } else last[1]++;
     return `${last[0]}-${last[1]}`;
-  }
-
-  private async trim(): Promise<void> {
-    if (!this.redisUp || this.closing) return;
-    const minTimeMs = this.now() - this.retentionMs;
-    const pipeline = this.redis.pipeline();
-    for (const stream of this.streams) pipeline.xtrim(stream, 'MINID', '~', `${minTimeMs}-0`);
-    this.indexer?.trim?.(pipeline, minTimeMs);
-    try {
-      const results = (await pipeline.exec()) ?? [];
-      const err = results.find(([e]) => e)?.[0];
-      if (err) this.logger.warn({ err }, 'retention trim failed in part');
-    } catch (err) {
-      this.logger.warn({ err }, 'retention trim failed');
-    }
   }
 
   private checkIdle(): void {
@@ -798,7 +964,7 @@ export class StreamWriter {
     this.failed = [];
     // An item still carrying an ID was sent and not answered: keep the ID so the next run asks Redis whether it
     // took it before resending.
-    const lines = left.map(stagedSpoolLine);
+    const lines = left.map((item) => stagedSpoolLine(item, item.id));
     try {
       this.spool.writeHead(lines);
       this.counts.spooled += lines.length;

@@ -1,4 +1,3 @@
-import type { ChainableCommander } from 'ioredis';
 import type { FlowRecord } from '../record.js';
 import type { IndexOps } from './index-ops.js';
 
@@ -9,6 +8,8 @@ import type { IndexOps } from './index-ops.js';
 export interface IndexEntry<Facts = unknown> {
   /** What `StreamIndexer.facts` took from the record. */
   facts: Facts;
+  /** The partition (`<bucket>.<writer>`) and its stream: one per batch. */
+  partition: string;
   stream: string;
   id: string;
 }
@@ -27,6 +28,11 @@ export interface StreamIndexer<Facts = unknown> {
    * need that), except when that second call itself is lost with the connection.
    */
   build(entries: readonly IndexEntry<Facts>[]): IndexOps | undefined;
-  /** Queue the deletion of index entries older than `minId`/`minTimeMs` (retention). Runs once per trim cycle. */
-  trim?(pipeline: ChainableCommander, minTimeMs: number): void;
+  /**
+   * Writes to global registries (another hash slot than the partition's) that the batch's records refer to, sent
+   * just before the batch in a call of their own: idempotent, and remembered as written only until `forget`.
+   */
+  registry?(entries: readonly IndexEntry<Facts>[]): IndexOps | undefined;
+  /** After a failure or a reconnection: registry writes may not have been applied. */
+  forget?(): void;
 }

@@ -2,6 +2,7 @@ import t from 'tap';
 import type { FastifyInstance } from 'fastify';
 import type { FlowRecord } from '../../src/record.js';
 import { topN } from '../../src/store/aggregate.js';
+import { StoreReader } from '../../src/store/query.js';
 import { appFor, LOSS } from './app-helper.js';
 import { BASE_MS, buildDataset, CONTAINERS, enrich, startEnv, type Env } from './store-helper.js';
 
@@ -74,17 +75,17 @@ t.test('a skewed range settles the top early and exactly, without merging every 
     return r;
   });
   await env.writer.write([...heavy, ...tail]);
-  const k = env.writer.keys;
+  const reader = new StoreReader(env.redis, env.writer.keys, { retentionMs: 0 });
   const range = { by: 'dst' as const, sinceMs: at, untilMs: at + 59_000 };
-  const early = await topN(env.redis, k, { ...range, limit: 1, unionMaxEntries: 0 });
+  const early = await topN(reader, { ...range, limit: 1, unionMaxEntries: 0 });
   t.same(early.entries, [{ value: '192.0.2.1', count: 120 }]);
   t.equal(early.distinct, undefined, 'not every value was read, so no distinct count is claimed');
   for (const limit of [1, 5, 70, 1000]) {
-    const threshold = await topN(env.redis, k, { ...range, limit, unionMaxEntries: 0 });
-    const union = await topN(env.redis, k, { ...range, limit, unionMaxEntries: Infinity });
+    const threshold = await topN(reader, { ...range, limit, unionMaxEntries: 0 });
+    const union = await topN(reader, { ...range, limit, unionMaxEntries: Infinity });
     t.same(threshold.entries, union.entries, `limit ${limit}: the threshold answer equals the full merge`);
   }
-  const all = await topN(env.redis, k, { ...range, limit: 1000 });
+  const all = await topN(reader, { ...range, limit: 1000 });
   t.equal(all.distinct, 401);
   t.equal(all.entries.reduce((n, e) => n + e.count, 0), 520);
 });

@@ -2,13 +2,19 @@
  * Test support: records from real corpus lines, enriched the way the attribution and GeoIP stages would, and written
  * the way the stream writer does (explicit increasing IDs, XADD and the indexer in one pipeline).
  */
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { pino, type Logger } from 'pino';
+import { Registry } from 'prom-client';
 import { createLineOptions, parseLine } from '../../src/parse/line.js';
 import { isRecord, type FlowRecord } from '../../src/record.js';
-import { applyIndexOps } from '../../src/store/index-ops.js';
-import { FlowIndexer, IndexKeys, remoteSide } from '../../src/store/indexer.js';
+import { connectRedis } from '../../src/store/connect.js';
+import { packetTimeMs } from '../../src/store/encode.js';
+import { FlowIndexer, remoteSide } from '../../src/store/indexer.js';
+import { bucketOf, partitionName, type StoreKeys } from '../../src/store/keys.js';
+import { StreamWriter } from '../../src/store/stream-writer.js';
 import { fixture } from '../helpers/paths.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 
@@ -60,45 +66,63 @@ export function enrich(r: FlowRecord, timeMs: number, c: ContainerFixture | unde
   return out;
 }
 
-/** Writes like the stream writer: client-side `<ms>-<seq>` IDs, XADD, then the indexer's writes. */
+/** Writes through the real stream writer and indexer, and tells where each record went. */
 export class TestWriter {
   readonly indexer: FlowIndexer;
-  readonly keys: IndexKeys;
-  private lastMs = 0;
-  private seq = 0;
+  readonly keys: StoreKeys;
+  private writer: StreamWriter | undefined;
+  private client: Redis | undefined;
+  private readonly spoolDir = mkdtempSync(join(tmpdir(), 'dockflow-test-writer-'));
+  private pushed = 0;
 
   constructor(
     readonly redis: Redis,
-    prefix = PREFIX,
+    readonly prefix = PREFIX,
+    readonly opts: { keepOriginal?: boolean; writerId?: string; retentionMs?: number } = {},
   ) {
     this.indexer = new FlowIndexer({ keyPrefix: prefix });
     this.keys = this.indexer.keys;
   }
 
-  nextId(): string {
-    const now = Date.now();
-    if (now > this.lastMs) {
-      this.lastMs = now;
-      this.seq = 0;
-    } else this.seq += 1;
-    return `${this.lastMs}-${this.seq}`;
+  private async start(): Promise<StreamWriter> {
+    if (this.writer !== undefined) return this.writer;
+    const { host, port } = this.redis.options;
+    this.client = connectRedis(`redis://${host}:${port}`, pino({ level: 'silent' }));
+    while (this.client.status !== 'ready') await new Promise((r) => setTimeout(r, 5));
+    this.writer = new StreamWriter(
+      this.client,
+      { keyPrefix: this.prefix, spoolDir: this.spoolDir, flushIntervalMs: 2, retentionMs: this.opts.retentionMs ?? 0, writerId: this.opts.writerId ?? 'w1', keepOriginal: this.opts.keepOriginal ?? false },
+      { logger: pino({ level: 'silent' }), registry: new Registry(), indexer: this.indexer },
+    );
+    await this.writer.start();
+    return this.writer;
   }
 
-  /** Returns `<direction>/<id>` of each record, as the API reports it in `event.id`. */
-  async write(records: FlowRecord[]): Promise<string[]> {
-    const pl = this.redis.pipeline();
-    const entries = records.map((record) => {
-      const id = this.nextId();
-      const stream = this.keys.stream(record.network.direction);
-      pl.xadd(stream, id, 'r', JSON.stringify(record));
-      return { record, stream, id };
+  /** Returns `<partition>/<id>` of each record, as the API reports it in `event.id`. */
+  async write(records: FlowRecord[], messages?: string[]): Promise<string[]> {
+    const w = await this.start();
+    const byPart = new Map<string, number[]>();
+    records.forEach((r, i) => {
+      const part = partitionName(bucketOf(packetTimeMs(r)), this.opts.writerId ?? 'w1');
+      let list = byPart.get(part);
+      if (list === undefined) byPart.set(part, (list = []));
+      list.push(i);
+      w.push(r, 'tcp', messages?.[i]);
     });
-    const refs = entries.map((e) => `${e.record.network.direction}/${e.id}`);
-    const res = await pl.exec();
-    for (const [err] of res ?? []) if (err) throw err;
-    const ops = this.indexer.build(entries.map(({ record, stream, id }) => ({ facts: this.indexer.facts(record), stream, id })));
-    if (ops !== undefined) await applyIndexOps(this.redis, ops);
+    this.pushed += records.length;
+    while (w.stats().stored < this.pushed) await new Promise((r) => setTimeout(r, 5));
+    const refs: string[] = new Array<string>(records.length);
+    for (const [part, indexes] of byPart) {
+      const ids = ((await this.redis.xrevrange(this.keys.stream(part), '+', '-', 'COUNT', indexes.length)) as [string, string[]][]).map(([id]) => id).reverse();
+      indexes.forEach((i, k) => (refs[i] = `${part}/${ids[k]}`));
+    }
     return refs;
+  }
+
+  async close(): Promise<void> {
+    await this.writer?.close(1000);
+    this.client?.disconnect();
+    rmSync(this.spoolDir, { recursive: true, force: true });
   }
 }
 
@@ -137,12 +161,14 @@ export interface Env {
 export async function startEnv(): Promise<Env> {
   const server = await startRedis();
   const redis = new Redis(server.url, { maxRetriesPerRequest: 1 });
+  const writer = new TestWriter(redis);
   return {
     server,
     redis,
-    writer: new TestWriter(redis),
+    writer,
     logger: pino({ level: 'silent' }),
     async close() {
+      await writer.close();
       redis.disconnect();
       await server.stop();
     },

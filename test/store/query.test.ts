@@ -9,7 +9,9 @@ import {
   type FlowFilter,
   type Order,
   type Position,
+  StoreReader,
 } from '../../src/store/query.js';
+import { parsePartition } from '../../src/store/keys.js';
 import { BASE_MS, buildDataset, startEnv, type Env } from '../api/store-helper.js';
 
 const data = buildDataset();
@@ -23,14 +25,15 @@ t.before(async () => {
 t.teardown(() => env.close());
 
 /** Walks every page (small pages, to cross many boundaries) and returns the refs in order. */
+const reader = (): StoreReader => new StoreReader(env.redis, env.writer.keys, { retentionMs: 0, registryTtlMs: 0 });
+
 async function walk(f: FlowFilter, order: Order, limit = 3, between?: () => Promise<void>): Promise<string[]> {
-  const k = env.writer.keys;
-  const plan = await planQuery(env.redis, k, f);
+  const plan = await planQuery(reader(), f);
   const out: string[] = [];
   let after: Position | undefined;
   for (let page = 0; page < 1000; page++) {
-    const res = await scanFlows(env.redis, k, f, plan, limit, { order, scanBudget: 10_000, ...(after ? { after } : {}) });
-    out.push(...res.hits.map((h) => `${h.direction}/${h.id}`));
+    const res = await scanFlows(reader(), f, plan, limit, { order, scanBudget: 10_000, ...(after ? { after } : {}) });
+    out.push(...res.hits.map((h) => `${h.partition}/${h.id}`));
     if (res.resume === undefined) return out;
     after = res.resume;
     if (between) await between();
@@ -38,15 +41,24 @@ async function walk(f: FlowFilter, order: Order, limit = 3, between?: () => Prom
   throw new Error('pagination did not end');
 }
 
+/** The store's order: partition (bucket, writer), then entry number. */
+export function refOrder(a: string, b: string): number {
+  const [pa, ia] = a.split('/') as [string, string];
+  const [pb, ib] = b.split('/') as [string, string];
+  const x = parsePartition(pa)!;
+  const y = parsePartition(pb)!;
+  return x.bucket - y.bucket || (x.writer < y.writer ? -1 : x.writer > y.writer ? 1 : 0) || Number(ia.split('-')[1]) - Number(ib.split('-')[1]);
+}
+
 function expected(pred: (r: FlowRecord) => boolean, order: Order = 'desc'): string[] {
-  const hits = data.map((r, i) => ({ r, ref: refs[i]!, t: Date.parse(r['@timestamp']) })).filter((x) => pred(x.r));
-  hits.sort((a, b) => (order === 'desc' ? b.t - a.t : a.t - b.t));
+  const hits = data.map((r, i) => ({ r, ref: refs[i]! })).filter((x) => pred(x.r));
+  hits.sort((a, b) => (order === 'desc' ? refOrder(b.ref, a.ref) : refOrder(a.ref, b.ref)));
   return hits.map((h) => h.ref);
 }
 
 const remoteIp = '198.51.100.2';
 const cases: { name: string; filter: () => FlowFilter; pred: (r: FlowRecord) => boolean; index?: string }[] = [
-  { name: 'no filter', filter: () => ({}), pred: () => true, index: 'time' },
+  { name: 'no filter', filter: () => ({}), pred: () => true, index: 'scan' },
   { name: 'direction', filter: () => ({ directions: ['ingress'] }), pred: (r) => r.network.direction === 'ingress' },
   { name: 'container name', filter: () => ({ container: 'mailer' }), pred: (r) => r.container?.name === 'mailer', index: 'container' },
   { name: 'container id prefix', filter: () => ({ container: 'b2b2b2' }), pred: (r) => r.container?.name === 'resolver', index: 'container' },
@@ -84,7 +96,7 @@ t.test('each filter, both orders, walked page by page, equals the expected set',
     for (const order of ['desc', 'asc'] as const) {
       t.same(await walk(c.filter(), order), expected(c.pred, order), `${c.name} (${order})`);
     }
-    if (c.index !== undefined) t.equal((await planQuery(env.redis, env.writer.keys, c.filter())).index, c.index, `${c.name} uses the ${c.index} index`);
+    if (c.index !== undefined) t.equal((await planQuery(reader(), c.filter())).index, c.index, `${c.name} uses the ${c.index} index`);
   }
   t.ok(expected(() => true).length >= 45, 'the dataset is the whole corpus');
 });
@@ -106,7 +118,7 @@ t.test('pagination stays correct while new records arrive between pages', async 
   t.ok(n > 3, 'records were added between pages');
 });
 
-t.test('many records in one millisecond page correctly (ties broken by member)', async (t) => {
+t.test('many records in one millisecond page correctly (ties broken by entry number)', async (t) => {
   const same = Array.from({ length: 25 }, () => {
     const r = structuredClone(data[0]!);
     r['@timestamp'] = new Date(BASE_MS - 86_400_000).toISOString();
@@ -121,20 +133,21 @@ t.test('many records in one millisecond page correctly (ties broken by member)',
 
 t.test('a scan budget stops early with a position to resume from', async (t) => {
   const f: FlowFilter = { prefix: 'no-such-prefix', sinceMs: BASE_MS };
-  const plan = await planQuery(env.redis, env.writer.keys, f);
-  const res = await scanFlows(env.redis, env.writer.keys, f, plan, 10, { order: 'desc', scanBudget: 5 });
+  const plan = await planQuery(reader(), f);
+  const res = await scanFlows(reader(), f, plan, 10, { order: 'desc', scanBudget: 5 });
   t.equal(res.hits.length, 0);
   t.equal(res.examined, 5);
   t.ok(res.resume, 'resume position returned');
 });
 
 t.test('cursor encoding round-trips and rejects anything else', async (t) => {
-  const c = { order: 'asc' as const, position: { score: BASE_MS, member: 'elx3k9q2a.1' }, query: 'abc', sinceMs: 5 };
+  const c = { order: 'asc' as const, position: { partition: '2994467.w1', n: 17 }, query: 'abc', sinceMs: 5 };
   t.same(decodeCursor(encodeCursor(c)), c);
   for (const bad of ['', 'not base64!', Buffer.from('{"v":2}').toString('base64url'), Buffer.from('[]').toString('base64url'), encodeCursor(c).slice(0, -3), 'x'.repeat(300)]) {
     t.equal(decodeCursor(bad), undefined, JSON.stringify(bad.slice(0, 20)));
   }
-  t.equal(decodeCursor(Buffer.from(JSON.stringify({ v: 1, o: 'asc', s: 1, m: 'zzz', q: 'a' })).toString('base64url')), undefined, 'unknown direction letter');
+  t.equal(decodeCursor(Buffer.from(JSON.stringify({ v: 2, o: 'asc', p: 'x:y', n: 1, q: 'a' })).toString('base64url')), undefined, 'not a partition');
+  t.equal(decodeCursor(Buffer.from(JSON.stringify({ v: 2, o: 'asc', p: '1.w1', n: 1.5, q: 'a' })).toString('base64url')), undefined, 'not an entry number');
 });
 
 t.test('address parsing', async (t) => {

@@ -12,7 +12,9 @@ import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/store/redis-se
 import { StreamWriter, type Origin, type StreamWriterDeps, type StreamWriterOptions } from '../../src/store/stream-writer.js';
 import type { StreamIndexer } from '../../src/store/types.js';
 import { startRedis } from '../helpers/redis.js';
-import { makeRecords, messageOf, readStreams, seqOf, silent, until } from './records.js';
+import { makeRecords, messageOf, partitionStreams, readStreams, seqOf, silent, T0, until } from './records.js';
+import { ENTRY_FIELDS, entryValues } from '../../src/store/encode.js';
+import { bucketOf, partitionName } from '../../src/store/keys.js';
 import { tempDir } from '../helpers/temp.js';
 
 let n = 0;
@@ -138,7 +140,7 @@ t.test('Redis killed mid-stream (AOF): every TCP record lands exactly once, in o
   await restarted;
   await until(() => w.stats().stored === records.length, 'all stored', 30_000);
   t.ok((await failures(registry)) > 0, 'batches in flight failed and were retried');
-  checkExactlyOnceInOrder(t, await readStreams(client, storeKeys(prefix).streams), records.length);
+  checkExactlyOnceInOrder(t, await readStreams(client, storeKeys(prefix)), records.length);
   const s = w.stats();
   t.equal(s.pushed.tcp, s.stored);
   t.equal(s.spooled, 0, 'TCP never spools while running');
@@ -163,7 +165,7 @@ t.test('Redis killed mid-stream (AOF): UDP overflows to the spool and is replaye
   t.ok(s.spooled > 5000, `overflow went to the spool (${s.spooled})`);
   t.equal(s.replayed, s.spooled, 'all of it replayed');
   t.equal(s.pushed.udp, s.stored, 'nothing dropped');
-  checkExactlyOnceInOrder(t, await readStreams(client, storeKeys(prefix).streams), records.length);
+  checkExactlyOnceInOrder(t, await readStreams(client, storeKeys(prefix)), records.length);
   await until(() => readdirSync(spoolDir).length === 0, 'replayed segments deleted');
   t.equal(w.stats().spoolBytes, 0);
   await w.close(1000);
@@ -190,7 +192,7 @@ t.test('Redis stopped mid-stream (SIGSTOP): the writer drops the silent connecti
   await until(() => w.stats().stored === records.length, 'all stored', 30_000);
   // Batches the server read before it stopped run when it continues, after the writer gave up on them: the lookup
   // on reconnection finds them, so they are not written twice.
-  checkExactlyOnceInOrder(t, await readStreams(client, storeKeys(prefix).streams), records.length);
+  checkExactlyOnceInOrder(t, await readStreams(client, storeKeys(prefix)), records.length);
   await w.close(1000);
 });
 
@@ -209,7 +211,7 @@ t.test('Redis killed (helper kill/restart): TCP waits for drain, then everything
   await pushAll(w, makeRecords(3000), 'tcp', (i) => void (pushed = i));
   t.ok(restartedAt >= 499 && restartedAt < 600, `pushing paused at the queue bound while down (${restartedAt})`);
   await until(() => w.stats().stored === 3000, 'all stored');
-  checkExactlyOnceInOrder(t, await readStreams(client, storeKeys(prefix).streams), 3000);
+  checkExactlyOnceInOrder(t, await readStreams(client, storeKeys(prefix)), 3000);
   await w.close(1000);
 });
 
@@ -217,8 +219,10 @@ t.test('spool full: UDP beyond queue and spool is dropped and counted; the count
   const { redis, client, prefix } = await helperRedis(t);
   const records = makeRecords(1000);
   // Room in the spool for exactly the 200 records after the first 100 (which fill the queue).
-  // They go there as message and context, the form they are stored in.
-  const spoolMaxBytes = records.slice(100, 300).reduce((sum, r) => sum + Buffer.byteLength(`{"m":${JSON.stringify(messageOf(r))},"x":${encodeContext(r)}}`) + 1, 0);
+  // They go there as staged: the partition, the direction and the entry's values.
+  const line = (r: FlowRecord): string =>
+    JSON.stringify({ v: 2, p: partitionName(bucketOf(T0), 'w1'), d: r.network.direction, e: entryValues(r, Date.parse(r['@timestamp'])) });
+  const spoolMaxBytes = records.slice(100, 300).reduce((sum, r) => sum + Buffer.byteLength(line(r)) + 1, 0);
   const w = makeWriter(client, tempDir(t, 'spool'), prefix, { maxQueueRecords: 100, spoolMaxBytes });
   await w.start();
   await redis.kill();
@@ -232,7 +236,7 @@ t.test('spool full: UDP beyond queue and spool is dropped and counted; the count
   await until(() => w.stats().stored === 300, 'queue and spool stored');
   const s = w.stats();
   t.equal(s.pushed.udp, s.stored + s.dropped['spool-full'], 'pushed = stored + dropped');
-  const entries = await readStreams(client, storeKeys(prefix).streams);
+  const entries = await readStreams(client, storeKeys(prefix));
   t.same(
     entries.map((e) => seqOf(e.record)).sort((a, b) => a - b),
     Array.from({ length: 300 }, (_, i) => i),
@@ -266,8 +270,8 @@ t.test('close() with Redis down writes the rest to the spool; the next writer re
   await until(() => client.status === 'ready', 'ready again');
   const second = makeWriter(client, spoolDir, prefix);
   await second.start();
-  await until(async () => (await readStreams(client, storeKeys(prefix).streams)).length >= 6000 && second.stats().queued === 0, 'replayed', 30_000);
-  checkExactlyOnceInOrder(t, await readStreams(client, storeKeys(prefix).streams), 6000);
+  await until(async () => (await readStreams(client, storeKeys(prefix))).length >= 6000 && second.stats().queued === 0, 'replayed', 30_000);
+  checkExactlyOnceInOrder(t, await readStreams(client, storeKeys(prefix)), 6000);
   const s2 = second.stats();
   t.equal(s1.stored + s2.stored, 6000, 'stored by one run or the other, once');
   await until(() => readdirSync(spoolDir).length === 0, 'spool emptied');
@@ -277,26 +281,29 @@ t.test('close() with Redis down writes the rest to the spool; the next writer re
 t.test('what close() spools is the entry as it would have been stored: messages with any characters come back the same', async (t) => {
   const { redis, client, prefix } = await helperRedis(t);
   const spoolDir = tempDir(t, 'spool');
-  const first = makeWriter(client, spoolDir, prefix);
+  const first = makeWriter(client, spoolDir, prefix, { keepOriginal: true });
   await first.start();
   await redis.kill();
   await until(() => !first.stats().redisUp, 'down');
   const records = makeRecords(3);
   const messages = records.map((r, i) => messageOf(r).replace('IN=', ['préfixe€ ', '😀 \u0001', ''][i]! + 'IN='));
   records.forEach((r, i) => first.push(r, 'tcp', messages[i]));
-  first.push(makeRecords(1, 3)[0]!, 'tcp'); // no message: stored whole
+  first.push(makeRecords(1, 3)[0]!, 'tcp'); // no message: the flat fields only
   await first.close(100);
   t.equal(first.stats().spooled, 4);
   await redis.restart();
   await until(() => client.status === 'ready', 'ready again');
-  const second = makeWriter(client, spoolDir, prefix);
+  const second = makeWriter(client, spoolDir, prefix, { keepOriginal: true });
   await second.start();
   await until(() => second.stats().stored === 4, 'replayed');
   const stored: string[] = [];
-  for (const stream of storeKeys(prefix).streams) {
-    for (const [, fields] of await client.xrange(stream, '-', '+')) stored.push(fields[0] === 'm' ? (fields[1] as string) : `whole:${fields[0]}`);
+  for (const stream of await partitionStreams(client, storeKeys(prefix))) {
+    for (const [, fields] of await client.xrange(stream, '-', '+')) {
+      const o = fields.indexOf('o');
+      stored.push(o >= 0 ? (fields[o + 1] as string) : 'flat only');
+    }
   }
-  t.same(stored.sort(), [...messages, 'whole:r'].sort());
+  t.same(stored.sort(), [...messages, 'flat only'].sort());
   await second.close(1000);
 });
 
@@ -311,7 +318,7 @@ t.test('a torn spool line left by a crash is counted, the rest replayed', async 
   await until(() => w.stats().stored === 3, 'replayed');
   t.equal(w.stats().dropped['spool-torn'], 1);
   t.same(
-    (await readStreams(client, storeKeys(prefix).streams)).map((e) => seqOf(e.record)).sort(),
+    (await readStreams(client, storeKeys(prefix))).map((e) => seqOf(e.record)).sort(),
     [0, 1, 2],
   );
   await w.close(1000);
@@ -330,16 +337,17 @@ t.test('spool lines in both forms are replayed; a message and context that make 
     `{"m":${JSON.stringify(messageOf(records[3]!))},"x":7}`,
   ];
   writeFileSync(join(spoolDir, '0000001000000000.ndjson'), `${lines.join('\n')}\n`);
-  const w = makeWriter(client, spoolDir, prefix);
+  const w = makeWriter(client, spoolDir, prefix, { keepOriginal: true });
   await w.start();
   await until(() => w.stats().stored === 3, 'replayed');
   t.equal(w.stats().dropped['spool-torn'], 2);
-  t.same((await readStreams(client, storeKeys(prefix).streams)).map((e) => seqOf(e.record)).sort(), [0, 1, 2]);
+  t.same((await readStreams(client, storeKeys(prefix))).map((e) => seqOf(e.record)).sort(), [0, 1, 2]);
   const forms: string[] = [];
-  for (const stream of storeKeys(prefix).streams) {
+  for (const stream of await partitionStreams(client, storeKeys(prefix))) {
     for (const [, fields] of await client.xrange(stream, '-', '+')) forms.push(fields.filter((_, i) => i % 2 === 0).join(','));
   }
-  t.same(forms.sort(), ['m,x', 'm,x', 'r'], 'a replayed message is stored with its message again');
+  const flat = ENTRY_FIELDS.join(',');
+  t.same(forms.sort(), [flat, `${flat},o`, `${flat},o`].sort(), 'a replayed message is stored with its message again (original kept)');
   await w.close(1000);
 });
 
@@ -348,23 +356,27 @@ t.test('records a previous run sent without an answer are looked up, not sent tw
   const keys = storeKeys(prefix);
   const [a, b, c] = makeRecords(3).map((r) => ({ ...r, network: { ...r.network, direction: 'egress' as const } })) as [FlowRecord, FlowRecord, FlowRecord];
   // The previous run's XADD of `a` reached Redis, that of `b` did not; neither was answered before it stopped.
-  await client.xadd(keys.stream('egress'), '1000-0', 'r', encodeRecord(a));
+  const part = partitionName(bucketOf(T0), 'w1');
+  const values = (r: FlowRecord): string[] => entryValues(r, Date.parse(r['@timestamp']));
+  await client.zadd(keys.partitions, bucketOf(T0), part);
+  await client.xadd(keys.stream(part), `${T0}-0`, ...ENTRY_FIELDS.flatMap((f, i) => [f, values(a)[i]!]));
   const spoolDir = tempDir(t, 'spool');
-  const lines = [`{"r":${encodeRecord(a)},"id":"1000-0"}`, `{"r":${encodeRecord(b)},"id":"1000-1"}`, `{"r":${encodeRecord(c)}}`];
+  const line = (r: FlowRecord, id?: string): string => JSON.stringify({ v: 2, p: part, d: 'egress', e: values(r), x: r, id });
+  const lines = [line(a, `${T0}-0`), line(b, `${T0}-1`), line(c)];
   writeFileSync(join(spoolDir, '0000001000000000.ndjson'), lines.join('\n') + '\n');
   const seen: string[] = [];
   const indexer: StreamIndexer<FlowRecord> = { facts: (r) => r, build: (entries) => void seen.push(...entries.map((e) => `${seqOf(e.facts)}@${e.id}`)) };
   const w = makeWriter(client, spoolDir, prefix, {}, { indexer });
   await w.start();
   await until(() => w.stats().stored === 3, 'stored');
-  const entries = await readStreams(client, [keys.stream('egress')]);
+  const entries = await readStreams(client, keys);
   t.same(
     entries.map((e) => seqOf(e.record)),
     [0, 1, 2],
     'a once (found), then b and c',
   );
-  t.equal(entries[0]!.id, '1000-0');
-  t.notOk(seen.includes('0@1000-0'), 'the found record is not indexed again: the script call that stored it indexed it');
+  t.equal(entries[0]!.id, `${T0}-0`);
+  t.notOk(seen.includes(`0@${T0}-0`), 'the found record is not indexed again: the script call that stored it indexed it');
   t.equal(seen.length, 2, 'b and c are indexed with their writes');
   t.equal(w.stats().replayed, 3);
   await w.close(1000);

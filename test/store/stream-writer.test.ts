@@ -12,7 +12,9 @@ import type { IndexEntry, StreamIndexer } from '../../src/store/types.js';
 import { fixture } from '../helpers/paths.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { tempDir } from '../helpers/temp.js';
-import { makeRecords, messageOf, plain, readStreams, seqOf, silent, until } from './records.js';
+import { makeRecords, messageOf, partitionStreams, plain, projected, readStreams, seqOf, silent, T0, until } from './records.js';
+import { ENTRY_FIELDS } from '../../src/store/encode.js';
+import { bucketOf, bucketStartMs, partitionName } from '../../src/store/keys.js';
 
 let redis: TestRedis;
 let client: Redis;
@@ -45,7 +47,7 @@ function writer(t: Test, opts: Partial<StreamWriterOptions> = {}, deps: { indexe
   const prefix = opts.keyPrefix ?? `t${n++}`;
   const spoolDir = opts.spoolDir ?? tempDir(t, 'writer');
   const registry = new Registry();
-  const w = new StreamWriter(client, { batchMaxRecords: 100, flushIntervalMs: 5, ...opts, keyPrefix: prefix, spoolDir }, { logger: silent, registry, ...deps });
+  const w = new StreamWriter(client, { batchMaxRecords: 100, flushIntervalMs: 5, retentionMs: 0, ...opts, keyPrefix: prefix, spoolDir }, { logger: silent, registry, ...deps });
   return { w, keys: storeKeys(prefix), registry, spoolDir };
 }
 
@@ -57,24 +59,25 @@ const increasing = (ids: string[]): boolean =>
     return b[0] > a[0] || (b[0] === a[0] && b[1] > a[1]);
   });
 
-t.test('records land in batches, one stream per direction, decoding back equal and in order', async (t) => {
+t.test('records land in batches, in partitions by packet time, decoding back to their stored fields and in order', async (t) => {
   const { w, keys, registry } = writer(t);
   await w.start();
-  const records = makeRecords(1234);
+  // Three 10-minute buckets.
+  const records = [...makeRecords(1234), ...makeRecords(300, 600_000), ...makeRecords(300, 1_200_000)];
   for (const r of records) w.push(r, 'tcp');
   await until(() => w.stats().stored === records.length, 'all stored');
-  const entries = await readStreams(client, keys.streams);
+  const entries = await readStreams(client, keys);
   t.equal(entries.length, records.length);
-  t.equal(entries.filter((e) => e.stream !== keys.stream(e.record.network.direction)).length, 0, 'stream matches direction');
-  t.ok(new Set(entries.map((e) => e.stream)).size >= 4, 'several directions present');
-  for (const stream of keys.streams) {
-    const list = entries.filter((e) => e.stream === stream);
-    t.ok(increasing(list.map((e) => e.id)), 'IDs increase');
+  const parts = [...new Set(entries.map((e) => e.partition))];
+  t.same(parts, [0, 1, 2].map((k) => partitionName(bucketOf(T0) + k, 'w1')), 'one partition per bucket, listed in the registry');
+  for (const part of parts) {
+    const list = entries.filter((e) => e.partition === part);
+    t.same(list.map((e) => e.id), list.map((_, i) => `${bucketStartMs(bucketOf(T0)) + parts.indexOf(part) * 600_000}-${i}`), 'IDs are the bucket start and entry numbers from 0');
     const seqs = list.map((e) => seqOf(e.record));
-    t.same(seqs, [...seqs].sort((a, b) => a - b), 'order kept within a stream');
+    t.same(seqs, [...seqs].sort((a, b) => a - b), 'order kept within a partition');
   }
   const bySeq = new Map(entries.map((e) => [seqOf(e.record), e.record]));
-  t.ok(records.every((r) => JSON.stringify(bySeq.get(seqOf(r))) === JSON.stringify(plain(r))), 'every record decodes back equal');
+  t.ok(records.every((r) => JSON.stringify(plain(bySeq.get(seqOf(r))!)) === JSON.stringify(projected(r))), 'every record decodes back to its stored fields');
   const s = w.stats();
   t.equal(s.pushed.tcp, records.length);
   t.equal(s.storedByDirection.egress + s.storedByDirection.ingress + s.storedByDirection['container-to-host'] + s.storedByDirection['host-to-container'], records.length);
@@ -92,43 +95,20 @@ t.test('a partial batch is written after flushIntervalMs', async (t) => {
   await w.start();
   for (const r of makeRecords(3)) w.push(r, 'udp');
   await until(() => w.stats().stored === 3, 'partial batch flushed');
-  t.equal((await readStreams(client, keys.streams)).length, 3);
+  t.equal((await readStreams(client, keys)).length, 3);
   await w.close(1000);
 });
 
-t.test('MAXLEN ~ bounds each stream; 0 means no bound', async (t) => {
-  const records = makeRecords(3000).map((r) => ({ ...r, network: { ...r.network, direction: 'egress' as const } }));
-  for (const [maxLen, bounded] of [
-    [200, true],
-    [0, false],
-  ] as const) {
-    const { w, keys } = writer(t, { maxLenPerStream: maxLen });
-    await w.start();
-    for (const r of records) w.push(r, 'file');
-    await until(() => w.stats().stored === records.length, 'stored');
-    const len = await client.xlen(keys.stream('egress'));
-    if (bounded) t.ok(len >= 200 && len < 1000, `trimmed to about 200 (${len})`);
-    else t.equal(len, records.length);
-    await w.close(1000);
-  }
-});
-
-t.test('MINID ~ retention trims old entries and calls the indexer', async (t) => {
-  let clock = Date.now() - 3600_000;
-  const trims: number[] = [];
-  const indexer: StreamIndexer = { facts: () => undefined, build: () => undefined, trim: (_p, minTimeMs) => void trims.push(minTimeMs) };
-  const { w, keys } = writer(t, { retentionMs: 600_000, trimIntervalMs: 20 }, { now: () => clock, indexer });
+t.test('a record older than retention on arrival is counted, not stored', async (t) => {
+  const { w, keys } = writer(t, { retentionMs: 3_600_000 });
   await w.start();
-  // An hour ago: beyond retention. Enough entries to fill several radix-tree nodes (MINID ~ trims whole nodes).
-  for (const r of makeRecords(2000)) w.push({ ...r, network: { ...r.network, direction: 'egress' } }, 'tcp');
-  await until(() => w.stats().stored === 2000, 'old stored');
-  clock = Date.now();
-  for (const r of makeRecords(10, 5000)) w.push({ ...r, network: { ...r.network, direction: 'egress' } }, 'tcp');
-  await until(() => w.stats().stored === 2010, 'new stored');
-  await until(async () => (await client.xlen(keys.stream('egress'))) < 200, 'old entries trimmed');
-  const left = await readStreams(client, [keys.stream('egress')]);
-  t.ok(left.some((e) => seqOf(e.record) >= 5000), 'recent entries kept');
-  t.ok(trims.length > 0 && trims.every((m) => m <= clock - 600_000 + 1000), 'indexer trim called with the cut-off');
+  const [old, fresh] = makeRecords(2);
+  old!['@timestamp'] = new Date(Date.now() - 3 * 3_600_000).toISOString();
+  t.equal(w.push(old!, 'tcp'), true, 'taken');
+  w.push(fresh!, 'tcp');
+  await until(() => w.stats().stored === 1, 'the fresh one stored');
+  t.equal(w.stats().dropped.expired, 1);
+  t.equal((await readStreams(client, keys)).length, 1);
   await w.close(1000);
 });
 
@@ -146,9 +126,9 @@ t.test('IDs strictly increase across a restart, even with the clock going backwa
   clock -= 1; // and steps back once more mid-run
   for (const r of makeRecords(300, 800)) second.w.push(r, 'tcp');
   await until(() => second.w.stats().stored === 600, 'second stored');
-  const entries = await readStreams(client, first.keys.streams);
+  const entries = await readStreams(client, first.keys);
   t.equal(entries.length, 1100);
-  for (const stream of first.keys.streams) {
+  for (const stream of new Set(entries.map((e) => e.stream))) {
     const list = entries.filter((e) => e.stream === stream);
     t.ok(increasing(list.map((e) => e.id)), `${stream}: IDs strictly increase`);
     t.same(
@@ -177,12 +157,12 @@ t.test('the indexer gets the IDs Redis stored, its writes applied in the same sc
   await w.start();
   for (const r of makeRecords(777)) w.push(r, 'tcp');
   await until(() => w.stats().stored === 777, 'stored');
-  const entries = await readStreams(client, keys.streams);
+  const entries = await readStreams(client, keys);
   t.same(
     seen.map(([s, id, seq]) => `${s} ${id} ${seq}`).sort(),
     entries.map((e) => `${e.stream} ${e.id} ${seqOf(e.record)}`).sort(),
   );
-  for (const stream of keys.streams) {
+  for (const stream of new Set(entries.map((e) => e.stream))) {
     const ids = entries.filter((e) => e.stream === stream).map((e) => e.id);
     t.same(await client.zrange(`${stream}:by-seq`, '0', '-1'), ids, `${stream} index written with the stored IDs`);
   }
@@ -199,17 +179,20 @@ t.test('an entry Redis refuses: the rest of its batch is indexed apart, and each
   const indexer: StreamIndexer<string> = { facts: (r) => r.network.direction, build: counter };
   const { w, keys, registry } = writer(t, { keyPrefix: prefix, flushIntervalMs: 50 }, { indexer });
   await w.start();
+  // The ingress record is in a partition (bucket) of its own.
   const [first, a, b, c] = makeRecords(4).map((r, i) => ({ ...r, network: { ...r.network, direction: i === 2 ? ('ingress' as const) : ('egress' as const) } }));
+  b!['@timestamp'] = new Date(T0 + 600_000).toISOString();
   w.push(first!, 'tcp');
   await until(() => w.stats().stored === 1, 'the writer is running');
   // XADD to a key of another type fails (WRONGTYPE): that one entry is refused, the others are stored.
-  await client.set(keys.stream('ingress'), 'not a stream');
+  const ingress = keys.stream(partitionName(bucketOf(T0) + 1, 'w1'));
+  await client.set(ingress, 'not a stream');
   for (const r of [a!, b!, c!]) w.push(r, 'tcp', messageOf(r));
   await until(() => w.stats().stored === 3, 'the egress ones stored');
   await until(async () => (await client.zscore(`${prefix}:count`, 'egress')) === '3', 'indexed apart');
   t.equal(await client.zscore(`${prefix}:count`, 'ingress'), null, 'the refused entry is not indexed');
   t.ok((await registry.getSingleMetric('dockflow_store_batch_failures_total')?.get())!.values[0]!.value > 0, 'the failure is counted');
-  await client.del(keys.stream('ingress'));
+  await client.del(ingress);
   await until(() => w.stats().stored === 4, 'the refused one stored when resent');
   await until(async () => (await client.zscore(`${prefix}:count`, 'ingress')) === '1', 'indexed with its resend');
   t.equal(await client.zscore(`${prefix}:count`, 'egress'), '3', 'the others are not counted again');
@@ -259,7 +242,7 @@ t.test('an index write Redis refuses is counted; the batch is stored, not resent
   for (const r of makeRecords(5)) w.push(r, 'tcp', messageOf(r));
   await until(() => w.stats().stored === 5, 'stored');
   t.equal((await registry.getSingleMetric('dockflow_store_index_errors_total')?.get())!.values[0]!.value, 1, 'one batch, one index error');
-  t.equal((await readStreams(client, keys.streams)).length, 5, 'stored once');
+  t.equal((await readStreams(client, keys)).length, 5, 'stored once');
   await w.close(1000);
 });
 
@@ -276,28 +259,34 @@ t.test('push returns false when the queue is full and drain follows', async (t) 
   await w.close(1000);
 });
 
-t.test('a record pushed with its message is stored as message and context, whatever bytes the message holds', async (t) => {
-  const { w, keys } = writer(t);
-  await w.start();
-  const opts = createLineOptions({ referenceMs: Date.UTC(2026, 0, 15) });
-  const lines = readFileSync(fixture('store', 'flows.kmsg.txt'), 'utf8').split('\n').filter(Boolean);
-  const pushed: FlowRecord[] = [];
-  for (const [i, line] of lines.entries()) {
-    // Control bytes and CRLF in a LOG prefix: RESP carries arguments by length, not by separator.
-    const message = i === 3 ? line.replace('IN=', '\x1f\r\n\x00IN=') : line;
-    const record = parseLine(message, opts);
-    if (typeof record === 'string') continue;
-    record.event = { ingested: new Date(Date.UTC(2026, 0, 15) + i).toISOString() };
-    w.push(record, 'tcp', message);
-    pushed.push(record);
+t.test('the original message is kept only when asked, byte for byte whatever it holds', async (t) => {
+  for (const keepOriginal of [false, true]) {
+    const { w, keys } = writer(t, { keepOriginal });
+    await w.start();
+    const opts = createLineOptions({ referenceMs: Date.UTC(2026, 0, 15) });
+    const lines = readFileSync(fixture('store', 'flows.kmsg.txt'), 'utf8').split('\n').filter(Boolean);
+    const pushed: FlowRecord[] = [];
+    const messages = new Map<string, string>();
+    for (const [i, line] of lines.entries()) {
+      // Control bytes and CRLF in a LOG prefix: RESP carries arguments by length, not by separator.
+      const message = i === 3 ? line.replace('IN=', '\x1f\r\n\x00IN=') : line;
+      const record = parseLine(message, opts);
+      if (typeof record === 'string') continue;
+      record['@timestamp'] = new Date(T0 + i).toISOString();
+      w.push(record, 'tcp', message);
+      pushed.push(record);
+      messages.set(record['@timestamp'], message);
+    }
+    await until(() => w.stats().stored === pushed.length, 'all stored');
+    const raw: Array<[string, string[]]> = [];
+    for (const stream of await partitionStreams(client, keys)) raw.push(...((await client.xrange(stream, '-', '+')) as Array<[string, string[]]>));
+    const shapes = new Set(raw.map(([, fields]) => fields.filter((_, k) => k % 2 === 0).join(',')));
+    t.same([...shapes], [keepOriginal ? `${ENTRY_FIELDS.join(',')},o` : ENTRY_FIELDS.join(',')], 'one fixed field set');
+    for (const e of await readStreams(client, keys)) {
+      if (keepOriginal) t.equal(e.record.event?.original, messages.get(e.record['@timestamp']), 'event.original as it came');
+      else t.equal(e.record.event?.original, undefined);
+    }
+    if (keepOriginal) t.ok(raw.some(([, fields]) => fields.includes(messages.get(pushed[2]!['@timestamp'])!)) || raw.some(([, f]) => f.some((v) => v.includes('\x1f\r\n\x00IN='))), 'control bytes kept');
+    await w.close(1000);
   }
-  await until(() => w.stats().stored === pushed.length, 'all stored');
-  const raw: Array<[string, string[]]> = [];
-  for (const stream of keys.streams) raw.push(...((await client.xrange(stream, '-', '+')) as Array<[string, string[]]>));
-  const shapes = raw.map(([, fields]) => fields.filter((_, k) => k % 2 === 0).join(','));
-  t.equal(shapes.filter((s) => s === 'm,x').length, pushed.length, 'message and context, every one');
-  t.ok(raw.some(([, fields]) => fields[1]?.includes('\x1f\r\n\x00IN=')), 'the message with control bytes kept as it came');
-  const byIngested = new Map(pushed.map((r) => [r.event!.ingested, plain(r)]));
-  for (const e of await readStreams(client, keys.streams)) t.strictSame(plain(e.record), byIngested.get(e.record.event!.ingested!), 'decodes to what was pushed');
-  await w.close(1000);
 });
