@@ -8,6 +8,7 @@ const USAGE = `Usage: dockflow <command> [options]
 Commands:
   parse [FILE...]   netfilter LOG lines from syslog files, captures or stdin → NDJSON flow records
   serve             receive syslog over UDP/TCP, enrich and store flow records in Redis, serve them over HTTP
+  migrate           convert a store of the version 1 layout into the current one (docs/storage.md)
 
 Options:
   -h, --help        show this help (dockflow <command> --help for a command's options)
@@ -65,6 +66,10 @@ async function main(argv: string[]): Promise<number> {
       // Loaded on demand: `parse` must not pull in the service's dependencies (Redis, HTTP, GeoIP).
       const { runServe } = await import('./cli/serve.js');
       return runServe(rest);
+    }
+    case 'migrate': {
+      const { runMigrate } = await import('./cli/migrate.js');
+      return runMigrate(rest);
     }
     default:
       process.stderr.write(`dockflow: unknown command "${command.value}"\n\n${USAGE}`);
