@@ -189,6 +189,20 @@ async function run(variant: string, docker: FakeDocker): Promise<void> {
       await new Promise((r) => setTimeout(r, 100));
     }
     const after = await info(redis);
+    // Where the memory is, by key family (MEMORY USAGE of every key, sampled in full).
+    const families = new Map<string, number>();
+    let cursor = '0';
+    do {
+      const [next, found] = await redis.scan(cursor, 'COUNT', 1000);
+      cursor = next;
+      const pl = redis.pipeline();
+      for (const k of found) pl.call('MEMORY', 'USAGE', k, 'SAMPLES', '0');
+      const sizes = (await pl.exec()) ?? [];
+      found.forEach((k, i) => {
+        const family = k.replace(/\{\d+\.[^}]+\}/, '{part}').replace(/:r:([a-z])\|.*/, ':r:$1').replace(/:([fl]):[0-9a-f]+$/, ':$1').replace(/:(flows|ix|inv|top|reg):.*/, ':$1');
+        families.set(family, (families.get(family) ?? 0) + Number(sizes[i]?.[1] ?? 0));
+      });
+    } while (cursor !== '0');
     const perRecord = (after.memory - before.memory) / stored;
     const cpuUs = ((after.cpu - before.cpu) / stored) * 1e6;
     console.log(
@@ -196,6 +210,8 @@ async function run(variant: string, docker: FakeDocker): Promise<void> {
         `Redis memory ${Math.round(perRecord)} B/record all in (used_memory ${((after.memory - before.memory) / 2 ** 20).toFixed(0)} MiB); ` +
         `Redis CPU ${cpuUs.toFixed(2)} µs/record`,
     );
+    const rows = [...families].sort((a, b) => b[1] - a[1]);
+    console.log(`  by key family (MEMORY USAGE, B/record): ${rows.map(([f, b]) => `${f} ${(b / stored).toFixed(1)}`).join(', ')}`);
   } finally {
     child?.kill('SIGTERM');
     if (child) await once(child, 'exit');
