@@ -8,6 +8,8 @@
  *                          [--variants full,plain,geo] [--only tcp-lf,tcp-octet,udp] [--env KEY=VALUE ...]
  *                          [--cpu-prof-dir DIR]   (V8 CPU profiles of the service, one per run)
  *                          [--redis-stats]        (Redis' time per command, from COMMANDSTATS, after each run)
+ *                          [--sse N]              (N live followers on /api/flows/live reading everything meanwhile;
+ *                                                  the service's http.maxLiveClients, 64 by default, caps them)
  *
  * Variants (TCP-LF runs; the other tests use the first variant):
  *   full   GeoIP (embedded database) and container attribution, against a stand-in Docker Engine API serving one
@@ -19,6 +21,7 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import dgram from 'node:dgram';
+import http from 'node:http';
 import net from 'node:net';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -43,6 +46,7 @@ const { values: args } = parseArgs({
     variants: { type: 'string', default: 'full,geo,plain' },
     'cpu-prof-dir': { type: 'string' },
     'redis-stats': { type: 'boolean', default: false },
+    sse: { type: 'string', default: '0' },
   },
 });
 const serviceNodeArgs = args['cpu-prof-dir'] === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${args['cpu-prof-dir']}`];
@@ -225,10 +229,32 @@ async function redisCommandStats(redis: Redis): Promise<string> {
     .join('; ');
 }
 
+/** `n` live followers reading and discarding everything; resolves with those the service accepted. */
+async function followers(httpPort: number, n: number): Promise<{ accepted: number; close: () => void }> {
+  const reqs: http.ClientRequest[] = [];
+  const statuses = await Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<number>((resolve) => {
+          const req = http.get({ host: '127.0.0.1', port: httpPort, path: '/api/flows/live', agent: false }, (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          });
+          req.on('error', () => resolve(0));
+          reqs.push(req);
+        }),
+    ),
+  );
+  return { accepted: statuses.filter((s) => s === 200).length, close: () => reqs.forEach((r) => r.destroy()) };
+}
+
 async function one(test: string, variant: string, run: number, udpRate?: number): Promise<Row> {
   const env = await startRedis();
   const redis = new Redis(env.url);
   const svc = await startService(env, variant);
+  const live = await followers(svc.httpPort, Number(args.sse));
+  if (Number(args.sse) > 0) console.error(`  ${live.accepted} of ${args.sse} live followers accepted`);
   try {
     const cpu0 = procStat(svc.child.pid!).cpuSeconds;
     const redisCpu0 = await redisCpuSeconds(redis);
@@ -266,6 +292,7 @@ async function one(test: string, variant: string, run: number, udpRate?: number)
       spooled,
     };
   } finally {
+    live.close();
     svc.child.kill('SIGTERM');
     await once(svc.child, 'exit');
     redis.disconnect();

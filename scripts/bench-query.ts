@@ -10,12 +10,14 @@
  * not in a loop.
  */
 import type net from 'node:net';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { buildApp } from '../src/api/app.js';
+import { defaultApiLimits } from '../src/api/limits.js';
 import { createLineOptions, parseLine } from '../src/parse/line.js';
 import type { Direction, FlowRecord } from '../src/record.js';
 import { connectRedis } from '../src/store/connect.js';
@@ -29,6 +31,9 @@ const { values } = parseArgs({
     hours: { type: 'string', default: '3' },
     iterations: { type: 'string', default: '500' },
     'batch-size': { type: 'string', default: '500' },
+    remotes: { type: 'string' },
+    hostile: { type: 'boolean', default: false },
+    'skip-years': { type: 'boolean', default: false },
   },
 });
 const RECORDS = Number(values.records);
@@ -61,14 +66,16 @@ const CONTAINERS = Array.from({ length: 200 }, (_, i) => ({
   image: `registry.example/svc${i % 40}:1.${i % 7}`,
   ip: `172.${17 + (i % 4)}.${Math.floor(i / 250)}.${(i % 250) + 2}`,
 }));
-const REMOTES = Array.from({ length: 20_000 }, (_, i) => ({
-  ip: `${11 + (i % 200)}.${(i * 7) % 256}.${(i * 13) % 256}.${(i % 250) + 1}`,
+const DISTINCT = values.remotes !== undefined;
+const REMOTES = Array.from({ length: DISTINCT ? Number(values.remotes) : 20_000 }, (_, i) => ({
+  ip: DISTINCT ? `${11 + (Math.floor(i / 65_536) % 200)}.${(i >> 8) & 255}.${i & 255}.1` : `${11 + (i % 200)}.${(i * 7) % 256}.${(i * 13) % 256}.${(i % 250) + 1}`,
   country: ['US', 'DE', 'NL', 'FR', 'GB', 'JP', 'IE', 'SG', 'BR', 'CA'][i % 10]!,
   asn: 64_512 + (i % 500),
 }));
 const PORTS = [443, 443, 443, 80, 53, 25, 587, 5432, 6379, 9200, 8080, 123, 22];
 
 const lineOptions = createLineOptions();
+let nextRemote = 0;
 
 /**
  * A record as the service makes one: a kernel LOG line in an RFC 5424 frame, parsed, then enriched (GeoIP and ASN of
@@ -76,7 +83,7 @@ const lineOptions = createLineOptions();
  */
 function makeRecord(timeMs: number): { record: FlowRecord; message: string } {
   const c = CONTAINERS[skewed(CONTAINERS.length)]!;
-  const remote = REMOTES[skewed(REMOTES.length)]!;
+  const remote = DISTINCT ? REMOTES[nextRemote++ % REMOTES.length]! : REMOTES[skewed(REMOTES.length)]!;
   const roll = rand();
   const direction: Direction = roll < 0.8 ? 'egress' : roll < 0.95 ? 'ingress' : 'internal';
   const port = PORTS[Math.floor(rand() * PORTS.length)]!;
@@ -148,6 +155,7 @@ async function main(): Promise<void> {
     console.log(`redis memory: ${((after - before) / RECORDS).toFixed(0)} bytes per record all in`);
 
     const app = await buildApp({
+      limits: defaultApiLimits(),
       redis,
       logger: pino({ level: 'silent' }),
       keyPrefix: PREFIX,
@@ -176,6 +184,11 @@ async function main(): Promise<void> {
       ['connections (container, 1 h)', () => `/api/connections?container=${container()}&${window()}`],
       ['inventory (container)', () => `/api/containers/${container()}/inventory?limit=100`],
     ];
+    if (values.hostile) {
+      await hostile(app);
+      await app.close();
+      return;
+    }
     for (const [name, url] of queries) {
       const times: number[] = [];
       let items = 0;
@@ -198,6 +211,38 @@ async function main(): Promise<void> {
     redis.disconnect();
     await server.stop();
   }
+}
+
+/** Each once, sequentially: status, time, heap growth, longest event-loop stall; then five wide CIDR queries at once. */
+async function hostile(app: Awaited<ReturnType<typeof buildApp>>): Promise<void> {
+  const urls = [
+    ...(values['skip-years'] ? [] : ['/api/stats/top?by=port&since=520w', '/api/stats/top?by=port&since=2016-01-01']),
+    '/api/stats/top?by=dst',
+    '/api/stats/top?by=dst&since=1d',
+    '/api/flows?ip=0.0.0.0/0&since=1d',
+    '/api/flows?dst_ip=8.8.0.0/16&since=1d',
+    '/api/flows?dst_ip=11.0.0.0/16&since=1d',
+    '/api/connections?since=1d',
+    '/api/flows?since=999999999w',
+  ];
+  const loop = monitorEventLoopDelay({ resolution: 10 });
+  for (const url of urls) {
+    global.gc?.();
+    const heap0 = process.memoryUsage().heapUsed;
+    loop.reset();
+    loop.enable();
+    const q0 = performance.now();
+    const res = await app.inject({ method: 'GET', url });
+    const ms = performance.now() - q0;
+    loop.disable();
+    const heap = (process.memoryUsage().heapUsed - heap0) / 2 ** 20;
+    const body = res.body.length > 160 ? `${res.body.slice(0, 160)}…` : res.body;
+    const summary = res.statusCode === 200 ? JSON.stringify({ ...(JSON.parse(res.body) as Record<string, unknown>), items: undefined, top: undefined, connections: undefined, loss: undefined }).slice(0, 220) : body;
+    console.log(`${url.padEnd(44)} ${res.statusCode}  ${ms.toFixed(0).padStart(6)} ms  heap ${heap >= 0 ? '+' : ''}${heap.toFixed(0)} MiB  max loop stall ${(loop.max / 1e6).toFixed(0)} ms  ${summary}`);
+  }
+  const q0 = performance.now();
+  const five = await Promise.all(Array.from({ length: 5 }, () => app.inject({ method: 'GET', url: '/api/flows?ip=0.0.0.0/0&since=1d' })));
+  console.log(`five at once ip=0.0.0.0/0: ${(performance.now() - q0).toFixed(0)} ms for all; statuses ${five.map((r) => r.statusCode).join(' ')}`);
 }
 
 main().catch((err: unknown) => {

@@ -1,14 +1,17 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { runParse } from './cli/parse.js';
+import { runParse } from './cli/parse-command.js';
 
 const USAGE = `Usage: dockflow <command> [options]
 
 Commands:
   parse [FILE...]   netfilter LOG lines from syslog files, captures or stdin → NDJSON flow records
+  hunt [-]          run detection rules over stored records (or NDJSON records on stdin) and print what fires
   serve             receive syslog over UDP/TCP, enrich and store flow records in Redis, serve them over HTTP
   migrate           convert a store of the version 1 layout into the current one (docs/storage.md)
+  export -o FILE    records matching a query from a running dockflow, as NDJSON with a SHA-256 hash chain
+  verify FILE       check an export: every line as exported, none removed, added or moved
 
 Options:
   -h, --help        show this help (dockflow <command> --help for a command's options)
@@ -62,10 +65,21 @@ async function main(argv: string[]): Promise<number> {
   switch (command.value) {
     case 'parse':
       return runParse(rest);
+    case 'hunt': {
+      const { runHunt } = await import('./cli/hunt.js');
+      return runHunt(rest);
+    }
     case 'serve': {
-      // Loaded on demand: `parse` must not pull in the service's dependencies (Redis, HTTP, GeoIP).
+      // Loaded on demand: `parse` must not pull in the service's dependencies (Redis, HTTP, GeoIP). The runtime fix
+      // goes first, before anything the service loads runs.
+      await import('./runtime/string-prototype.js');
       const { runServe } = await import('./cli/serve.js');
       return runServe(rest);
+    }
+    case 'export':
+    case 'verify': {
+      const { runExport, runVerify } = await import('./cli/export.js');
+      return command.value === 'export' ? runExport(rest) : runVerify(rest);
     }
     case 'migrate': {
       const { runMigrate } = await import('./cli/migrate.js');

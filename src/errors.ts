@@ -10,6 +10,7 @@ export const ErrorCode = {
   INPUT_UNREADABLE: 'DOCKFLOW_INPUT_UNREADABLE',
   USAGE: 'DOCKFLOW_USAGE',
   SHUTDOWN_TIMEOUT: 'DOCKFLOW_SHUTDOWN_TIMEOUT',
+  INGESTER_ID_IN_USE: 'DOCKFLOW_INGESTER_ID_IN_USE',
 } as const;
 
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];

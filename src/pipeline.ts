@@ -1,8 +1,9 @@
-import { Counter, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import type { Enricher } from './enrich/enricher.js';
+import { exportCounter, seriesOf } from './metrics.js';
 import { parseLine, type LineOptions } from './parse/line.js';
 import { IsoFormatter } from './parse/time.js';
-import { SKIP_REASONS, type SkipReason } from './record.js';
+import { SKIP_REASONS, type FlowRecord, type SkipReason } from './record.js';
 import type { MessageMeta, MessageSink } from './receive/types.js';
 import type { StreamWriter } from './store/stream-writer.js';
 
@@ -21,32 +22,17 @@ export class IngestPipeline implements MessageSink {
     private readonly enricher: Enricher,
     private readonly writer: Pick<StreamWriter, 'push' | 'onDrain'>,
     registry: Registry,
+    /** Detections: sees each enriched record before it is stored. */
+    private readonly detect?: { observe(record: FlowRecord, timeMs: number): void },
   ) {
     this.skipped = Object.fromEntries(SKIP_REASONS.map((r) => [r, 0])) as Record<SkipReason, number>;
-    const skipped = this.skipped;
-    const parsed = this.parsed;
-    new Counter({
-      name: 'dockflow_lines_skipped_total',
-      help: 'Received messages that produced no flow record, by reason',
-      labelNames: ['reason'],
-      registers: [registry],
-      collect() {
-        this.reset();
-        for (const reason of SKIP_REASONS) this.labels(reason).inc(skipped[reason]);
-      },
-    });
-    new Counter({
-      name: 'dockflow_records_parsed_total',
-      help: 'Flow records parsed from received messages',
-      registers: [registry],
-      collect() {
-        this.reset();
-        this.inc(parsed.records);
-      },
-    });
+    exportCounter(registry, { name: 'dockflow_lines_skipped_total', help: 'Received messages that produced no flow record, by reason', labelNames: ['reason'] }, () =>
+      seriesOf('reason', SKIP_REASONS, this.skipped),
+    );
+    exportCounter(registry, { name: 'dockflow_records_parsed_total', help: 'Flow records parsed from received messages' }, () => this.parsed.records);
   }
 
-  accept(message: string, meta: MessageMeta): boolean {
+  accept(message: string, meta: MessageMeta, raw?: Buffer): boolean {
     const record = parseLine(message, this.lineOptions, meta.receivedAtMs);
     if (typeof record === 'string') {
       this.skipped[record]++;
@@ -56,9 +42,10 @@ export class IngestPipeline implements MessageSink {
     // Senders that put no hostname in the header (bare kernel text over syslog) are known by their address, which
     // is also what multi-host attribution maps when configured so.
     if (record.host === undefined) record.host = { name: meta.remoteAddress };
-    record.event = { ingested: this.ingestedIso.format(meta.receivedAtMs, 0, false) };
+    (record.event ??= {}).ingested = this.ingestedIso.format(meta.receivedAtMs, 0, false);
     this.enricher.enrich(record);
-    return this.writer.push(record, meta.transport, message);
+    this.detect?.observe(record, meta.receivedAtMs);
+    return this.writer.push(record, meta.transport, message, raw);
   }
 
   onDrain(listener: () => void): void {

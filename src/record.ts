@@ -25,6 +25,7 @@ export const DIRECTIONS: readonly Direction[] = [
 export interface Endpoint {
   ip?: string;
   port?: number;
+  /** ECS form: upper-case hex pairs joined by hyphens (`02-42-AC-11-00-02`). */
   mac?: string;
   geo?: Geo;
   as?: AutonomousSystem;
@@ -50,6 +51,8 @@ export interface ContainerRef {
   name?: string;
   image?: { name?: string };
   labels?: Record<string, string>;
+  /** Container ports the container publishes on the host, as Docker names them (`80/tcp`), from inspect (dockflow). */
+  ports?: readonly string[];
   /** How attribution was made: `ip`, `ip+mac`, `ip+physdev`, … (dockflow). */
   match?: string;
   /** `true` when the container side could not be attributed (the record is still stored). */
@@ -87,12 +90,19 @@ export interface IcmpInfo {
 export interface EmbeddedPacket {
   source?: { ip?: string; port?: number };
   destination?: { ip?: string; port?: number };
-  network?: { transport?: string; iana_number?: number };
+  network?: { transport?: string; iana_number?: string };
   iptables?: IptablesInfo;
+  /**
+   * The quote is partial: the kernel printed TRUNCATED/INCOMPLETE inside it, an address is missing, the line was cut
+   * inside it, or its `LEN=` (the original packet's) is more than the outer packet could carry.
+   */
   incomplete?: boolean;
 }
 
 export interface IptablesInfo {
+  /** `IN=` and `OUT=` as printed, `""` when empty (Elastic's form; ECS: `observer.ingress/egress.interface.name`). */
+  input_device?: string;
+  output_device?: string;
   ttl?: number;
   id?: number;
   length?: number;
@@ -121,8 +131,10 @@ export interface IptablesInfo {
   incomplete_bytes?: number;
   /** Quoted packet of an ICMP/ICMPv6 error. */
   embedded?: EmbeddedPacket;
-  /** ARP payload (`ARP HTYPE=…`). */
+  /** ARP payload (`ARP HTYPE=…`, `--log-macdecode` / nft `log flags ether`); MACs in ECS form. */
   arp?: { htype?: number; ptype?: number; opcode?: number; sender_mac?: string; sender_ip?: string; target_mac?: string; target_ip?: string };
+  /** Ubiquiti (EdgeOS/UniFi) rule label `[<rule_set>-<rule_number>-<A|D|R>]` right before `IN=`. */
+  ubiquiti?: { rule_set?: string; rule_number?: string; input_zone?: string; output_zone?: string };
 }
 
 export interface SyslogInfo {
@@ -139,7 +151,10 @@ export interface SyslogInfo {
 
 export interface FlowRecord {
   '@timestamp': string;
+  ecs?: { version: string };
   event?: {
+    /** Rule action from the log prefix as Elastic's integration reads it (`drop`, `accept`, `drop_input`, …). */
+    action?: string;
     /** Where the record is stored, `<direction>/<stream entry ID>`: set on records the API returns (dockflow). */
     id?: string;
     /** When dockflow received or read the line (ISO 8601). */
@@ -161,15 +176,26 @@ export interface FlowRecord {
   };
   host?: { name?: string };
   observer?: {
-    ingress?: { interface?: { name?: string } };
-    egress?: { interface?: { name?: string } };
+    /** The syslog header's hostname: the machine whose kernel logged the packet. */
+    name?: string;
+    ingress?: { interface?: { name?: string }; zone?: string };
+    egress?: { interface?: { name?: string }; zone?: string };
   };
+  /** Ubiquiti rule labels: `rule.name` is the rule set, `rule.id` the rule number. */
+  rule?: { id?: string; name?: string };
+  /** Socket owner (`UID=`/`GID=`, `--log-uid`), as ECS keywords. */
+  user?: { id?: string };
+  group?: { id?: string };
+  related?: { ip?: string[] };
   source: Endpoint;
   destination: Endpoint;
   network: {
     type?: 'ipv4' | 'ipv6' | 'arp';
     transport?: string;
-    iana_number?: number;
+    /** ECS keyword: the IANA protocol number as a decimal string. */
+    iana_number?: string;
+    /** 802.1Q VLAN ID (`VID=`) as an ECS keyword. */
+    vlan?: { id?: string };
     direction: Direction;
     community_id?: string;
     bytes?: number;

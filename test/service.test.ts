@@ -235,6 +235,54 @@ t.test('Redis killed mid-stream and restarted: TCP waits, UDP is spooled, nothin
   t.notMatch(metrics, /dockflow_store_records_dropped_total\{reason="[^"]+"\} [1-9]/, 'no drops');
 });
 
+/**
+ * Real captured lines with bytes a text decoding would change: NUL and invalid UTF-8 in the prefix, and at the end of
+ * the line. Each is still one netfilter message.
+ */
+function mutatedLines(): Buffer[] {
+  const out: Buffer[] = [];
+  const lines = messages('tcp-egress-smtp.rsyslog-rfc3164-tcp-lf.bin').concat(messages('udp-dns-egress.rsyslog-rfc5424-tcp-lf.bin'));
+  const inserts = [Buffer.from([0x00]), Buffer.from([0xff, 0xfe]), Buffer.from([0xc3]), Buffer.from([0xed, 0xa0, 0x80, 0x00]), Buffer.from([0xf4, 0x90, 0x80, 0x80])];
+  for (const [i, line] of lines.slice(0, 20).entries()) {
+    const b = Buffer.from(line);
+    const insert = inserts[i % inserts.length]!;
+    const at = b.indexOf('IN=') - 3;
+    out.push(i % 2 === 0 ? Buffer.concat([b.subarray(0, at), insert, b.subarray(at)]) : Buffer.concat([b, Buffer.from(' '), insert]));
+  }
+  return out;
+}
+
+t.test('messages with NUL and invalid UTF-8 are stored byte-exact and parsed as one message, over TCP LF, octet-counted and UDP', async (t) => {
+  const redis = await startRedis();
+  t.teardown(() => redis.stop());
+  const client = new Redis(redis.url, { maxRetriesPerRequest: null });
+  t.teardown(() => client.disconnect());
+  const service = await serve(t, redis.url, tempDir(t, 'svc'));
+  const lines = mutatedLines();
+  t.ok(lines.every((l) => l.includes(0) || l.toString('utf8').includes('\ufffd')), 'every line holds a NUL or invalid UTF-8');
+  await sendTcp(portOf(service, 'tcp'), Buffer.concat(lines.flatMap((l) => [l, Buffer.from('\n')])));
+  await sendTcp(portOf(service, 'tcp'), Buffer.concat(lines.flatMap((l) => [Buffer.from(`${l.length} `), l])));
+  const udp = dgram.createSocket('udp4');
+  for (const l of lines) await new Promise<void>((resolve, reject) => udp.send(l, portOf(service, 'udp'), '127.0.0.1', (err) => (err ? reject(err) : resolve())));
+  udp.close();
+  const want = lines.length * 3;
+  await waitFor('every message', async () => (await storedCount(client)) >= want);
+  const stored: string[] = [];
+  const hosts = new Set<string>();
+  for (const key of await streamKeys(client)) {
+    for (const [, fields] of await client.xrangeBuffer(key, '-', '+')) {
+      const names = fields.filter((_, i) => i % 2 === 0).map((f) => f.toString());
+      // The message as received is kept (`o`, keepOriginal on in serve()).
+      stored.push(fields[names.indexOf('o') * 2 + 1]!.toString('hex'));
+      hosts.add(decodeFlat(fields.map((f) => f.toString()), { containers: new Map(), asNames: new Map() })!.host?.name ?? '');
+    }
+  }
+  t.equal(stored.length, want, 'one record per message: none split at a NUL');
+  const expected = lines.map((l) => l.toString('hex'));
+  t.same(stored.sort(), [...expected, ...expected, ...expected].sort(), 'the stored message bytes are the bytes sent');
+  t.same([...hosts], ['vm'], 'every record has the host of its own header');
+});
+
 t.test('junk, oversize frames and half-open connections leave the service healthy', async (t) => {
   const redis = await startRedis();
   t.teardown(() => redis.stop());

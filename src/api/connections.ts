@@ -1,8 +1,8 @@
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { connections, type Connection } from '../store/aggregate.js';
-import { decodeCursor, encodeCursor, queryDigest } from '../store/query.js';
 import type { ApiContext } from './app.js';
-import { MAX_LIMIT, badRequest, filterProperties, rangeOf, toFlowFilter, type FilterQuery } from './filters.js';
+import { decodeCursor, encodeCursor, queryDigest, type Position } from '../store/query.js';
+import { MAX_LIMIT, badRequest, clampRange, filterProperties, rangeOf, toFlowFilter, type FilterQuery } from './filters.js';
 import { errorSchema, lossReportSchema, rangeSchema } from './openapi.js';
 
 interface ConnectionsQuery extends FilterQuery {
@@ -11,8 +11,6 @@ interface ConnectionsQuery extends FilterQuery {
   cursor?: string;
 }
 
-/** Per-packet records examined at most per request; beyond it the answer says `truncated` and gives a cursor. */
-const SCAN_BUDGET = 4_000;
 const DEFAULT_WINDOW_MS = 3_600_000;
 
 const endpoint = { type: 'object', properties: { ip: { type: 'string' }, port: { type: 'integer' } } } as const;
@@ -50,7 +48,7 @@ export function connectionRoutes(ctx: ApiContext): FastifyPluginAsync {
               ...filterProperties,
               idle_gap: { type: 'integer', minimum: 1, maximum: 86_400, default: 120, description: 'Seconds of silence that end a connection' },
               limit: { type: 'integer', minimum: 1, maximum: MAX_LIMIT, default: 100 },
-              cursor: { type: 'string', maxLength: 256, description: 'Opaque position from a previous answer (next_cursor)' },
+              cursor: { type: 'string', maxLength: 256, description: 'Opaque position from a previous page' },
             },
           },
           response: {
@@ -79,8 +77,10 @@ export function connectionRoutes(ctx: ApiContext): FastifyPluginAsync {
                   },
                 },
                 packets: { type: 'integer', description: 'Packet records aggregated' },
-                truncated: { type: 'boolean', description: 'The work limit per request was reached: the rest of the range is read with next_cursor' },
-                next_cursor: { type: ['string', 'null'], description: 'Pass as `cursor` to go on; null at the end. A connection may continue on the next answer' },
+                truncated: { type: 'boolean', description: 'Same as partial (kept for older clients)' },
+                partial: { type: 'boolean', description: 'The page covers less than asked: see partial_reasons, go on with next_cursor' },
+                partial_reasons: { type: 'array', items: { type: 'string' } },
+                next_cursor: { type: ['string', 'null'], description: 'Pass as `cursor` for the packets after this page; null at the end' },
                 loss: lossReportSchema,
               },
             },
@@ -91,26 +91,41 @@ export function connectionRoutes(ctx: ApiContext): FastifyPluginAsync {
       },
       async (req: FastifyRequest<{ Querystring: ConnectionsQuery }>) => {
         const { idle_gap: gap = 120, limit = 100, cursor: cursorText, ...fq } = req.query;
+        const digest = queryDigest({ ...fq, idle_gap: gap });
         const now = ctx.now();
         let f = toFlowFilter(fq, now, { sinceMs: now - DEFAULT_WINDOW_MS });
-        const digest = queryDigest({ ...fq, idle_gap: gap });
-        let after;
+        const reasons: string[] = [];
+        let after: Position | undefined;
         if (cursorText !== undefined) {
           const c = decodeCursor(cursorText);
           if (c === undefined) throw badRequest('cursor is not valid');
           if (c.query !== digest || c.order !== 'asc') throw badRequest('cursor belongs to a different query');
           f = { ...f, ...(c.sinceMs !== undefined ? { sinceMs: c.sinceMs } : {}), ...(c.untilMs !== undefined ? { untilMs: c.untilMs } : {}) };
           after = c.position;
+        } else {
+          const cl = clampRange(f.sinceMs!, f.untilMs ?? now, now, { retentionMs: ctx.limits.retentionMs });
+          reasons.push(...cl.reasons);
+          f = { ...f, sinceMs: cl.sinceMs, untilMs: Math.max(cl.sinceMs, cl.untilMs) };
         }
         f = { ...f, ...ctx.store.clamp(f.sinceMs, f.untilMs) };
-        const res = await connections(ctx.store, f, { idleGapMs: gap * 1000, limit, scanBudget: SCAN_BUDGET, ...(after ? { after } : {}) });
-        const next = res.resume !== undefined ? encodeCursor({ order: 'asc', position: res.resume, query: digest, sinceMs: f.sinceMs!, untilMs: f.untilMs! }) : null;
+        const budget = ctx.limits.connectionsScanBudget;
+        const res = await ctx.gate.run(() => connections(ctx.store, f, { idleGapMs: gap * 1000, limit, scanBudget: budget, ...(after ? { after } : {}) }));
+        const next =
+          res.resume !== undefined
+            ? encodeCursor({ order: 'asc', position: res.resume, query: digest, ...(f.sinceMs !== undefined ? { sinceMs: f.sinceMs } : {}), ...(f.untilMs !== undefined ? { untilMs: f.untilMs } : {}) })
+            : null;
+        if (next !== null) {
+          reasons.push(`scan budget (${budget} records) spent in partition ${res.resume!.partition}: pass next_cursor for the packets after it; a connection crossing pages appears in each with that page's packets`);
+        }
+        if (res.omitted > 0) reasons.push(`${res.omitted} less recently active connections beyond limit=${limit} left out`);
         return {
           range: rangeOf(f),
           count: res.connections.length,
           connections: res.connections.map(connectionJson),
           packets: res.packets,
-          truncated: res.truncated,
+          truncated: next !== null,
+          partial: reasons.length > 0,
+          partial_reasons: reasons,
           next_cursor: next,
           loss: await ctx.lossReport(),
         };

@@ -1,5 +1,6 @@
 import { DIRECTIONS, type Direction } from '../record.js';
-import { parseAddressMatch, type FlowFilter } from '../store/query.js';
+import { parseCidr } from '../net/ip.js';
+import type { FlowFilter } from '../store/query.js';
 
 /** An error fastify answers with its `statusCode` and message. */
 export class HttpError extends Error {
@@ -67,8 +68,16 @@ export interface FilterQuery {
 const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
 const ISO_RE = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/;
 
-/** ISO 8601 or `<n><s|m|h|d|w>` before `nowMs`; undefined when neither. */
+/** The latest time any answer talks about: the end of year 9999, as ISO 8601 can write it. */
+export const MAX_TIME_MS = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
+
+/** ISO 8601 or `<n><s|m|h|d|w>` before `nowMs`, between 1970 and 9999; undefined otherwise. */
 export function parseTime(text: string, nowMs: number): number | undefined {
+  const t = parseTimeText(text, nowMs);
+  return t !== undefined && t >= 0 && t <= MAX_TIME_MS ? t : undefined;
+}
+
+function parseTimeText(text: string, nowMs: number): number | undefined {
   const rel = /^(\d{1,9})([smhdw])$/.exec(text);
   if (rel) return nowMs - Number(rel[1]) * UNIT_MS[rel[2]!]!;
   if (!ISO_RE.test(text)) return undefined;
@@ -80,7 +89,7 @@ export function parseTime(text: string, nowMs: number): number | undefined {
 
 function address(name: string, text: string | undefined) {
   if (text === undefined) return undefined;
-  const m = parseAddressMatch(text);
+  const m = parseCidr(text);
   if (m === undefined) throw badRequest(`${name}: ${JSON.stringify(text)} is not an IP address or CIDR`);
   return m;
 }
@@ -89,7 +98,7 @@ function time(name: string, text: string | undefined, nowMs: number): number | u
   if (text === undefined) return undefined;
   const t = parseTime(text, nowMs);
   // Beyond what a Date can hold (±8.64e15 ms): not a time.
-  if (t === undefined || Math.abs(t) > 8.64e15) throw badRequest(`${name}: ${JSON.stringify(text)} is neither ISO 8601 nor a relative time like 15m`);
+  if (t === undefined || Math.abs(t) > 8.64e15) throw badRequest(`${name}: ${JSON.stringify(text)} is neither ISO 8601 nor a relative time like 15m, between 1970 and 9999`);
   return t;
 }
 
@@ -127,4 +136,34 @@ export function rangeOf(f: FlowFilter): { since: string | null; until: string | 
     since: f.sinceMs !== undefined ? new Date(f.sinceMs).toISOString() : null,
     until: f.untilMs !== undefined ? new Date(f.untilMs).toISOString() : null,
   };
+}
+
+/** A range as served, and why it is narrower than asked (empty when it is not). */
+export interface Clamped {
+  sinceMs: number;
+  untilMs: number;
+  reasons: string[];
+}
+
+const days = (ms: number): string => `${+(ms / 86_400_000).toFixed(2)} d`;
+
+/**
+ * Narrows a range to what can hold records and what one answer may cover: nothing before the retention horizon
+ * (records older are deleted), nothing after now, and at most `maxSpanMs` (the newest part is kept).
+ */
+export function clampRange(sinceMs: number, untilMs: number, nowMs: number, opts: { retentionMs: number; maxSpanMs?: number }): Clamped {
+  const reasons: string[] = [];
+  let since = sinceMs;
+  let until = untilMs;
+  if (until > nowMs) until = nowMs;
+  if (opts.retentionMs > 0 && since < nowMs - opts.retentionMs) {
+    since = nowMs - opts.retentionMs;
+    reasons.push(`since clamped to the retention horizon (${days(opts.retentionMs)})`);
+  }
+  if (opts.maxSpanMs !== undefined && until - since > opts.maxSpanMs) {
+    since = until - opts.maxSpanMs;
+    reasons.push(`range longer than ${days(opts.maxSpanMs)}: only its newest ${days(opts.maxSpanMs)} counted; ask again with until=${new Date(since).toISOString()} for the rest`);
+  }
+  if (since > until) reasons.push('the range lies wholly outside the stored records');
+  return { sinceMs: since, untilMs: until, reasons };
 }

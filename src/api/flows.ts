@@ -15,10 +15,12 @@ import {
   scanFlows,
   type FlowFilter,
   type Order,
+  type Position,
   type StoreReader,
 } from '../store/query.js';
 import type { ApiContext } from './app.js';
 import { MAX_LIMIT, badRequest, filterProperties, rangeOf, toFlowFilter, type FilterQuery } from './filters.js';
+import { BusyError, type ApiCounters } from './limits.js';
 import { errorSchema, lossReportSchema, rangeSchema } from './openapi.js';
 
 interface FlowsQuery extends FilterQuery {
@@ -27,9 +29,6 @@ interface FlowsQuery extends FilterQuery {
   cursor?: string;
   format?: 'json' | 'ndjson' | 'csv';
 }
-
-/** Entries examined per request before answering with a partial page and a cursor to go on. */
-const SCAN_BUDGET = 5_000;
 
 /** The record as the API returns it: rebuilt from the entry, plus where it is stored in `event.id` (`<partition>/<id>`). */
 export function withEventId(record: FlowRecord, partition: string, id: string): FlowRecord {
@@ -58,16 +57,20 @@ const CSV_COLUMNS: [string, (r: FlowRecord) => unknown][] = [
   ['destination.asn', (r) => r.destination.as?.number],
 ];
 
-/** RFC 4180 quoting; cells a spreadsheet would run as a formula get a leading `'`. */
+/**
+ * RFC 4180 with every field quoted and quotes doubled, so no delimiter a spreadsheet might pick (`,` or `;`) can split
+ * a cell; a text cell a spreadsheet would run as a formula (leading = + - @ TAB CR) gets a leading `'` inside the
+ * quotes (OWASP CSV injection).
+ */
 export function csvCell(v: unknown): string {
-  if (v === undefined || v === null) return '';
+  if (v === undefined || v === null) return '""';
   let s = String(v);
-  if (/^[=+\-@\t\r]/.test(s) && typeof v === 'string') s = `'${s}`;
-  return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  if (typeof v === 'string' && /^[=+\-@\t\r]/.test(s)) s = `'${s}`;
+  return `"${s.replace(/"/g, '""')}"`;
 }
 
 export function toCsv(records: FlowRecord[]): string {
-  const lines = [CSV_COLUMNS.map(([name]) => name).join(',')];
+  const lines = [CSV_COLUMNS.map(([name]) => csvCell(name)).join(',')];
   for (const r of records) lines.push(CSV_COLUMNS.map(([, get]) => csvCell(get(r))).join(','));
   return `${lines.join('\r\n')}\r\n`;
 }
@@ -81,9 +84,13 @@ function pickFormat(q: FlowsQuery, accept: string | undefined): 'json' | 'ndjson
 
 /* ---------- live ---------- */
 
-/** One live client: events queue while its socket is congested, and beyond `maxQueued` are dropped and counted. */
+/**
+ * One live client. Events arrive in batches (one write per client per read of the streams, not one per record); while
+ * its socket is congested they queue, and beyond `maxQueued` events they are dropped and counted, then announced.
+ */
 class Subscriber {
   private queue: string[] = [];
+  private queued = 0;
   private dropped = 0;
   private congested = false;
   private writer: ((chunk: string) => boolean) | undefined;
@@ -91,7 +98,10 @@ class Subscriber {
 
   constructor(
     readonly filter: FlowFilter,
+    /** Filters as text: subscribers with equal filters share one match per record. */
+    readonly filterKey: string,
     private readonly maxQueued: number,
+    private readonly counters: ApiCounters | undefined,
   ) {}
 
   attach(writer: (chunk: string) => boolean, end: () => void): void {
@@ -104,10 +114,16 @@ class Subscriber {
     this.ender?.();
   }
 
-  push(chunk: string): void {
+  /** `chunk` holds `events` SSE events (0 for a notice such as a gap). */
+  push(chunk: string, events: number): void {
     if (this.writer === undefined || this.congested) {
-      if (this.queue.length < this.maxQueued) this.queue.push(chunk);
-      else this.dropped += 1;
+      if (this.queued + events <= this.maxQueued || events === 0) {
+        this.queue.push(chunk);
+        this.queued += events;
+      } else {
+        this.dropped += events;
+        if (this.counters !== undefined) this.counters.liveDropped += events;
+      }
       return;
     }
     this.congested = !this.writer(chunk);
@@ -120,22 +136,56 @@ class Subscriber {
       this.queue.push(`event: dropped\ndata: {"dropped":${this.dropped}}\n\n`);
       this.dropped = 0;
     }
-    while (this.queue.length > 0 && !this.congested) this.congested = !this.writer(this.queue.shift()!);
+    if (this.queue.length > 0 && !this.congested) {
+      const all = this.queue.join('');
+      this.queue = [];
+      this.queued = 0;
+      this.congested = !this.writer(all);
+    }
   }
 }
 
 export interface LiveHubOptions {
   store: StoreReader;
   logger: Logger;
+  /** Followers at once; the next one is refused (503). */
+  maxClients: number;
+  /** Records fanned out per second; beyond it the tail jumps to the newest entry and followers get a counted gap. */
+  maxRecordsPerSecond: number;
   maxQueuedPerClient?: number;
+  counters?: ApiCounters;
+}
+
+interface StreamXInfo {
+  lastId: string;
+  /** Entries ever added to the stream (Redis ≥ 7); undefined on older servers. */
+  added: number | undefined;
+}
+
+async function streamInfo(redis: Redis, streams: readonly string[]): Promise<StreamXInfo[]> {
+  const pl = redis.pipeline();
+  for (const s of streams) pl.xinfo('STREAM', s);
+  const replies = (await pl.exec()) ?? [];
+  return streams.map((_, i) => {
+    const [err, reply] = replies[i] ?? [null, undefined];
+    // A stream not written yet: start before its first entry.
+    if (err || !Array.isArray(reply)) return { lastId: '0-0', added: 0 };
+    const flat = reply as unknown[];
+    const field = (name: string): unknown => flat[flat.indexOf(name) + 1];
+    const added = field('entries-added');
+    return { lastId: String(field('last-generated-id') ?? '0-0'), added: flat.includes('entries-added') ? Number(added) : undefined };
+  });
 }
 
 /**
  * Live tail for every SSE client through ONE blocking reader: a single `XREAD BLOCK` connection over the partitions
- * being written (the current and previous bucket's), fanning each entry out to the clients whose filters match. It
- * starts with the first client and stops with the last. It reads from explicit IDs (each partition's last entry when
- * it started, the first entry of a partition that appears later), never `$`, so nothing added between two reads is
- * missed. Records of older buckets (a replayed backlog) are not followed.
+ * being written (the current and previous bucket's), fanning each entry out to the clients whose filters match. Each
+ * record is parsed once, matched once per distinct filter, serialised once, and each client gets one write per read,
+ * however many clients watch. Its work is capped at `maxRecordsPerSecond`: past that, it waits for the next second
+ * and jumps to the newest entries, telling every client how many it skipped (`event: gap`), so followers can never
+ * take the event loop from ingest. It reads from explicit IDs (each partition's last entry when it started, the
+ * first entry of a partition that appears later), never `$`, so nothing added between two reads is missed. Records
+ * of older buckets (a replayed backlog) are not followed.
  */
 export class LiveHub {
   private readonly subs = new Set<Subscriber>();
@@ -150,7 +200,11 @@ export class LiveHub {
 
   /** Resolves once the reader's positions are fixed: every entry added after that reaches the subscriber. */
   async subscribe(filter: FlowFilter): Promise<{ sub: Subscriber; unsubscribe: () => void }> {
-    const sub = new Subscriber(filter, this.opts.maxQueuedPerClient ?? 1000);
+    if (this.subs.size >= this.opts.maxClients) {
+      if (this.opts.counters !== undefined) this.opts.counters.liveRefused += 1;
+      throw new BusyError(`${this.opts.maxClients} live followers already; retry later`);
+    }
+    const sub = new Subscriber(filter, JSON.stringify(filter), this.opts.maxQueuedPerClient ?? 1000, this.opts.counters);
     this.subs.add(sub);
     try {
       if (this.reader === undefined) {
@@ -189,19 +243,12 @@ export class LiveHub {
   private async start(): Promise<void> {
     const { redis, keys } = this.opts.store;
     const parts = await this.current();
-    const pl = redis.pipeline();
-    for (const p of parts) pl.xrevrange(keys.stream(p), '+', '-', 'COUNT', 1);
-    const replies = (await pl.exec()) ?? [];
-    const ids = new Map<string, string>();
-    parts.forEach((p, i) => {
-      const [err, entries] = replies[i] ?? [null, []];
-      if (err) throw err;
-      ids.set(p, (entries as [string, string[]][])[0]?.[0] ?? '0-0');
-    });
+    const info = await streamInfo(redis, parts.map((p) => keys.stream(p)));
+    const pos = new Map<string, StreamXInfo>(parts.map((p, i) => [p, info[i]!]));
     if (this.subs.size === 0) return;
     const reader = { conn: redis.duplicate(), stopped: false };
     this.reader = reader;
-    void this.run(reader, ids);
+    void this.run(reader, pos);
   }
 
   private stop(): void {
@@ -213,24 +260,66 @@ export class LiveHub {
     r.conn.disconnect();
   }
 
-  private async run(reader: { conn: Redis; stopped: boolean }, ids: Map<string, string>): Promise<void> {
+  /** Skips to the newest entries; the skipped count is exact on Redis ≥ 7 (entries-added), else unknown (null). */
+  private async jump(pos: Map<string, StreamXInfo>): Promise<void> {
+    const { redis, keys } = this.opts.store;
+    const parts = [...pos.keys()];
+    const now = await streamInfo(redis, parts.map((p) => keys.stream(p)));
+    let skipped: number | null = 0;
+    parts.forEach((p, i) => {
+      const was = pos.get(p)!;
+      const is = now[i]!;
+      if (is.lastId === was.lastId) return;
+      if (skipped !== null && was.added !== undefined && is.added !== undefined) skipped += Math.max(0, is.added - was.added);
+      else skipped = null;
+      pos.set(p, is);
+    });
+    if (skipped === 0) return;
+    if (skipped !== null && this.opts.counters !== undefined) this.opts.counters.liveSkipped += skipped;
+    const notice = `event: gap\ndata: {"skipped":${skipped === null ? 'null' : skipped}}\n\n`;
+    for (const sub of this.subs) sub.push(notice, 0);
+  }
+
+  private async run(reader: { conn: Redis; stopped: boolean }, pos: Map<string, StreamXInfo>): Promise<void> {
     const { keys } = this.opts.store;
+    const perSecond = this.opts.maxRecordsPerSecond;
+    let windowStart = Date.now();
+    let used = 0;
     let refreshed = Date.now();
     while (!reader.stopped) {
+      const now = Date.now();
+      if (now - windowStart >= 1000) {
+        windowStart = now;
+        used = 0;
+      }
+      if (used >= perSecond) {
+        // Over the cap: wait out this second, then go on from the newest entries.
+        await new Promise((r) => setTimeout(r, windowStart + 1000 - now));
+        if (reader.stopped) return;
+        try {
+          await this.jump(pos);
+        } catch (err) {
+          this.opts.logger.warn({ err }, 'live reader: could not skip ahead');
+        }
+        continue;
+      }
       let reply: [string, [string, string[]][]][] | null;
       try {
         if (Date.now() - refreshed > 1000) {
           refreshed = Date.now();
           const live = await this.current();
-          for (const p of live) if (!ids.has(p)) ids.set(p, '0-0');
-          for (const p of [...ids.keys()]) if (!live.includes(p)) ids.delete(p);
+          // A partition that appears later is read from its first entry.
+          for (const p of live) if (!pos.has(p)) pos.set(p, { lastId: '0-0', added: 0 });
+          for (const p of [...pos.keys()]) if (!live.includes(p)) pos.delete(p);
         }
-        if (ids.size === 0) {
+        if (pos.size === 0) {
           await new Promise((r) => setTimeout(r, 500));
+          refreshed = 0;
           continue;
         }
-        const parts = [...ids.keys()];
-        reply = (await reader.conn.xread('COUNT', 1000, 'BLOCK', 1000, 'STREAMS', ...parts.map((p) => keys.stream(p)), ...parts.map((p) => ids.get(p)!))) as typeof reply;
+        const parts = [...pos.keys()];
+        const ids = parts.map((p) => pos.get(p)!.lastId);
+        reply = (await reader.conn.xread('COUNT', Math.min(1000, perSecond - used), 'BLOCK', 1000, 'STREAMS', ...parts.map((p) => keys.stream(p)), ...ids)) as typeof reply;
       } catch (err) {
         if (reader.stopped) return;
         this.opts.logger.warn({ err }, 'live reader: XREAD failed, retrying');
@@ -240,20 +329,35 @@ export class LiveHub {
       if (reply === null) continue;
       const reg = await this.opts.store.registries().catch(() => undefined);
       if (reg === undefined) continue;
+      // Per distinct filter: the events of this read and the subscribers that share it.
+      const groups = new Map<string, { filter: FlowFilter; subs: Subscriber[]; chunks: string[] }>();
+      for (const sub of this.subs) {
+        const g = groups.get(sub.filterKey);
+        if (g === undefined) groups.set(sub.filterKey, { filter: sub.filter, subs: [sub], chunks: [] });
+        else g.subs.push(sub);
+      }
       for (const [stream, entries] of reply) {
         const part = /\{([^}]+)\}:s$/.exec(stream)?.[1];
-        if (part === undefined || !ids.has(part)) continue;
+        const p = part === undefined ? undefined : pos.get(part);
+        if (part === undefined || p === undefined) continue;
         for (const [id, fields] of entries) {
-          ids.set(part, id);
+          p.lastId = id;
+          if (p.added !== undefined) p.added += 1;
+          used += 1;
           const record = decodeFlat(fields, reg);
           if (record === undefined) continue;
           let chunk: string | undefined;
-          for (const sub of this.subs) {
-            if (!recordMatches(record, sub.filter)) continue;
+          for (const g of groups.values()) {
+            if (!recordMatches(record, g.filter)) continue;
             chunk ??= `id: ${part}/${id}\nevent: flow\ndata: ${JSON.stringify(withEventId(record, part, id))}\n\n`;
-            sub.push(chunk);
+            g.chunks.push(chunk);
           }
         }
+      }
+      for (const g of groups.values()) {
+        if (g.chunks.length === 0) continue;
+        const batch = g.chunks.join('');
+        for (const sub of g.subs) sub.push(batch, g.chunks.length);
       }
     }
   }
@@ -306,7 +410,7 @@ export function flowRoutes(ctx: ApiContext, hub: LiveHub, opts: { heartbeatMs: n
         const order = q.order ?? 'desc';
         const digest = queryDigest(filterQuery);
         let f = toFlowFilter(filterQuery, ctx.now());
-        let after;
+        let after: Position | undefined;
         if (cursorText !== undefined) {
           const c = decodeCursor(cursorText);
           if (c === undefined) throw badRequest('cursor is not valid');
@@ -314,10 +418,12 @@ export function flowRoutes(ctx: ApiContext, hub: LiveHub, opts: { heartbeatMs: n
           f = { ...f, ...(c.sinceMs !== undefined ? { sinceMs: c.sinceMs } : {}), ...(c.untilMs !== undefined ? { untilMs: c.untilMs } : {}) };
           after = c.position;
         }
-        const clamped = ctx.store.clamp(f.sinceMs, f.untilMs);
-        f = { ...f, ...clamped };
-        const plan = await planQuery(ctx.store, f);
-        const res = await scanFlows(ctx.store, f, plan, limit, { order, scanBudget: SCAN_BUDGET, ...(after ? { after } : {}) });
+        f = { ...f, ...ctx.store.clamp(f.sinceMs, f.untilMs) };
+        const { plan, res } = await ctx.gate.run(async () => {
+          const plan = await planQuery(ctx.store, f);
+          const res = await scanFlows(ctx.store, f, plan, limit, { order, scanBudget: ctx.limits.flowsScanBudget, ...(after ? { after } : {}) });
+          return { plan, res };
+        });
         const ids = plan.containerIds;
         const items = res.hits.map((h) => {
           const item = withEventId(h.record, h.partition, h.id);

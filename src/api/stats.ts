@@ -4,7 +4,7 @@ import { TOP_DIMENSIONS, type TopDimension } from '../store/indexer.js';
 import { resolveContainers } from '../store/query.js';
 import type { Direction } from '../record.js';
 import type { ApiContext } from './app.js';
-import { MAX_LIMIT, badRequest, filterProperties, HttpError, parseTime, toFlowFilter } from './filters.js';
+import { MAX_LIMIT, badRequest, clampRange, filterProperties, HttpError, parseTime, toFlowFilter } from './filters.js';
 import { errorSchema, lossReportSchema, rangeSchema } from './openapi.js';
 
 interface TopQuery {
@@ -50,9 +50,11 @@ export function statsRoutes(ctx: ApiContext): FastifyPluginAsync {
               properties: {
                 by: { type: 'string' },
                 range: rangeSchema,
-                covered: rangeSchema,
+                covered: { ...rangeSchema, type: ['object', 'null'] },
                 distinct: { type: 'integer' },
-                partial: { type: 'boolean' },
+                exact: { type: 'boolean', description: 'False when the read budget ran out before the ranking settled' },
+                partial: { type: 'boolean', description: 'True when the answer covers less than asked (see partial_reasons)' },
+                partial_reasons: { type: 'array', items: { type: 'string' } },
                 top: {
                   type: 'array',
                   items: {
@@ -72,21 +74,36 @@ export function statsRoutes(ctx: ApiContext): FastifyPluginAsync {
         const { by, limit = 10, ...fq } = req.query;
         const now = ctx.now();
         const f = toFlowFilter(fq, now, { sinceMs: now - DEFAULT_WINDOW_MS });
-        const res = await topN(ctx.store, {
-          by,
-          ...(f.directions ? { directions: f.directions as Direction[] } : {}),
-          sinceMs: f.sinceMs!,
-          untilMs: f.untilMs ?? now,
-          limit,
-        });
+        const range = { since: new Date(f.sinceMs!).toISOString(), until: new Date(f.untilMs ?? now).toISOString() };
+        // One counter key per bucket and direction: the range is bounded before any key is named.
+        const c = clampRange(f.sinceMs!, f.untilMs ?? now, now, { retentionMs: ctx.limits.retentionMs, maxSpanMs: ctx.limits.topMaxRangeMs });
+        const loss = await ctx.lossReport();
+        if (c.sinceMs > c.untilMs) {
+          return { by, range, covered: null, distinct: 0, exact: true, partial: true, partial_reasons: c.reasons, top: [], loss };
+        }
+        const res = await ctx.gate.run(() =>
+          topN(ctx.store, {
+            by,
+            ...(f.directions ? { directions: f.directions as Direction[] } : {}),
+            sinceMs: c.sinceMs,
+            untilMs: c.untilMs,
+            limit,
+            maxReadEntries: ctx.limits.topMaxReadEntries,
+          }),
+        );
+        const reasons = [...c.reasons];
+        if (res.partial) reasons.push(`the range holds more partitions than one answer reads: only the newest were counted (see covered)`);
+        if (!res.exact) reasons.push(`read budget (${ctx.limits.topMaxReadEntries} counter entries) spent before the ranking settled: the counts are exact, values may be missing; narrow the range`);
         return {
           by,
-          range: { since: new Date(f.sinceMs!).toISOString(), until: new Date(f.untilMs ?? now).toISOString() },
+          range,
           covered: { since: new Date(res.coveredSinceMs).toISOString(), until: new Date(res.coveredUntilMs).toISOString() },
           distinct: res.distinct,
-          partial: res.partial,
+          exact: res.exact,
+          partial: reasons.length > 0,
+          partial_reasons: reasons,
           top: res.entries,
-          loss: await ctx.lossReport(),
+          loss,
         };
       },
     );
@@ -163,6 +180,7 @@ export function statsRoutes(ctx: ApiContext): FastifyPluginAsync {
           newSince = parseTime(req.query.new_since, now);
           if (newSince === undefined || Math.abs(newSince) > 8.64e15) throw badRequest(`new_since: ${JSON.stringify(req.query.new_since)} is neither ISO 8601 nor a relative time like 15m`);
         }
+        return ctx.gate.run(async () => {
         const all = (await ctx.store.registries()).list;
         const ids = new Set(resolveContainers(all, { container: req.params.key }));
         const matched = all.filter((c) => ids.has(c.id));
@@ -186,6 +204,7 @@ export function statsRoutes(ctx: ApiContext): FastifyPluginAsync {
         }
         const since = newSince !== undefined ? new Date(newSince).toISOString() : null;
         return { new_since: since, containers, range: { since, until: new Date(now).toISOString() }, loss: await ctx.lossReport() };
+        });
       },
     );
   };

@@ -12,7 +12,7 @@ const USAGE = `usage: dockflow migrate [--keep-v1]
 
 Copies a store written by dockflow's version 1 layout (<prefix>:flows:<direction> streams) into the version 2
 layout (docs/storage.md), then deletes the version 1 keys (--keep-v1 leaves them). Reads the same settings as
-serve from the environment: REDIS_URL, DOCKFLOW_KEY_PREFIX, DOCKFLOW_WRITER_ID, DOCKFLOW_KEEP_ORIGINAL,
+serve from the environment: REDIS_URL, DOCKFLOW_KEY_PREFIX, DOCKFLOW_INGESTER_ID, DOCKFLOW_KEEP_ORIGINAL,
 DOCKFLOW_RETENTION_MS, DOCKFLOW_SPOOL_DIR.`;
 
 export async function runMigrate(argv: string[]): Promise<number> {
@@ -40,7 +40,7 @@ export async function runMigrate(argv: string[]): Promise<number> {
     redis,
     {
       keyPrefix: config.store.keyPrefix,
-      writerId: config.store.writerId,
+      writerId: config.store.ingesterId,
       keepOriginal: config.store.keepOriginal,
       retentionMs: config.store.retentionMs,
       spoolDir: config.store.spoolDir,

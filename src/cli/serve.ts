@@ -1,8 +1,8 @@
 import { parseArgs } from 'node:util';
-import { pino } from 'pino';
 import { loadConfig, readConfigFile, SETTINGS } from '../config/index.js';
 import { DockflowError } from '../errors.js';
 import { startService } from '../service.js';
+import { serviceLogger } from './logger.js';
 
 function usage(): string {
   const rows = SETTINGS.filter((s) => s.flag !== undefined).map(
@@ -16,6 +16,7 @@ function usage(): string {
     'environment < flags. With no REDIS_URL a local redis-server is started under .dockflow/redis.',
     '',
     ...rows,
+    `  --${'no-ingest'.padEnd(22)} same as --ingest false: API and dashboard only, from the shared store`,
     `  --${'config'.padEnd(22)} JSON file with the full configuration schema [DOCKFLOW_CONFIG]`,
   ].join('\n');
 }
@@ -25,8 +26,9 @@ export async function runServe(argv: string[]): Promise<number> {
   for (const s of SETTINGS) if (s.flag !== undefined) options[s.flag] = { type: 'string' };
   let flags: Record<string, string | boolean | undefined>;
   try {
-    const parsed = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: false });
+    const parsed = parseArgs({ args: argv, options: { ...options, 'no-ingest': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: false });
     flags = parsed.values as Record<string, string | boolean | undefined>;
+    if (flags['no-ingest'] === true) flags.ingest = 'false';
   } catch (err) {
     process.stderr.write(`dockflow serve: ${(err as Error).message}\n\n${usage()}\n`);
     return 2;
@@ -49,7 +51,7 @@ export async function runServe(argv: string[]): Promise<number> {
     return 2;
   }
 
-  const logger = pino({ level: config.logLevel, name: 'dockflow' });
+  const logger = await serviceLogger(config.logLevel);
   let service;
   try {
     service = await startService(config, { logger });

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { DockflowError, ErrorCode } from '../errors.js';
 import { DEFAULT_BRIDGES } from '../parse/direction.js';
+import { defaultIngesterId } from '../store/ingester-lease.js';
 
 const port = z.number().int().min(0).max(65535);
 const positiveInt = z.number().int().positive();
@@ -25,8 +26,13 @@ export const ConfigSchema = z
         tcpEnabled: z.boolean().default(true),
         tcpPort: port.default(5514),
         maxConnections: positiveInt.default(1024),
+        /** TCP connections from one source address; beyond it they are refused and counted. */
+        maxConnectionsPerSource: positiveInt.default(32),
         idleTimeoutMs: positiveInt.default(5 * 60_000),
-        maxMessageBytes: positiveInt.default(64 * 1024),
+        /** A TCP connection that sends bytes but completes no message for this long is closed (slowloris). */
+        frameTimeoutMs: positiveInt.default(30_000),
+        /** A kernel LOG line with its syslog header is under 1 KiB; rsyslog's own default is 8 KiB. */
+        maxMessageBytes: positiveInt.default(8 * 1024),
         /** CIDRs allowed to send; empty allows everyone (syslog carries no authentication). */
         allowedSenders: z.array(z.string()).default([]),
       })
@@ -57,8 +63,6 @@ export const ConfigSchema = z
         keyPrefix: z.string().regex(/^[A-Za-z0-9_.-]+$/).default('dockflow'),
         /** When set, every record goes into this one stream (no partitions, no indexes, no API answers). */
         singleStream: z.string().optional(),
-        /** This ingester's id in partition names: each of several ingesters sharing a store needs its own. */
-        writerId: z.string().regex(/^[A-Za-z0-9_-]{1,32}$/).default('w1'),
         /** Keep each syslog message as received beside the record (`event.original`). */
         keepOriginal: z.boolean().default(false),
         batchMaxRecords: positiveInt.default(500),
@@ -72,6 +76,13 @@ export const ConfigSchema = z
         retentionMs: nonNegativeInt.default(30 * 24 * 3600_000),
         spoolDir: z.string().default('.dockflow/spool'),
         spoolMaxBytes: positiveInt.default(1024 * 1024 * 1024),
+        /**
+         * This process' writer identity among the ingesters sharing the store: unique among them (a lease refuses a
+         * second process with the same one). Default: the hostname.
+         */
+        ingesterId: z.string().regex(/^[A-Za-z0-9_-]{1,32}$/).default(defaultIngesterId()),
+        /** The ingester id's lease outlives a process that died by this long. */
+        ingesterLeaseMs: positiveInt.default(15_000),
       })
       .prefault({}),
     http: z
@@ -80,6 +91,33 @@ export const ConfigSchema = z
         port: port.default(8080),
         /** Required when `host` is not a loopback address. */
         apiToken: z.string().min(16).optional(),
+        /** With no token: Host names accepted beside the loopback ones (DNS-rebinding defence), `name` or `name:port`. */
+        allowedHosts: z.array(z.string().min(1)).default([]),
+        /** Open HTTP connections; beyond it new ones are closed at once (counted). */
+        maxConnections: positiveInt.default(512),
+        /** A request's headers must arrive within this, its whole body within `requestTimeoutMs`. */
+        headersTimeoutMs: positiveInt.default(10_000),
+        requestTimeoutMs: positiveInt.default(30_000),
+        /** An idle keep-alive connection is closed after this. */
+        keepAliveTimeoutMs: positiveInt.default(5_000),
+        /** A connection silent both ways this long is closed (one that never sends a request, too); above the live heartbeat. */
+        idleTimeoutMs: positiveInt.default(60_000),
+        /** Live (SSE) followers at once; beyond it 503. */
+        maxLiveClients: positiveInt.default(64),
+        /** Records the live tail fans out per second; beyond it followers get a counted gap instead. */
+        liveMaxRecordsPerSecond: positiveInt.default(5_000),
+        /** Heavy queries (flows, connections, top, inventory) running at once; beyond it 503 with Retry-After. */
+        maxConcurrentQueries: positiveInt.default(4),
+        /** Index entries a flow query examines per page before answering partial with a cursor. */
+        flowsScanBudget: positiveInt.default(20_000),
+        /** Packet records a connections query folds per page before answering partial with a cursor. */
+        connectionsScanBudget: positiveInt.default(10_000),
+        /** Longest range a top-N query counts (newer part kept); also clamped to `store.retentionMs`. */
+        topMaxRangeMs: positiveInt.default(7 * 24 * 3600_000),
+        /** Counter entries a top-N query reads from Redis at most; beyond it the answer is marked inexact. */
+        topMaxReadEntries: positiveInt.default(200_000),
+        /** A CIDR filter enumerating at most this many seen addresses is served from their indexes. */
+        cidrMaxAddresses: positiveInt.default(256),
       })
       .prefault({}),
     geo: z
@@ -89,6 +127,10 @@ export const ConfigSchema = z
         countryDbPath: z.string().optional(),
         asnDbPath: z.string().optional(),
         embeddedDefault: z.boolean().default(true),
+        /** Without `asnDbPath`: AS numbers and names from the embedded @ip-location-db/asn data. */
+        embeddedAsn: z.boolean().default(true),
+        /** Where the embedded AS data is kept converted (one file, about 11 MB). */
+        asnCacheDir: z.string().default('.dockflow/asn'),
         cacheEntries: positiveInt.default(100_000),
         watch: z.boolean().default(true),
       })
@@ -103,6 +145,37 @@ export const ConfigSchema = z
         reconcileIntervalMs: positiveInt.default(60_000),
       })
       .prefault({}),
+    detect: z
+      .object({
+        enabled: z.boolean().default(true),
+        /** Load the rules shipped in `rules/detections`. */
+        shippedRules: z.boolean().default(true),
+        /** User rule files or directories (`*.yaml`), loaded after the shipped ones, reloaded on change. */
+        rules: z.array(z.string().min(1)).default([]),
+        /** Repeats of a rule for one container and remote within this window are one alert with a count. */
+        groupWindowMs: positiveInt.default(10 * 60_000),
+        maxGroups: positiveInt.default(10_000),
+        /** Keys held per stateful rule (subjects, beacon targets, first-contact baselines). */
+        maxStateKeys: positiveInt.default(100_000),
+        baselineFlushMs: positiveInt.default(1000),
+        reloadDebounceMs: positiveInt.default(250),
+        /** Approximate length cap of the alert stream. */
+        alertsMaxLen: positiveInt.default(100_000),
+        alertsMaxQueue: positiveInt.default(10_000),
+        /** Followers of `/api/alerts/live` at once. */
+        liveMaxClients: positiveInt.default(32),
+        webhookUrl: z.string().url().optional(),
+        webhookMaxQueue: positiveInt.default(1000),
+        webhookMaxAttempts: positiveInt.default(5),
+        webhookBackoffMs: positiveInt.default(1000),
+        webhookTimeoutMs: positiveInt.default(5000),
+      })
+      .prefault({}),
+    /**
+     * false: serve the API and dashboard from the shared store only: no syslog listeners, no writer, no Docker
+     * watchers (several API processes beside the ingesters).
+     */
+    ingest: z.boolean().default(true),
     shutdownTimeoutMs: positiveInt.default(10_000),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
@@ -137,7 +210,9 @@ export const SETTINGS: readonly Setting[] = [
   { path: 'syslog.udpBacklogDiskBytes', env: 'DOCKFLOW_UDP_BACKLOG_DISK_BYTES', flag: 'udp-backlog-disk-bytes', kind: 'int', help: 'then on disk under <spool-dir>/udp (0: none)' },
   { path: 'syslog.maxMessageBytes', env: 'SYSLOG_MAX_MESSAGE_BYTES', flag: 'max-message-bytes', kind: 'int', help: 'largest syslog message accepted' },
   { path: 'syslog.maxConnections', env: 'SYSLOG_MAX_CONNECTIONS', flag: 'max-connections', kind: 'int', help: 'concurrent TCP senders' },
+  { path: 'syslog.maxConnectionsPerSource', env: 'SYSLOG_MAX_CONNECTIONS_PER_SOURCE', flag: 'max-connections-per-source', kind: 'int', help: 'concurrent TCP connections from one address' },
   { path: 'syslog.idleTimeoutMs', env: 'SYSLOG_IDLE_TIMEOUT_MS', flag: 'idle-timeout-ms', kind: 'int', help: 'close silent TCP connections after' },
+  { path: 'syslog.frameTimeoutMs', env: 'SYSLOG_FRAME_TIMEOUT_MS', flag: 'frame-timeout-ms', kind: 'int', help: 'close TCP connections that complete no message for' },
   { path: 'syslog.allowedSenders', env: 'SYSLOG_ALLOWED_SENDERS', flag: 'allowed-senders', kind: 'list', help: 'comma-separated CIDRs allowed to send' },
   { path: 'parse.bridges', env: 'DOCKFLOW_BRIDGES', flag: 'bridges', kind: 'list', help: 'container bridge names (trailing * = prefix)' },
   { path: 'parse.timeZone', env: 'SYSLOG_TIME_ZONE', flag: 'tz', kind: 'string', help: 'zone of RFC 3164 timestamps' },
@@ -145,13 +220,14 @@ export const SETTINGS: readonly Setting[] = [
   { path: 'store.singleStream', env: 'REDIS_STREAM', flag: 'stream', kind: 'string', help: 'one stream for all records instead of one per direction' },
   { path: 'store.retentionMs', env: 'DOCKFLOW_RETENTION_MS', flag: 'retention-ms', kind: 'int', help: 'keep records this long' },
   { path: 'store.maxRecords', env: 'DOCKFLOW_MAX_RECORDS', flag: 'max-records', kind: 'int', help: 'records kept at most, whole oldest partitions deleted above it (0: none)' },
-  { path: 'store.writerId', env: 'DOCKFLOW_WRITER_ID', flag: 'writer-id', kind: 'string', help: 'this ingester id in partition names (unique per ingester)' },
   { path: 'store.keepOriginal', env: 'DOCKFLOW_KEEP_ORIGINAL', flag: 'keep-original', kind: 'bool', help: 'store each syslog message as received (event.original)' },
   { path: 'store.maxQueueRecords', env: 'DOCKFLOW_MAX_QUEUE_RECORDS', flag: 'max-queue-records', kind: 'int', help: 'records waiting for Redis before TCP senders are paused' },
   { path: 'store.batchMaxRecords', env: 'DOCKFLOW_BATCH_MAX_RECORDS', flag: 'batch-max-records', kind: 'int', help: 'records per Redis write' },
   { path: 'store.replyTimeoutMs', env: 'DOCKFLOW_REDIS_REPLY_TIMEOUT_MS', flag: 'redis-reply-timeout-ms', kind: 'int', help: 'Redis silent this long with a batch waiting: reconnect and resend' },
   { path: 'store.spoolDir', env: 'DOCKFLOW_SPOOL_DIR', flag: 'spool-dir', kind: 'string', help: 'on-disk spool for Redis outages' },
   { path: 'store.spoolMaxBytes', env: 'DOCKFLOW_SPOOL_MAX_BYTES', flag: 'spool-max-bytes', kind: 'int', help: 'spool size limit' },
+  { path: 'store.ingesterId', env: 'DOCKFLOW_INGESTER_ID', flag: 'ingester-id', kind: 'string', help: 'writer identity, unique among ingesters sharing the store (default: hostname)' },
+  { path: 'ingest', env: 'DOCKFLOW_INGEST', flag: 'ingest', kind: 'bool', help: 'receive and store syslog; false (or --no-ingest): API and dashboard only' },
   { path: 'http.host', env: 'HTTP_HOST', flag: 'http-host', kind: 'string', help: 'HTTP API listen address' },
   { path: 'http.port', env: 'HTTP_PORT', flag: 'http-port', kind: 'int', help: 'HTTP API port' },
   { path: 'http.apiToken', env: 'API_TOKEN', flag: 'api-token', kind: 'string', help: 'bearer token (required off loopback)' },
@@ -159,9 +235,15 @@ export const SETTINGS: readonly Setting[] = [
   { path: 'geo.cityDbPath', env: 'GEOIP_CITY_DB', flag: 'geoip-city-db', kind: 'string', help: 'GeoIP2/GeoLite2 City mmdb' },
   { path: 'geo.countryDbPath', env: 'GEOIP_DB', flag: 'geoip-country-db', kind: 'string', help: 'Country mmdb (default: embedded CC0 db)' },
   { path: 'geo.asnDbPath', env: 'GEOIP_ASN_DB', flag: 'geoip-asn-db', kind: 'string', help: 'ASN mmdb' },
+  { path: 'geo.embeddedAsn', env: 'GEOIP_EMBEDDED_ASN', flag: 'geoip-embedded-asn', kind: 'bool', help: 'AS from the embedded ip-location-db/asn data without an ASN mmdb' },
+  { path: 'geo.asnCacheDir', env: 'DOCKFLOW_ASN_CACHE_DIR', flag: 'asn-cache-dir', kind: 'string', help: 'where the embedded AS data is kept converted' },
   { path: 'docker.enabled', env: 'DOCKFLOW_DOCKER', flag: 'docker', kind: 'bool', help: 'container attribution' },
   { path: 'docker.defaultEndpoint', env: 'DOCKER_HOST', flag: 'docker-host', kind: 'string', help: 'Docker endpoint (unix://, tcp://)' },
   { path: 'docker.endpoints', env: 'DOCKFLOW_DOCKER_ENDPOINTS', flag: 'docker-endpoints', kind: 'map', help: 'host=endpoint,… per syslog hostname' },
+  { path: 'detect.enabled', env: 'DOCKFLOW_DETECT', flag: 'detect', kind: 'bool', help: 'run detection rules on received records' },
+  { path: 'detect.rules', env: 'DOCKFLOW_RULES', flag: 'rules', kind: 'list', help: 'comma-separated rule files or directories (after the shipped ones)' },
+  { path: 'detect.shippedRules', env: 'DOCKFLOW_SHIPPED_RULES', flag: 'shipped-rules', kind: 'bool', help: 'load the rules shipped in rules/detections' },
+  { path: 'detect.webhookUrl', env: 'DOCKFLOW_ALERT_WEBHOOK', flag: 'alert-webhook', kind: 'string', help: 'POST each alert as JSON to this URL' },
   { path: 'shutdownTimeoutMs', env: 'DOCKFLOW_SHUTDOWN_TIMEOUT_MS', flag: 'shutdown-timeout-ms', kind: 'int', help: 'drain deadline on SIGTERM' },
   { path: 'logLevel', env: 'LOG_LEVEL', flag: 'log-level', kind: 'string', help: 'pino level' },
 ];
@@ -249,6 +331,12 @@ export function loadConfig(sources: ConfigSources): Readonly<Config> {
   }
   return deepFreeze(config);
 }
+
+/**
+ * Every default, as the schema gives it. Modules that take optional settings fall back to these, so a default is
+ * written once, in the schema above.
+ */
+export const DEFAULTS: Readonly<Config> = deepFreeze(ConfigSchema.parse({}));
 
 export function readConfigFile(path: string): unknown {
   try {

@@ -1,5 +1,3 @@
-/// <reference lib="dom" />
-/// <reference lib="dom.iterable" />
 import { askToken, forgetToken, storedToken } from './auth.js';
 import { SseParser, type SseEvent } from './sse.js';
 

@@ -1,5 +1,3 @@
-/// <reference lib="dom" />
-/// <reference lib="dom.iterable" />
 import { h } from './dom.js';
 
 const KEY = 'dockflow.token';

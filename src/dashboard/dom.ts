@@ -1,5 +1,3 @@
-/// <reference lib="dom" />
-/// <reference lib="dom.iterable" />
 /**
  * The only way the dashboard builds DOM: elements with attributes set one by one and text as text nodes. Nothing
  * from a record is ever parsed as markup (no innerHTML anywhere), so a prefix or a label like `<img onerror=…>`

@@ -1,5 +1,3 @@
-/// <reference lib="dom" />
-/// <reference lib="dom.iterable" />
 /**
  * The dashboard's entry: a header with the views, and the view the URL names. Every view keeps its whole state in
  * the query string (`?view=flows&direction=egress&since=1h`), so a view can be shared by its address; links between
@@ -8,6 +6,8 @@
 import type { Params } from './api.js';
 import { forgetToken, storedToken } from './auth.js';
 import { h, viewHref } from './dom.js';
+import { alertsView } from './views/alerts.js';
+import { statusBanner } from './status.js';
 import type { View, ViewContext } from './views/common.js';
 import { containerView } from './views/container.js';
 import { flowsView } from './views/flows.js';
@@ -19,6 +19,7 @@ const VIEWS: Record<string, { title: string; render(q: URLSearchParams, ctx: Vie
   container: { title: 'Containers', render: containerView },
   top: { title: 'Top talkers', render: topView },
   map: { title: 'Map', render: mapView },
+  alerts: { title: 'Alerts', render: alertsView },
 };
 
 let current: View | undefined;
@@ -67,5 +68,5 @@ document.addEventListener('click', (ev) => {
 });
 window.addEventListener('popstate', render);
 
-document.body.append(header(), main);
+document.body.append(header(), statusBanner(), main);
 render();

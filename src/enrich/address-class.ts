@@ -1,4 +1,4 @@
-import { parseIPv4, parseIPv6 } from '../parse/community-id.js';
+import { parseIPv4, parseIPv6 } from '../net/ip.js';
 
 /**
  * Special-purpose address ranges (IANA IPv4/IPv6 Special-Purpose Address Registries, RFC 6890 and successors).

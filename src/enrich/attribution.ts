@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { Counter, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
+import { exportCounter, seriesOf } from '../metrics.js';
 import type { ContainerRef, Endpoint, FlowRecord } from '../record.js';
 import { DockerClient, dockerOptionsFromEnv } from './docker/client.js';
 import { Ledger, type ContainerMeta, type LedgerOptions, type MatchKind } from './docker/ledger.js';
@@ -34,7 +35,7 @@ export class AttributionEnricher implements Enricher {
   private readonly hostMap: Map<string, string>;
   private readonly defaultHost: string | undefined;
   private readonly onClose: (() => Promise<void>) | undefined;
-  // Plain numbers on the hot path, handed to prom-client at scrape time: a labelled inc() hashes its labels.
+  // Plain numbers on the hot path, read by the metrics at scrape time (src/metrics.ts).
   private readonly attributed: Record<MatchKind, number> = { 'ip+mac': 0, 'ip+physdev': 0, ip: 0, 'ip-nearby': 0 };
   private readonly unattributed: Record<UnattributedReason, number> = { 'no-holder': 0, 'unmapped-host': 0, 'no-time': 0, 'no-address': 0 };
   private readonly hourCache = { prefix: '', ms: 0 };
@@ -49,33 +50,14 @@ export class AttributionEnricher implements Enricher {
     this.hostMap = new Map(Object.entries(opts.hostMap ?? {}));
     this.defaultHost = opts.defaultHost;
     this.onClose = opts.onClose;
-    const attributed = this.attributed;
-    const unattributed = this.unattributed;
-    const reported = { attributed: { ...attributed }, unattributed: { ...unattributed } };
-    new Counter({
-      name: 'dockflow_attributed_total',
-      help: 'Container sides named, by how the match was made',
-      labelNames: ['match'],
-      registers: [opts.registry],
-      collect() {
-        for (const m of MATCH_KINDS) {
-          this.inc({ match: m }, attributed[m] - reported.attributed[m]);
-          reported.attributed[m] = attributed[m];
-        }
-      },
-    });
-    new Counter({
-      name: 'dockflow_unattributed_total',
-      help: 'Container sides that could not be named (the record is stored, flagged)',
-      labelNames: ['reason'],
-      registers: [opts.registry],
-      collect() {
-        for (const r of UNATTRIBUTED_REASONS) {
-          this.inc({ reason: r }, unattributed[r] - reported.unattributed[r]);
-          reported.unattributed[r] = unattributed[r];
-        }
-      },
-    });
+    exportCounter(opts.registry, { name: 'dockflow_attributed_total', help: 'Container sides named, by how the match was made', labelNames: ['match'] }, () =>
+      seriesOf('match', MATCH_KINDS, this.attributed),
+    );
+    exportCounter(
+      opts.registry,
+      { name: 'dockflow_unattributed_total', help: 'Container sides that could not be named (the record is stored, flagged)', labelNames: ['reason'] },
+      () => seriesOf('reason', UNATTRIBUTED_REASONS, this.unattributed),
+    );
   }
 
   enrich(record: FlowRecord): void {
@@ -151,7 +133,7 @@ export class AttributionEnricher implements Enricher {
       this.unattributed['no-address']++;
       return UNATTRIBUTED;
     }
-    const found = this.ledger.lookup(host, ep.ip, timeMs, { mac: ep.mac, physdev });
+    const found = this.ledger.lookup(host, ep.ip, timeMs, { mac: ep.mac === undefined ? undefined : ledgerMac(ep.mac), physdev });
     if (found === undefined) {
       this.unattributed['no-holder']++;
       return UNATTRIBUTED;
@@ -168,7 +150,7 @@ export class AttributionEnricher implements Enricher {
   private ref(c: ContainerMeta, match: MatchKind): ContainerRef {
     let byMatch = this.refs.get(c);
     if (byMatch === undefined) this.refs.set(c, (byMatch = {}));
-    return (byMatch[match] ??= Object.freeze({ id: c.id, name: c.name, image: Object.freeze({ name: c.image }), labels: Object.freeze({ ...c.labels }), match }));
+    return (byMatch[match] ??= Object.freeze({ id: c.id, name: c.name, image: Object.freeze({ name: c.image }), labels: Object.freeze({ ...c.labels }), ...(c.ports !== undefined && c.ports.length > 0 ? { ports: Object.freeze([...c.ports]) } : {}), match }));
   }
 }
 
@@ -226,4 +208,9 @@ export async function startAttribution(opts: StartAttributionOptions): Promise<A
     },
   });
   return { enricher, ledger, watchers };
+}
+
+/** Records carry MACs in ECS form (`02-42-AC-11-00-02`); the ledger keeps Docker's (`02:42:ac:11:00:02`). */
+function ledgerMac(mac: string): string {
+  return mac.toLowerCase().replaceAll('-', ':');
 }

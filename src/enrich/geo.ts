@@ -6,9 +6,11 @@ import { basename, dirname, resolve } from 'node:path';
 import { Reader, type Response } from 'maxmind';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { exportCounter, exportGauge, seriesOf } from '../metrics.js';
 import { DockflowError, ErrorCode } from '../errors.js';
 import type { AutonomousSystem, Endpoint, FlowRecord, Geo } from '../record.js';
 import { classifyAddress } from './address-class.js';
+import { ASN_TABLE_FILE, embeddedAsnSource, openAsnTable, type AsnSource, type AsnTable } from './asn-table.js';
 import type { Enricher } from './enricher.js';
 
 /**
@@ -29,6 +31,11 @@ export interface GeoEnricherOptions {
   embeddedDefault: boolean;
   /** Entries in the per-address answer cache; 0 turns it off. */
   cacheEntries: number;
+  /**
+   * With no `asnDbPath`: AS numbers and names from the embedded `@ip-location-db/asn` data, converted once into a
+   * table file under `cacheDir` and loaded in the background (records get AS fields once it is loaded).
+   */
+  embeddedAsn?: { cacheDir: string; source?: AsnSource };
   /** Reload configured files when they are replaced. The embedded database changes only with a reinstall. */
   watch: boolean;
   /** Quiet time after the last file event before reloading (a copy in place emits many). */
@@ -42,6 +49,8 @@ export interface GeoEnricherDeps {
 
 /** Name of a database in `dockflow.geo_build_epoch` and in metric labels. */
 export type GeoDbName = 'city' | 'country' | 'asn';
+/** `dockflow.geo_build_epoch` key of the embedded AS data (its package's build time). */
+export const EMBEDDED_ASN_KEY = 'ip-location-db-asn';
 
 export interface GeoReloadEvent {
   db: GeoDbName;
@@ -116,7 +125,7 @@ interface DbSlot {
  * the entry up from the old one; when the young Map fills it becomes the old one and the previous old one is dropped
  * whole. Everything used since the last turnover survives; at most `maxEntries` are held; every step is O(1).
  * (Evicting a Map's first key one at a time is not O(1) in V8: deleted slots pile up at the front of the table
- * until it is rehashed: that measured 3x slower than no cache at all on 50k distinct addresses.)
+ * until it is rehashed, which made such a cache slower than none; docs/design.md.)
  */
 class LruCache<K, V> {
   private young = new Map<K, V>();
@@ -230,6 +239,13 @@ export class GeoEnricher extends EventEmitter implements Enricher {
   /** Shared by every record enriched with the current databases; replaced, never mutated, on reload. */
   private epochs: Readonly<Record<string, number>> = {};
   private closed = false;
+  /** The embedded AS table once loaded (only without an ASN mmdb). */
+  private asnTable: AsnTable | undefined;
+  private asnTablePath: string | undefined;
+  /** Resolves when the embedded AS table is loaded (true) or failed to (false); set by `openGeoEnricher`. */
+  asnLoading: Promise<boolean> = Promise.resolve(false);
+  /** Stops a conversion of the embedded AS data still running at close. */
+  readonly asnAbort = new AbortController();
 
   /** Use `openGeoEnricher`, which reads and checks the files first. */
   constructor(
@@ -243,22 +259,15 @@ export class GeoEnricher extends EventEmitter implements Enricher {
     this.cache = new LruCache(opts.cacheEntries);
     this.debounceMs = opts.reloadDebounceMs ?? DEFAULT_RELOAD_DEBOUNCE_MS;
     this.logger = deps.logger;
-    const counted = this.lookups;
-    const published = { ...counted };
-    const lookups = new Counter({
-      name: 'dockflow_geoip_lookups_total',
-      help: 'GeoIP lookups of remote addresses by result: hit, miss, cache-hit, special (special-purpose range, not looked up), error',
-      labelNames: ['result'] as const,
-      registers: [deps.registry],
-      collect() {
-        for (const result of LOOKUP_RESULTS) {
-          this.inc({ result }, counted[result] - published[result]);
-          published[result] = counted[result];
-        }
+    exportCounter(
+      deps.registry,
+      {
+        name: 'dockflow_geoip_lookups_total',
+        help: 'GeoIP lookups of remote addresses by result: hit, miss, cache-hit, special (special-purpose range, not looked up), error',
+        labelNames: ['result'],
       },
-    });
-    // Every series exists from the start at 0, so rate() sees the first increment.
-    for (const result of LOOKUP_RESULTS) lookups.inc({ result }, 0);
+      () => seriesOf('result', LOOKUP_RESULTS, this.lookups),
+    );
     this.reloads = new Counter({
       name: 'dockflow_geoip_reloads_total',
       help: 'GeoIP database reloads after a file change, by database and result (ok, failed: the old database stays)',
@@ -275,21 +284,13 @@ export class GeoEnricher extends EventEmitter implements Enricher {
       labelNames: ['db'] as const,
       registers: [deps.registry],
     });
-    const cache = this.cache;
-    new Gauge({
-      name: 'dockflow_geoip_cache_entries',
-      help: 'Addresses held in the GeoIP answer cache',
-      registers: [deps.registry],
-      collect() {
-        this.set(cache.size);
-      },
-    });
+    exportGauge(deps.registry, { name: 'dockflow_geoip_cache_entries', help: 'Addresses held in the GeoIP answer cache' }, () => this.cache.size);
     this.refreshEpochs();
   }
 
   /** The databases in service now. */
   get databases(): GeoDbInfo[] {
-    return [this.geoSlot, this.asnSlot]
+    const dbs: GeoDbInfo[] = [this.geoSlot, this.asnSlot]
       .filter((s): s is DbSlot => s !== undefined)
       .map((s) => ({
         db: s.name,
@@ -298,6 +299,25 @@ export class GeoEnricher extends EventEmitter implements Enricher {
         buildEpoch: buildEpochSeconds(s.reader),
         watched: s.watched,
       }));
+    if (this.asnTable !== undefined) {
+      dbs.push({
+        db: 'asn',
+        path: this.asnTablePath ?? '',
+        databaseType: `ip-location-db/asn ${this.asnTable.version} (RouteViews + DB-IP, CC-BY-4.0)`,
+        buildEpoch: this.asnTable.buildEpoch,
+        watched: false,
+      });
+    }
+    return dbs;
+  }
+
+  /** Puts the embedded AS table in service: answers cached without it are dropped. */
+  useAsnTable(table: AsnTable, path: string): void {
+    if (this.closed || this.asnSlot !== undefined) return;
+    this.asnTable = table;
+    this.asnTablePath = path;
+    this.cache.clear();
+    this.refreshEpochs();
   }
 
   enrich(record: FlowRecord): void {
@@ -326,7 +346,7 @@ export class GeoEnricher extends EventEmitter implements Enricher {
       this.lookups.special++;
       return;
     }
-    if (this.geoSlot === undefined && this.asnSlot === undefined) return;
+    if (this.geoSlot === undefined && this.asnSlot === undefined && this.asnTable === undefined) return;
     let answer = this.cache.get(ip);
     if (answer !== undefined) {
       this.lookups['cache-hit']++;
@@ -345,6 +365,7 @@ export class GeoEnricher extends EventEmitter implements Enricher {
     try {
       if (this.geoSlot !== undefined) geo = this.toGeo(lookupIn(this.geoSlot.reader, ip) as RawGeoRecord | null);
       if (this.asnSlot !== undefined) as = toAs(lookupIn(this.asnSlot.reader, ip) as RawAsnRecord | null);
+      else if (this.asnTable !== undefined) as = this.asnTable.lookup(ip);
     } catch (err) {
       // The file passed the checks at load, so this is a corrupt record deep inside it: count it, keep ingesting.
       this.lookups.error++;
@@ -427,6 +448,10 @@ export class GeoEnricher extends EventEmitter implements Enricher {
       epochs[slot.name] = buildEpochSeconds(slot.reader);
       this.epochGauge.labels(slot.name).set(epochs[slot.name] as number);
     }
+    if (this.asnTable !== undefined) {
+      epochs[EMBEDDED_ASN_KEY] = this.asnTable.buildEpoch;
+      this.epochGauge.labels(EMBEDDED_ASN_KEY).set(this.asnTable.buildEpoch);
+    }
     this.epochs = Object.freeze(epochs);
   }
 
@@ -472,6 +497,8 @@ export class GeoEnricher extends EventEmitter implements Enricher {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.asnAbort.abort();
+    await this.asnLoading;
     for (const watcher of this.watchers) watcher.close();
     this.watchers.length = 0;
     for (const slot of [this.geoSlot, this.asnSlot]) {
@@ -511,6 +538,31 @@ export async function openGeoEnricher(opts: GeoEnricherOptions, deps: GeoEnriche
 
   const enricher = new GeoEnricher({ geo, asn }, opts, deps);
   if (opts.watch) enricher.startWatching();
+  if (asn === undefined && opts.embeddedAsn !== undefined) {
+    const source = opts.embeddedAsn.source ?? embeddedAsnSource();
+    const cacheDir = resolve(opts.embeddedAsn.cacheDir);
+    if (source === undefined) {
+      deps.logger.warn('@ip-location-db/asn is not installed; records get no AS fields without an ASN database');
+    } else {
+      // Off the start-up path: ingest runs meanwhile, and records get AS fields from when the table is in service.
+      const started = performance.now();
+      enricher.asnLoading = openAsnTable(source, cacheDir, enricher.asnAbort.signal).then(
+        (table) => {
+          enricher.useAsnTable(table, resolve(cacheDir, ASN_TABLE_FILE));
+          deps.logger.info(
+            { version: table.version, v4Ranges: table.v4Ranges, v6Ranges: table.v6Ranges, bytes: table.bytes, ms: Math.round(performance.now() - started) },
+            'embedded AS database in service (ip-location-db/asn: RouteViews + DB-IP, CC-BY-4.0)',
+          );
+          return true;
+        },
+        (err: unknown) => {
+          if (enricher.asnAbort.signal.aborted) return false;
+          deps.logger.warn({ cacheDir, err: describeError(err) }, 'embedded AS database could not be loaded; records get no AS fields');
+          return false;
+        },
+      );
+    }
+  }
   const dbs = enricher.databases;
   if (dbs.length === 0) deps.logger.info('no GeoIP database configured; remote addresses get only their special-purpose class');
   for (const db of dbs) deps.logger.info(db, 'GeoIP database in service');

@@ -65,7 +65,7 @@ export function parseLine(line: string, opts: LineOptions, referenceMs?: number)
 
   const env = parseEnvelope(line, opts, referenceMs, opts.envelope);
   if (typeof env === 'string') return env;
-  const rec = parseNetfilter(line, env.messageStart, opts);
+  const rec = parseNetfilter(line, env.messageStart, opts, env.hostname !== undefined);
   if (typeof rec === 'string') return rec;
 
   rec['@timestamp'] =
@@ -74,6 +74,7 @@ export function parseLine(line: string, opts: LineOptions, referenceMs?: number)
       : opts.iso.format(env.timestampMs, env.timestampMicros, env.timestampPrecise);
   const hostName = env.hostname ?? opts.hostName;
   if (hostName !== undefined) rec.host = { name: hostName };
+  if (env.hostname !== undefined && rec.observer !== undefined) rec.observer.name = env.hostname;
   const pri = env.priority;
   const syslog =
     pri === undefined && env.hostname === undefined && env.appname === undefined

@@ -17,7 +17,8 @@
  * recognise is skipped, and what was parsed before a cut is kept.
  */
 import type { EmbeddedPacket, FlowRecord, IptablesInfo, SkipReason } from '../record.js';
-import { communityId, communityIdV4, formatIPv6, parseIPv4, parseIPv6 } from './community-id.js';
+import { formatIPv6, parseIPv4, parseIPv6 } from '../net/ip.js';
+import { communityId, communityIdV4 } from './community-id.js';
 import type { BridgeMatcher } from './direction.js';
 import { classifyDirection } from './direction.js';
 
@@ -54,6 +55,58 @@ export class Ipv4Texts {
   }
 }
 const IPV4_TEXT_SLOTS = 4096;
+
+/**
+ * MAC address texts in ECS form (`02-42-AC-11-00-02`) by value, in a direct-mapped table like Ipv4Texts: a host's
+ * traffic repeats a few MACs (the gateway's, its containers'), so most records reuse a text instead of building one.
+ * Content-addressed, so one table serves every caller.
+ */
+const MAC_TEXT_SLOTS = 1024;
+const macHigh = new Int32Array(MAC_TEXT_SLOTS).fill(-1);
+const macLow = new Int32Array(MAC_TEXT_SLOTS).fill(-1);
+const macTexts = new Array<string>(MAC_TEXT_SLOTS).fill('');
+
+/** Value of the hex pair at `i` (char codes of `s`), or -1. */
+function hexPair(s: string, i: number): number {
+  let c = s.charCodeAt(i);
+  let hi = c - 48;
+  if (hi > 9) hi = (c | 32) - 87;
+  c = s.charCodeAt(i + 1);
+  let lo = c - 48;
+  if (lo > 9) lo = (c | 32) - 87;
+  return (hi >>> 0) > 15 || (lo >>> 0) > 15 ? -1 : (hi << 4) | lo;
+}
+
+/**
+ * The MAC address `s` spells as six colon-separated hex pairs at `v` (17 characters), in ECS form; undefined when it
+ * is not one.
+ */
+function macAt(s: string, v: number): string | undefined {
+  const b0 = hexPair(s, v);
+  const b1 = hexPair(s, v + 3);
+  const b2 = hexPair(s, v + 6);
+  const b3 = hexPair(s, v + 9);
+  const b4 = hexPair(s, v + 12);
+  const b5 = hexPair(s, v + 15);
+  if ((b0 | b1 | b2 | b3 | b4 | b5) < 0) return undefined;
+  if (s.charCodeAt(v + 2) !== 58 || s.charCodeAt(v + 5) !== 58 || s.charCodeAt(v + 8) !== 58 || s.charCodeAt(v + 11) !== 58 || s.charCodeAt(v + 14) !== 58) {
+    return undefined;
+  }
+  const high = (b0 << 16) | (b1 << 8) | b2;
+  const low = (b3 << 16) | (b4 << 8) | b5;
+  const slot = (low ^ (low >>> 10) ^ (high * 31)) & (MAC_TEXT_SLOTS - 1);
+  if (macLow[slot] === low && macHigh[slot] === high) return macTexts[slot];
+  const text = s.slice(v, v + 17).toUpperCase().replaceAll(':', '-');
+  macHigh[slot] = high;
+  macLow[slot] = low;
+  macTexts[slot] = text;
+  return text;
+}
+
+/** Any MAC-like token in ECS form: `aa:bb:…` or `aa-bb-…` of any length, upper case, hyphens. */
+export function ecsMac(text: string): string {
+  return text.toUpperCase().replaceAll(':', '-');
+}
 
 const IANA_ICMP = 1;
 const IANA_TCP = 6;
@@ -155,6 +208,8 @@ class Packet {
   incompleteBytes: number | undefined = undefined;
   /** The kernel printed TRUNCATED / INCOMPLETE: it could not read the whole header. */
   incomplete = false;
+  /** A quoted packet whose `]` never came: the line was cut inside it. */
+  cut = false;
   embedded: Packet | undefined = undefined;
   isArp = false;
   arpHtype: number | undefined = undefined;
@@ -347,6 +402,7 @@ function scan(s: string, i: number, end: number, pk: Packet, quoted: boolean): v
       if (!quoted && pk.embedded === undefined) {
         const inner = new Packet(pk.ipv4Texts);
         scan(s, i + 1, close, inner, true);
+        inner.cut = close >= end;
         pk.embedded = inner;
       }
       i = close + 1;
@@ -466,8 +522,8 @@ function scan(s: string, i: number, end: number, pk: Packet, quoted: boolean): v
         // MAC=dst:src:type: 14 bytes on Ethernet, 18 on VLAN devices, whatever the link type's header is elsewhere.
         const e = v + 41 < end && s.charCodeAt(v + 41) === 32 ? v + 41 : tokenEnd(s, v, end);
         if (e - v >= 41 && s.charCodeAt(v + 17) === 58 && s.charCodeAt(v + 35) === 58) {
-          pk.dstMac = s.slice(v, v + 17);
-          pk.srcMac = s.slice(v + 18, v + 35);
+          pk.dstMac = macAt(s, v);
+          pk.srcMac = macAt(s, v + 18);
           const hi = hex(pk, s, v + 36, v + 38);
           const lo = hex(pk, s, v + 39, v + 41);
           pk.etherType = hi < 0 || lo < 0 ? undefined : hi * 256 + lo;
@@ -479,7 +535,7 @@ function scan(s: string, i: number, end: number, pk: Packet, quoted: boolean): v
       case 7: {
         // MACDST
         const e = v + 17 < end && s.charCodeAt(v + 17) === 32 ? v + 17 : tokenEnd(s, v, end);
-        const mac = e > v ? s.slice(v, e) : undefined;
+        const mac = e - v === 17 ? macAt(s, v) : e > v ? ecsMac(s.slice(v, e)) : undefined;
         if (id === 6) {
           if (pk.isArp) pk.arpSrcMac = mac;
           else pk.srcMac = mac;
@@ -657,12 +713,14 @@ function incomplete(pk: Packet, s: string, i: number, end: number): number {
   return close < 0 || close >= end ? end : close + 1;
 }
 
-function iptablesOf(pk: Packet): IptablesInfo {
+function iptablesOf(pk: Packet, inIf: string | undefined, outIf: string | undefined, prefix: PrefixInfo | undefined): IptablesInfo {
   const iana = pk.iana;
   const isTcp = iana === IANA_TCP;
   const isUdp = iana === IANA_UDP || iana === IANA_UDPLITE;
   const isIcmp = iana === IANA_ICMP || iana === IANA_ICMPV6;
   return {
+    input_device: inIf,
+    output_device: outIf,
     ttl: pk.ttl,
     id: pk.id,
     length: pk.length,
@@ -705,7 +763,7 @@ function iptablesOf(pk: Packet): IptablesInfo {
     gid: pk.gid,
     mark: pk.mark,
     incomplete_bytes: pk.incompleteBytes,
-    embedded: pk.embedded === undefined ? undefined : embeddedOf(pk.embedded),
+    embedded: pk.embedded === undefined ? undefined : embeddedOf(pk.embedded, pk),
     arp: pk.isArp
       ? {
           htype: pk.arpHtype,
@@ -717,6 +775,7 @@ function iptablesOf(pk: Packet): IptablesInfo {
           target_ip: pk.arpDstIp,
         }
       : undefined,
+    ubiquiti: prefix?.ubiquiti,
   };
 }
 
@@ -724,15 +783,111 @@ function hasPorts(iana: number | undefined): boolean {
   return iana === IANA_TCP || iana === IANA_UDP || iana === IANA_UDPLITE || iana === IANA_SCTP;
 }
 
-function embeddedOf(pk: Packet): EmbeddedPacket {
+/** Bytes an ICMP error spends before its quote: the smallest IPv4 or IPv6 header, and the ICMP header. */
+const QUOTE_OFFSET_V4 = 20 + 8;
+const QUOTE_OFFSET_V6 = 40 + 8;
+
+/**
+ * The quoted packet of `outer`. Its `LEN=` is the original packet's, so a quote longer than the room left in the
+ * outer packet is partial by construction (routers quote at most 576 or 1280 bytes); so is one the line was cut in.
+ */
+function embeddedOf(pk: Packet, outer: Packet): EmbeddedPacket {
   const ported = hasPorts(pk.iana);
+  const room = outer.length === undefined ? undefined : outer.length - (outer.family === 6 ? QUOTE_OFFSET_V6 : QUOTE_OFFSET_V4);
   return {
     source: { ip: pk.src, port: ported ? pk.spt : undefined },
     destination: { ip: pk.dst, port: ported ? pk.dpt : undefined },
-    network: { transport: pk.transport, iana_number: pk.iana },
-    iptables: iptablesOf(pk),
-    incomplete: pk.incomplete || pk.src === undefined || pk.dst === undefined,
+    network: { transport: pk.transport, iana_number: ianaText(pk.iana) },
+    iptables: iptablesOf(pk, undefined, undefined, undefined),
+    incomplete:
+      pk.incomplete || pk.cut || pk.src === undefined || pk.dst === undefined || (pk.length !== undefined && room !== undefined && pk.length > room),
   };
+}
+
+/** Decimal texts of protocol numbers: `network.iana_number` is an ECS keyword. */
+const IANA_TEXTS: readonly string[] = Array.from({ length: 256 }, (_, n) => String(n));
+
+function ianaText(iana: number | undefined): string | undefined {
+  return iana === undefined ? undefined : IANA_TEXTS[iana];
+}
+
+/** What the log prefix says, read as Elastic's iptables integration reads it. */
+interface PrefixInfo {
+  action: string | undefined;
+  ubiquiti: IptablesInfo['ubiquiti'];
+}
+
+/** Ubiquiti's one-letter actions; any other letter is kept lower-cased, as Elastic does. */
+const UBIQUITI_ACTIONS: Readonly<Record<string, string>> = { d: 'drop', a: 'accept' };
+
+/** `event.type` by action (Elastic's table), with `connection` when the record has both addresses. */
+const DENIED = Object.freeze(['denied', 'connection']) as string[];
+const ALLOWED = Object.freeze(['allowed', 'connection']) as string[];
+const CONNECTION = Object.freeze(['connection']) as string[];
+const DENIED_ONLY = Object.freeze(['denied']) as string[];
+const ALLOWED_ONLY = Object.freeze(['allowed']) as string[];
+const ACTION_TYPES: Readonly<Record<string, 'denied' | 'allowed'>> = { drop: 'denied', deny: 'denied', drop_input: 'denied', accept: 'allowed' };
+const NETWORK_CATEGORY = Object.freeze(['network']) as string[];
+const ECS = Object.freeze({ version: '8.16.0' });
+
+function eventType(action: string | undefined, addressed: boolean): string[] | undefined {
+  const kind = action === undefined ? undefined : ACTION_TYPES[action];
+  if (kind === 'denied') return addressed ? DENIED : DENIED_ONLY;
+  if (kind === 'allowed') return addressed ? ALLOWED : ALLOWED_ONLY;
+  return addressed ? CONNECTION : undefined;
+}
+
+/** A word of letters, digits and `_` (grok's WORD) spanning `s[from, to)`. */
+function isWord(s: string, from: number, to: number): boolean {
+  if (to <= from) return false;
+  for (let i = from; i < to; i++) {
+    const c = s.charCodeAt(i);
+    if (!((c >= 48 && c <= 57) || ((c | 32) >= 97 && (c | 32) <= 122) || c === 95)) return false;
+  }
+  return true;
+}
+
+/**
+ * Elastic's readings of the prefix `s[from, to)` (`to` is where `IN=` starts): a Ubiquiti label
+ * `[<set>-<number>-<action>]` directly before `IN=`; else `iptables <WORD>:`; else, on a line with no syslog
+ * hostname, `<WORD>:`. The set splits into input and output zones when it holds a `-`.
+ */
+function prefixInfo(s: string, from: number, to: number, hostnamed: boolean): PrefixInfo | undefined {
+  if (to <= from) return undefined;
+  if (s.charCodeAt(to - 1) === 93) {
+    const open = s.lastIndexOf('[', to - 2);
+    if (open >= from) {
+      const actionDash = s.lastIndexOf('-', to - 2);
+      const numberDash = actionDash > open ? s.lastIndexOf('-', actionDash - 1) : -1;
+      if (numberDash > open) {
+        const ruleSet = s.slice(open + 1, numberDash);
+        const letter = s.slice(actionDash + 1, to - 1).toLowerCase();
+        const zoneDash = ruleSet.indexOf('-');
+        const outEnd = zoneDash < 0 ? -1 : ruleSet.indexOf('-', zoneDash + 1);
+        return {
+          action: UBIQUITI_ACTIONS[letter] ?? letter,
+          ubiquiti: {
+            rule_set: ruleSet,
+            rule_number: s.slice(numberDash + 1, actionDash),
+            input_zone: zoneDash < 0 ? undefined : ruleSet.slice(0, zoneDash),
+            output_zone: zoneDash < 0 ? undefined : ruleSet.slice(zoneDash + 1, outEnd < 0 ? ruleSet.length : outEnd),
+          },
+        };
+      }
+    }
+  }
+  let e = to;
+  while (e > from && s.charCodeAt(e - 1) === 32) e--;
+  if (e <= from || s.charCodeAt(e - 1) !== 58) return undefined;
+  let b = from;
+  while (b < e && s.charCodeAt(b) === 32) b++;
+  if (s.startsWith('iptables ', b)) {
+    b += 9;
+    while (b < e && s.charCodeAt(b) === 32) b++;
+  } else if (hostnamed) {
+    return undefined;
+  }
+  return isWord(s, b, e - 1) ? { action: s.slice(b, e - 1).toLowerCase(), ubiquiti: undefined } : undefined;
 }
 
 /** Trimmed `s[from, to)`, or undefined when only whitespace. */
@@ -742,8 +897,11 @@ function trimmed(s: string, from: number, to: number): string | undefined {
   return to > from ? s.slice(from, to) : undefined;
 }
 
-/** Parses the kernel LOG text starting at `start` in `text` (the prefix comes first). Never throws. */
-export function parseNetfilter(text: string, start: number, opts: NetfilterOptions): FlowRecord | SkipReason {
+/**
+ * Parses the kernel LOG text starting at `start` in `text` (the prefix comes first). Never throws. `hostnamed`: the
+ * syslog header named a host, which changes how Elastic's integration reads an action from the prefix.
+ */
+export function parseNetfilter(text: string, start: number, opts: NetfilterOptions, hostnamed = false): FlowRecord | SkipReason {
   const end = text.length;
   // The prefix is free text with no separator before IN=, so the first IN=<if> followed by OUT= starts the payload.
   let at = text.indexOf('IN=', start);
@@ -779,21 +937,51 @@ export function parseNetfilter(text: string, start: number, opts: NetfilterOptio
   const dport = ported ? pk.dpt : undefined;
   let cid: string | undefined;
   if (iana !== undefined && src !== undefined && dst !== undefined && opts.communityId !== false) {
+    // An ICMP line without TYPE= (a later fragment, a cut header) hashes as type 0 code 0, as Elastic's
+    // community_id processor does, so the two agree on every line.
+    const icmp = iana === IANA_ICMP || iana === IANA_ICMPV6;
+    const type = pk.icmpType ?? (icmp ? 0 : undefined);
+    const code = pk.icmpCode ?? (icmp ? 0 : undefined);
     cid =
       pk.srcV4 >= 0 && pk.dstV4 >= 0
-        ? communityIdV4(iana, pk.srcV4, sport, pk.dstV4, dport, pk.icmpType, pk.icmpCode)
-        : communityId(iana, src, sport, dst, dport, pk.icmpType, pk.icmpCode);
+        ? communityIdV4(iana, pk.srcV4, sport, pk.dstV4, dport, type, code)
+        : communityId(iana, src, sport, dst, dport, type, code);
   }
 
+  const prefix = prefixInfo(text, start, at, hostnamed);
+  const ubiquiti = prefix?.ubiquiti;
+  const action = prefix?.action;
+  const uid = pk.uid;
+  const gid = pk.gid;
+  const vlan = pk.vlanId;
   return {
     '@timestamp': '',
-    event: undefined,
+    ecs: ECS,
+    event: {
+      action,
+      ingested: undefined,
+      id: undefined,
+      kind: 'event',
+      category: NETWORK_CATEGORY,
+      type: eventType(action, src !== undefined && dst !== undefined),
+    },
     log: { prefix: trimmed(text, start, at), syslog: undefined, kernel_uptime: undefined, format: undefined },
     host: undefined,
     observer: {
-      ingress: inIf === '' ? undefined : { interface: { name: inIf } },
-      egress: outIf === '' ? undefined : { interface: { name: outIf } },
+      name: undefined,
+      ingress:
+        inIf === '' && ubiquiti?.input_zone === undefined
+          ? undefined
+          : { interface: inIf === '' ? undefined : { name: inIf }, zone: ubiquiti?.input_zone },
+      egress:
+        outIf === '' && ubiquiti?.output_zone === undefined
+          ? undefined
+          : { interface: outIf === '' ? undefined : { name: outIf }, zone: ubiquiti?.output_zone },
     },
+    rule: ubiquiti === undefined ? undefined : { id: ubiquiti.rule_number, name: ubiquiti.rule_set },
+    user: uid === undefined ? undefined : { id: String(uid) },
+    group: gid === undefined ? undefined : { id: String(gid) },
+    related: src === undefined ? (dst === undefined ? undefined : { ip: [dst] }) : { ip: dst === undefined || dst === src ? [src] : [src, dst] },
     source: {
       ip: src,
       port: sport,
@@ -813,12 +1001,13 @@ export function parseNetfilter(text: string, start: number, opts: NetfilterOptio
     network: {
       type: pk.isArp ? 'arp' : pk.family === 6 ? 'ipv6' : 'ipv4',
       transport: pk.transport,
-      iana_number: iana,
+      iana_number: ianaText(iana),
+      vlan: vlan === undefined ? undefined : { id: String(vlan) },
       direction: classifyDirection(inIf, outIf, opts.isBridge),
       community_id: cid,
       bytes: pk.length,
     },
-    iptables: iptablesOf(pk),
+    iptables: iptablesOf(pk, inIf, outIf, prefix),
     container: undefined,
     peer_container: undefined,
     dockflow: undefined,

@@ -2,8 +2,11 @@
 export type FrameDropReason = 'oversize' | 'bad-octet-count';
 
 export interface FrameListener {
-  /** One complete message without its terminator or trailing LF/CRLF. Called on the hot path. */
-  frame(message: string): void;
+  /**
+   * One complete message without its terminator or trailing LF/CRLF, as text, and its exact bytes when the text is
+   * not (see `exactBytes`). Called on the hot path.
+   */
+  frame(message: string, raw: Buffer | undefined): void;
   drop(reason: FrameDropReason): void;
 }
 
@@ -11,7 +14,6 @@ export type Framing = 'undetected' | 'octet-counting' | 'lf';
 
 const LF = 0x0a;
 const CR = 0x0d;
-const NUL = 0x00;
 const SP = 0x20;
 const ZERO = 0x30;
 const NINE = 0x39;
@@ -38,9 +40,20 @@ export function contentEnd(buf: Buffer, start: number, end: number): number {
 }
 
 /**
+ * The bytes `buf[start, end)` when `text` (their UTF-8 decoding) does not give them back: invalid UTF-8, which the
+ * decoder turned into U+FFFD. A copy, since the caller's memory is reused. Undefined otherwise: the text is exact.
+ * Messages are stored as their bytes arrived; this keeps the common case (valid UTF-8, mostly ASCII, for which V8's
+ * search for a character outside Latin-1 returns at once) free of any copy.
+ */
+export function exactBytes(text: string, buf: Buffer, start: number, end: number): Buffer | undefined {
+  return text.indexOf('\uFFFD') === -1 ? undefined : Buffer.from(buf.subarray(start, end));
+}
+
+/**
  * Splits one TCP connection's byte stream into syslog messages. The framing is chosen from the connection's first
- * byte (a digit means RFC 6587 octet counting, anything else LF/CRLF/NUL-terminated lines), as rsyslog and syslog-ng
- * senders never mix them on one connection.
+ * byte (a digit means RFC 6587 octet counting, anything else LF/CRLF-terminated lines), as rsyslog and syslog-ng
+ * senders never mix them on one connection. Every other byte, NUL included, is message content: a message is kept
+ * as its bytes arrived and never split inside.
  *
  * Chunks are kept by reference while a frame spans them (no copy per chunk); one `Buffer.concat` happens only when
  * a frame completes across chunks, so frames may be split anywhere, including inside a UTF-8 character. At most
@@ -61,10 +74,17 @@ export class FrameDecoder {
   /** Octet counting: bytes of the current frame still to read (READ_BODY) or to skip (SKIP_BODY). */
   private remaining = 0;
 
+  /**
+   * `framing` fixes the framing instead of choosing it from the first byte: for captures whose format was told
+   * from more than one byte (`dockflow parse`, where a kern.log line may start with a digit).
+   */
   constructor(
     private readonly maxMessageBytes: number,
     private readonly listener: FrameListener,
-  ) {}
+    framing: Framing = 'undetected',
+  ) {
+    this.mode = framing;
+  }
 
   get framing(): Framing {
     return this.mode;
@@ -109,19 +129,14 @@ export class FrameDecoder {
   private pushLf(chunk: Buffer): boolean {
     const n = chunk.length;
     let pos = 0;
-    // Each terminator position is searched once and reused until passed, so a chunk is scanned in linear time.
-    let lf = chunk.indexOf(LF);
-    let nul = chunk.indexOf(NUL);
     while (pos < n) {
-      const term = lf === -1 ? nul : nul === -1 || lf < nul ? lf : nul;
-      if (term === -1) {
+      const lf = chunk.indexOf(LF, pos);
+      if (lf === -1) {
         this.holdLine(chunk, pos);
         return true;
       }
-      this.completeLine(chunk, pos, term);
-      pos = term + 1;
-      if (term === lf) lf = chunk.indexOf(LF, pos);
-      else nul = chunk.indexOf(NUL, pos);
+      this.completeLine(chunk, pos, lf);
+      pos = lf + 1;
     }
     return true;
   }
@@ -221,11 +236,15 @@ export class FrameDecoder {
     return whole;
   }
 
-  /** Empty lines are framing noise (blank keep-alives, LF after NUL), not messages. */
+  /** Empty lines are framing noise (blank keep-alives), not messages. */
   private deliver(buf: Buffer, start: number, end: number): void {
     end = contentEnd(buf, start, end);
     if (end === start) return;
-    if (end - start > this.maxMessageBytes) this.listener.drop('oversize');
-    else this.listener.frame(buf.toString('utf8', start, end));
+    if (end - start > this.maxMessageBytes) {
+      this.listener.drop('oversize');
+      return;
+    }
+    const text = buf.toString('utf8', start, end);
+    this.listener.frame(text, exactBytes(text, buf, start, end));
   }
 }

@@ -1,13 +1,25 @@
-import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
+import { exportCounter, exportGauge, type Labels, type Series } from '../metrics.js';
 import { readUdpDrops, type UdpSocketId } from './proc-net-udp.js';
 import type { Transport } from './types.js';
 import { BACKLOG_STATS } from './udp-wire.js';
 
-export type ReceiveDropReason = 'oversize' | 'not-allowed' | 'partial-frame' | 'bad-octet-count' | 'max-connections' | 'backlog-full';
+export type ReceiveDropReason =
+  | 'oversize'
+  | 'not-allowed'
+  | 'partial-frame'
+  | 'bad-octet-count'
+  | 'max-connections'
+  | 'max-connections-per-source'
+  | 'frame-timeout'
+  | 'refused-lines'
+  | 'backlog-full'
+  | 'backlog-write-failed'
+  | 'backlog-torn';
 
 const DROP_REASONS: Record<Transport, readonly ReceiveDropReason[]> = {
-  tcp: ['oversize', 'not-allowed', 'partial-frame', 'bad-octet-count', 'max-connections'],
-  udp: ['oversize', 'not-allowed', 'backlog-full'],
+  tcp: ['oversize', 'not-allowed', 'partial-frame', 'bad-octet-count', 'max-connections', 'max-connections-per-source', 'frame-timeout', 'refused-lines'],
+  udp: ['oversize', 'not-allowed', 'backlog-full', 'backlog-write-failed', 'backlog-torn'],
 };
 
 /** Plain numbers bumped on the hot path; prom-client reads them only when scraped. */
@@ -21,8 +33,17 @@ export class TransportCounts {
     'not-allowed': 0,
     'partial-frame': 0,
     'bad-octet-count': 0,
+    /** Connections refused (not lines): over the total cap, or over the cap for their source address. */
     'max-connections': 0,
+    'max-connections-per-source': 0,
+    /** Connections closed for a started frame not completed within the frame deadline (their partial line: partial-frame). */
+    'frame-timeout': 0,
+    /** Lines read from refused connections, counted and not kept. */
+    'refused-lines': 0,
     'backlog-full': 0,
+    'backlog-write-failed': 0,
+    /** Torn chunks (one or more datagrams each) read back from the backlog's disk after a crash. */
+    'backlog-torn': 0,
   };
 }
 
@@ -51,100 +72,59 @@ export class ReceiveMetrics {
     registry: Registry,
     private readonly procNetDir = '/proc/net',
   ) {
-    // prom-client calls collect() with the metric as `this`.
-    const self = this;
     const transports: readonly Transport[] = ['tcp', 'udp'];
-    const registers = [registry];
-    new Counter({
-      name: 'dockflow_receive_messages_total',
-      help: 'Syslog messages received and handed on, by transport',
-      labelNames: ['transport'],
-      registers,
-      collect() {
-        this.reset();
-        for (const transport of transports) this.inc({ transport }, self[transport].messages);
+    const perTransport = (read: (counts: TransportCounts) => number): Series =>
+      transports.map((transport) => [{ transport }, read(this[transport])] as const);
+    exportCounter(registry, { name: 'dockflow_receive_messages_total', help: 'Syslog messages received and handed on, by transport', labelNames: ['transport'] }, () =>
+      perTransport((c) => c.messages),
+    );
+    exportCounter(registry, { name: 'dockflow_receive_bytes_total', help: 'Bytes read from syslog sockets (framing included), by transport', labelNames: ['transport'] }, () =>
+      perTransport((c) => c.bytes),
+    );
+    exportCounter(
+      registry,
+      { name: 'dockflow_receive_dropped_total', help: 'Syslog messages or connections dropped before parsing, by transport and reason', labelNames: ['transport', 'reason'] },
+      () => {
+        this.syncUdpBacklog();
+        return transports.flatMap((transport) => DROP_REASONS[transport].map((reason) => [{ transport, reason }, this[transport].dropped[reason]] as const));
       },
-    });
-    new Counter({
-      name: 'dockflow_receive_bytes_total',
-      help: 'Bytes read from syslog sockets (framing included), by transport',
-      labelNames: ['transport'],
-      registers,
-      collect() {
-        this.reset();
-        for (const transport of transports) this.inc({ transport }, self[transport].bytes);
+    );
+    exportGauge(registry, { name: 'dockflow_receive_tcp_connections', help: 'Open syslog TCP connections' }, () => this.openConnections);
+    exportCounter(
+      registry,
+      { name: 'dockflow_receive_tcp_idle_timeouts_total', help: 'Syslog TCP connections closed for being silent longer than the idle timeout' },
+      () => this.idleTimeouts,
+    );
+    exportCounter(
+      registry,
+      {
+        name: 'dockflow_receive_udp_thread_restarts_total',
+        help: 'UDP receive threads that stopped unasked and were replaced (datagrams in their memory backlog were lost)',
       },
-    });
-    new Counter({
-      name: 'dockflow_receive_dropped_total',
-      help: 'Syslog messages or connections dropped before parsing, by transport and reason',
-      labelNames: ['transport', 'reason'],
-      registers,
-      collect() {
-        this.reset();
-        self.syncUdpBacklog();
-        for (const transport of transports) {
-          for (const reason of DROP_REASONS[transport]) this.inc({ transport, reason }, self[transport].dropped[reason]);
+      () => this.udpThreadRestarts,
+    );
+    exportGauge(
+      registry,
+      { name: 'dockflow_receive_udp_buffer_bytes', help: 'Effective kernel receive buffer of each syslog UDP socket (as the kernel granted it)', labelNames: ['listen'] },
+      () => this.udpSockets.map((s) => [{ listen: s.label }, s.receiveBufferBytes] as const),
+    );
+    exportGauge(
+      registry,
+      { name: 'dockflow_receive_udp_backlog_bytes', help: 'Datagrams read from the UDP sockets and waiting for the ingest thread (in memory, then on disk)' },
+      () => this.udpBacklog?.[BACKLOG_STATS.bytes] ?? 0,
+    );
+    exportGauge(
+      registry,
+      { name: 'dockflow_receive_udp_kernel_drops', help: 'Datagrams the kernel dropped on each syslog UDP socket (drops column of /proc/net/udp, udp6)', labelNames: ['listen'] },
+      async () => {
+        const out: [Labels, number][] = [];
+        for (const s of this.udpSockets) {
+          const drops = await this.kernelDrops(s);
+          if (drops !== undefined) out.push([{ listen: s.label }, drops]);
         }
+        return out;
       },
-    });
-    new Gauge({
-      name: 'dockflow_receive_tcp_connections',
-      help: 'Open syslog TCP connections',
-      registers,
-      collect() {
-        this.set(self.openConnections);
-      },
-    });
-    new Counter({
-      name: 'dockflow_receive_tcp_idle_timeouts_total',
-      help: 'Syslog TCP connections closed for being silent longer than the idle timeout',
-      registers,
-      collect() {
-        this.reset();
-        this.inc(self.idleTimeouts);
-      },
-    });
-    new Counter({
-      name: 'dockflow_receive_udp_thread_restarts_total',
-      help: 'UDP receive threads that stopped unasked and were replaced (datagrams in their memory backlog were lost)',
-      registers,
-      collect() {
-        this.reset();
-        this.inc(self.udpThreadRestarts);
-      },
-    });
-    new Gauge({
-      name: 'dockflow_receive_udp_buffer_bytes',
-      help: 'Effective kernel receive buffer of each syslog UDP socket (as the kernel granted it)',
-      labelNames: ['listen'],
-      registers,
-      collect() {
-        this.reset();
-        for (const s of self.udpSockets) this.set({ listen: s.label }, s.receiveBufferBytes);
-      },
-    });
-    new Gauge({
-      name: 'dockflow_receive_udp_backlog_bytes',
-      help: 'Datagrams read from the UDP sockets and waiting for the ingest thread (in memory, then on disk)',
-      registers,
-      collect() {
-        this.set(self.udpBacklog?.[BACKLOG_STATS.bytes] ?? 0);
-      },
-    });
-    new Gauge({
-      name: 'dockflow_receive_udp_kernel_drops',
-      help: 'Datagrams the kernel dropped on each syslog UDP socket (drops column of /proc/net/udp, udp6)',
-      labelNames: ['listen'],
-      registers,
-      async collect() {
-        this.reset();
-        for (const s of self.udpSockets) {
-          const drops = await self.kernelDrops(s);
-          if (drops !== undefined) this.set({ listen: s.label }, drops);
-        }
-      },
-    });
+    );
   }
 
   /** Drops on both transports, keyed `receive-<reason>` to tell them from parse and store drops in loss reports. */
@@ -173,7 +153,11 @@ export class ReceiveMetrics {
   }
 
   syncUdpBacklog(): void {
-    if (this.udpBacklog !== undefined) this.udp.dropped['backlog-full'] = this.udpBacklog[BACKLOG_STATS.droppedDatagrams] ?? 0;
+    const stats = this.udpBacklog;
+    if (stats === undefined) return;
+    this.udp.dropped['backlog-full'] = stats[BACKLOG_STATS.droppedDatagrams] ?? 0;
+    this.udp.dropped['backlog-write-failed'] = stats[BACKLOG_STATS.writeFailedDatagrams] ?? 0;
+    this.udp.dropped['backlog-torn'] = stats[BACKLOG_STATS.tornChunks] ?? 0;
   }
 
   addUdpSocket(id: UdpSocketId, receiveBufferBytes: number): void {

@@ -16,7 +16,9 @@ export interface ReceiverOptions {
   /** Largest message kept, without its terminator or trailing LF; longer ones are skipped to their end and counted. */
   maxMessageBytes: number;
   maxConnections: number;
+  maxConnectionsPerSource: number;
   idleTimeoutMs: number;
+  frameTimeoutMs: number;
   receiveBufferBytes: number;
   /** How UDP sockets are read: recvmmsg through the addon (`batch`), node:dgram, or the first that loads (`auto`). */
   udpReader: UdpReader;
@@ -27,21 +29,6 @@ export interface ReceiverOptions {
   /** Sender CIDRs (IPv4 or IPv6, bare address = one host); empty allows everyone. */
   allow: readonly string[];
 }
-
-export const RECEIVER_DEFAULTS: ReceiverOptions = {
-  udp: [{ host: '::', port: 5514 }],
-  tcp: [{ host: '::', port: 5514 }],
-  // Netfilter LOG lines with a syslog header stay under 1 KiB; rsyslog's own default cap is 8 KiB.
-  maxMessageBytes: 8192,
-  maxConnections: 1024,
-  idleTimeoutMs: 10 * 60_000,
-  receiveBufferBytes: 8 * 1024 * 1024,
-  udpReader: 'auto',
-  udpBacklogMemoryBytes: 8 * 1024 * 1024,
-  udpBacklogDir: undefined,
-  udpBacklogDiskBytes: 1024 * 1024 * 1024,
-  allow: [],
-};
 
 export interface ReceiverDeps {
   logger: Logger;
@@ -66,7 +53,13 @@ export interface Receivers {
 export async function startReceivers(opts: ReceiverOptions, sink: MessageSink, deps: ReceiverDeps): Promise<Receivers> {
   const metrics = new ReceiveMetrics(deps.registry, deps.procNetDir);
   const ctx = { sink, logger: deps.logger, metrics, allowlist: Allowlist.parse(opts.allow), maxMessageBytes: opts.maxMessageBytes };
-  const tcp = new TcpReceiver({ listen: opts.tcp, maxConnections: opts.maxConnections, idleTimeoutMs: opts.idleTimeoutMs }, ctx);
+  const tcp = new TcpReceiver({
+      listen: opts.tcp,
+      maxConnections: opts.maxConnections,
+      maxConnectionsPerSource: opts.maxConnectionsPerSource,
+      idleTimeoutMs: opts.idleTimeoutMs,
+      frameTimeoutMs: opts.frameTimeoutMs,
+    }, ctx);
   const udp = new UdpReceiver(
     {
       listen: opts.udp,

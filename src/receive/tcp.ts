@@ -1,6 +1,6 @@
 import net from 'node:net';
 import { once } from 'node:events';
-import { unmapIPv4 } from './allowlist.js';
+import { unmapIPv4 } from '../net/ip.js';
 import { FrameDecoder, type FrameDropReason, type FrameListener } from './framing.js';
 import { familyOf, listenFailed, type BoundAddress, type ListenAddress, type ReceiverContext } from './listen.js';
 import type { MessageMeta } from './types.js';
@@ -9,9 +9,21 @@ export interface TcpReceiverOptions {
   listen: readonly ListenAddress[];
   /** Connections beyond this many (over all listeners) are closed as soon as accepted, and counted. */
   maxConnections: number;
+  /** Connections from one source address beyond this many are refused likewise: one sender cannot take every slot. */
+  maxConnectionsPerSource: number;
   /** A connection silent this long is closed (half-open peers never say goodbye). Suspended while paused. */
   idleTimeoutMs: number;
+  /**
+   * A connection that has sent bytes and completed no frame for this long is closed (slowloris: a byte now and then
+   * would otherwise keep the idle timer from firing, and the slot, forever). Suspended while paused.
+   */
+  frameTimeoutMs: number;
 }
+
+/** How long a refused connection is read, to count the lines it had sent, before it is closed. */
+const REFUSED_READ_MS = 200;
+/** Refused connections read at once; beyond this they are closed at once (their lines uncounted, the refusal counted). */
+const MAX_REFUSED_READING = 64;
 
 /** One peer connection: frames its bytes and hands each message to the sink. */
 class Connection implements FrameListener {
@@ -20,6 +32,10 @@ class Connection implements FrameListener {
   private meta: MessageMeta;
   /** The peer closed cleanly and the decoder was flushed. */
   ended = false;
+  /** Frames completed (delivered or dropped): progress, for the frame deadline. */
+  private completed = 0;
+  /** Since when bytes have arrived without a frame completing; 0: none pending. */
+  pendingSinceMs = 0;
 
   constructor(
     readonly socket: net.Socket,
@@ -33,17 +49,23 @@ class Connection implements FrameListener {
 
   data(chunk: Buffer): void {
     this.ctx.metrics.tcp.bytes += chunk.length;
-    this.meta = { transport: 'tcp', remoteAddress: this.meta.remoteAddress, receivedAtMs: Date.now() };
+    const now = Date.now();
+    this.meta = { transport: 'tcp', remoteAddress: this.meta.remoteAddress, receivedAtMs: now };
+    const completed = this.completed;
     // After a bad octet count nothing later in the stream can be trusted to start a frame.
     if (!this.decoder.push(chunk)) this.socket.destroy();
+    if (this.completed !== completed) this.pendingSinceMs = this.decoder.hasPartial ? now : 0;
+    else if (this.pendingSinceMs === 0) this.pendingSinceMs = now;
   }
 
-  frame(message: string): void {
+  frame(message: string, raw: Buffer | undefined): void {
+    this.completed++;
     this.ctx.metrics.tcp.messages++;
-    if (!this.ctx.sink.accept(message, this.meta)) this.receiver.pause();
+    if (!this.ctx.sink.accept(message, this.meta, raw)) this.receiver.pause();
   }
 
   drop(reason: FrameDropReason): void {
+    this.completed++;
     this.ctx.metrics.tcp.dropped[reason]++;
   }
 
@@ -65,6 +87,10 @@ class Connection implements FrameListener {
 export class TcpReceiver {
   private readonly servers: net.Server[] = [];
   private readonly connections = new Set<Connection>();
+  /** Open connections per source address. */
+  private readonly perSource = new Map<string, number>();
+  private refusedReading = 0;
+  private deadlineTimer: NodeJS.Timeout | undefined;
   private paused = false;
   private closing = false;
 
@@ -76,6 +102,11 @@ export class TcpReceiver {
   }
 
   async listen(): Promise<void> {
+    if (this.opts.listen.length > 0) {
+      // One sweep over the connections rather than a timer per connection; a quarter of the deadline keeps it close.
+      const every = Math.max(10, Math.floor(this.opts.frameTimeoutMs / 4));
+      this.deadlineTimer = setInterval(() => this.enforceFrameDeadline(), every).unref();
+    }
     for (const at of this.opts.listen) {
       const server = net.createServer((socket) => this.onConnection(socket));
       server.listen({ host: at.host, port: at.port });
@@ -110,10 +141,57 @@ export class TcpReceiver {
   private resume(): void {
     if (!this.paused || this.closing) return;
     this.paused = false;
+    const now = Date.now();
     for (const conn of this.connections) {
       conn.socket.setTimeout(this.opts.idleTimeoutMs);
+      // The time spent paused was ours: the frame deadline starts again.
+      if (conn.pendingSinceMs !== 0) conn.pendingSinceMs = now;
       conn.socket.resume();
     }
+  }
+
+  /** Closes connections whose started frame is overdue; their partial frame is counted as lost when they close. */
+  private enforceFrameDeadline(): void {
+    if (this.paused) return;
+    const overdue = Date.now() - this.opts.frameTimeoutMs;
+    for (const conn of this.connections) {
+      if (conn.pendingSinceMs === 0 || conn.pendingSinceMs > overdue || conn.socket.destroyed) continue;
+      this.ctx.metrics.tcp.dropped['frame-timeout']++;
+      conn.socket.destroy();
+    }
+  }
+
+  /**
+   * A connection refused by a cap is read for a moment before it is closed, so that the lines it had already sent
+   * are counted (`refused-lines`) rather than lost unseen; at most MAX_REFUSED_READING at once, each bounded in time
+   * and memory (the decoder holds at most one frame).
+   */
+  private refuse(socket: net.Socket): void {
+    if (this.refusedReading >= MAX_REFUSED_READING) {
+      socket.destroy();
+      return;
+    }
+    this.refusedReading++;
+    const counts = this.ctx.metrics.tcp;
+    const decoder = new FrameDecoder(this.ctx.maxMessageBytes, {
+      frame: () => counts.dropped['refused-lines']++,
+      drop: () => counts.dropped['refused-lines']++,
+    });
+    const timer = setTimeout(() => socket.destroy(), REFUSED_READ_MS);
+    socket.on('error', () => undefined);
+    socket.on('data', (chunk: Buffer) => {
+      counts.bytes += chunk.length;
+      if (!decoder.push(chunk)) socket.destroy();
+    });
+    socket.on('end', () => {
+      decoder.end();
+      socket.destroy();
+    });
+    socket.on('close', () => {
+      clearTimeout(timer);
+      if (decoder.hasPartial) counts.dropped['refused-lines']++;
+      this.refusedReading--;
+    });
   }
 
   /** Silence on a socket we stopped reading is ours, not the peer's: no idle timeout while paused. */
@@ -136,9 +214,16 @@ export class TcpReceiver {
     }
     if (this.connections.size >= this.opts.maxConnections) {
       counts.dropped['max-connections']++;
-      socket.destroy();
+      this.refuse(socket);
       return;
     }
+    const fromSource = this.perSource.get(remoteAddress) ?? 0;
+    if (fromSource >= this.opts.maxConnectionsPerSource) {
+      counts.dropped['max-connections-per-source']++;
+      this.refuse(socket);
+      return;
+    }
+    this.perSource.set(remoteAddress, fromSource + 1);
     const conn = new Connection(socket, this, this.ctx, remoteAddress);
     this.connections.add(conn);
     this.ctx.metrics.openConnections = this.connections.size;
@@ -150,6 +235,9 @@ export class TcpReceiver {
     socket.on('end', () => conn.end());
     socket.on('close', () => {
       conn.closed();
+      const left = (this.perSource.get(remoteAddress) ?? 1) - 1;
+      if (left > 0) this.perSource.set(remoteAddress, left);
+      else this.perSource.delete(remoteAddress);
       this.connections.delete(conn);
       this.ctx.metrics.openConnections = this.connections.size;
     });
@@ -165,6 +253,7 @@ export class TcpReceiver {
    */
   async close(): Promise<void> {
     this.closing = true;
+    if (this.deadlineTimer) clearInterval(this.deadlineTimer);
     const closed = this.servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
     for (const conn of this.connections) {
       // read() emits 'data' for what it returns, so the chunk goes through the usual path.

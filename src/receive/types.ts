@@ -12,6 +12,7 @@ export interface MessageMeta {
  * stop reading (TCP pauses its sockets, UDP leaves datagrams in its receive backlog) until the sink calls its drain listeners.
  */
 export interface MessageSink {
-  accept(message: string, meta: MessageMeta): boolean;
+  /** `message` as text (UTF-8); `raw`, its exact bytes, when the text does not give them back (invalid UTF-8). */
+  accept(message: string, meta: MessageMeta, raw?: Buffer): boolean;
   onDrain(listener: () => void): void;
 }

@@ -5,6 +5,7 @@ import { isIP } from 'node:net';
 import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { loadUdpBatch, type ChosenUdpReader, type UdpBatch } from './udp-batch.js';
+import { RateLimitedLog } from '../rate-limited-log.js';
 import { ChunkBacklog, DEFAULT_SEGMENT_BYTES } from './udp-backlog.js';
 import { BACKLOG_STATS, writeDatagram, type UdpThreadData, type ToUdpThread, type FromUdpThread } from './udp-wire.js';
 
@@ -27,9 +28,8 @@ const FLUSH_MS = 2;
 /**
  * Chunk buffers to fill again: given back by the ingest thread with its acknowledgements, or free once their chunk
  * is written to the backlog's disk. Reused rather than allocated, because 130 KB buffers allocated and freed at the
- * rate datagrams arrive left this thread's malloc arena mostly free space (glibc's malloc_stats: 77 MB held, 6 MB in
- * use, after two minutes of a backlog on disk). Only chunk buffers are CHUNK_BYTES long: a chunk copied to its size
- * is shorter.
+ * rate datagrams arrive leave this thread's malloc arena mostly free space (docs/design.md). Only chunk buffers are
+ * CHUNK_BYTES long: a chunk copied to its size is shorter.
  */
 const spare: Buffer[] = [];
 /** Enough for a segment read back from disk, the chunks the ingest thread may hold, and the one being filled. */
@@ -41,12 +41,25 @@ function recycle(memory: Buffer | ArrayBuffer): void {
   if (whole.byteLength === CHUNK_BYTES && spare.length < MAX_SPARES) spare.push(Buffer.from(whole));
 }
 
+const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
+/** Disk errors go to the ingest thread's log at most once a second per kind, with how many there were. */
+const BACKLOG_ERROR_INTERVAL_MS = 1000;
+const backlogErrors = new RateLimitedLog<string>(BACKLOG_ERROR_INTERVAL_MS, (what, count, message) =>
+  port.postMessage({ type: 'backlog-error', what, message, count } satisfies FromUdpThread),
+);
+
 const backlog = new ChunkBacklog({
   memoryMaxBytes: data.backlogMemoryBytes,
   dir: data.backlogDir,
   diskMaxBytes: data.backlogDiskBytes,
   allocate: (bytes) => (bytes <= CHUNK_BYTES ? newChunk() : Buffer.allocUnsafeSlow(bytes)),
   release: recycle,
+  onError: (what, err) => backlogErrors.report(what, errorText(err)),
+  onTorn: (bytes) => {
+    stats[BACKLOG_STATS.tornChunks] = (stats[BACKLOG_STATS.tornChunks] ?? 0) + 1;
+    backlogErrors.report('torn', `a backlog segment ended in ${bytes} bytes that are not a whole chunk (a crash mid-write)`);
+  },
 });
 stats[BACKLOG_STATS.replayedBytes] = backlog.onDisk;
 
@@ -58,17 +71,15 @@ let inFlight = 0;
 let closing = false;
 
 /*
- * Reads in batches. Woken for every datagram or two, as it is while it keeps up, this thread cost ~14 µs per
- * datagram at 100,000/s on two busy cores, mostly context switches, and at its raised priority it preempted the
- * sender after nearly every datagram. So once a pass finds the sockets dry, it sleeps READ_PAUSE_MS and then reads
- * what gathered meanwhile (~100 datagrams at 100,000/s, where the kernel buffer holds thousands). An idle thread
- * stops pacing and waits in the kernel for the next datagram.
+ * Reads in batches. Woken for every datagram or two, as it is while it keeps up, this thread spends its time in
+ * context switches, and at its raised priority it preempts the sender after nearly every datagram (docs/design.md).
+ * So once a pass finds the sockets dry, it sleeps READ_PAUSE_MS and then reads what gathered meanwhile (about a
+ * hundred datagrams at 100,000/s, where the kernel buffer holds thousands). An idle thread stops pacing and waits in
+ * the kernel for the next datagram.
  */
 const READ_PAUSE_MS = 1;
 const sleepCell = new Int32Array(new SharedArrayBuffer(4));
 const pause = (): void => void Atomics.wait(sleepCell, 0, 0, READ_PAUSE_MS);
-
-const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 type BoundSockets = Extract<FromUdpThread, { type: 'listening' }>['sockets'];
 
@@ -258,18 +269,13 @@ function seal(): void {
   used = 0;
   datagrams = 0;
   if (sendNow) send(sealed);
-  else if (!keep(sealed)) stats[BACKLOG_STATS.droppedDatagrams] = (stats[BACKLOG_STATS.droppedDatagrams] ?? 0) + n;
-  stats[BACKLOG_STATS.bytes] = backlog.bytes;
-}
-
-/** Into the backlog; false when it is full or its disk fails (the thread must keep reading either way). */
-function keep(sealed: Buffer): boolean {
-  try {
-    return backlog.push(sealed);
-  } catch (err) {
-    port.postMessage({ type: 'backlog-error', message: err instanceof Error ? err.message : String(err) } satisfies FromUdpThread);
-    return false;
+  else {
+    // The thread keeps reading whatever happens to the chunk; what is not kept is counted by why.
+    const kept = backlog.push(sealed);
+    if (kept === 'full') stats[BACKLOG_STATS.droppedDatagrams] = (stats[BACKLOG_STATS.droppedDatagrams] ?? 0) + n;
+    else if (kept === 'write-failed') stats[BACKLOG_STATS.writeFailedDatagrams] = (stats[BACKLOG_STATS.writeFailedDatagrams] ?? 0) + n;
   }
+  stats[BACKLOG_STATS.bytes] = backlog.bytes;
 }
 
 /**
@@ -340,11 +346,12 @@ async function close(): Promise<void> {
       backlog.persist();
       persisted = true;
     } catch (err) {
-      port.postMessage({ type: 'backlog-error', message: errorText(err) } satisfies FromUdpThread);
+      backlogErrors.report('persist', errorText(err));
     }
   }
   if (!persisted) for (let c = backlog.shift(); c !== undefined; c = backlog.shift()) send(c);
   stats[BACKLOG_STATS.bytes] = backlog.bytes;
+  backlogErrors.flush();
   port.postMessage({ type: 'closed', leftBytes: backlog.bytes } satisfies FromUdpThread);
 }
 

@@ -26,8 +26,12 @@ export const BACKLOG_STATS = {
   droppedDatagrams: 1,
   /** Bytes a previous run left on disk, found at start. */
   replayedBytes: 2,
+  /** Datagrams dropped because the backlog's disk refused their chunk (ENOSPC, EIO). */
+  writeFailedDatagrams: 3,
+  /** Chunks read back from disk torn (a crash mid-write): their datagrams, at least one each, are lost. */
+  tornChunks: 4,
 } as const;
-export const BACKLOG_STATS_LENGTH = 3;
+export const BACKLOG_STATS_LENGTH = 5;
 
 export type FromUdpThread =
   | {
@@ -41,7 +45,8 @@ export type FromUdpThread =
     }
   | { type: 'listen-failed'; index: number; message: string }
   | { type: 'socket-error'; message: string }
-  | { type: 'backlog-error'; message: string }
+  /** Rate-limited: `count` failures of this kind since the last report. */
+  | { type: 'backlog-error'; what: string; message: string; count: number }
   | { type: 'chunk'; buffer: ArrayBuffer; length: number }
   | { type: 'closed'; leftBytes: number };
 
@@ -85,6 +90,8 @@ export function forEachDatagram(chunk: Buffer, each: (start: number, end: number
     fromLength = addressLength;
     const receivedAtMs = chunk.readDoubleLE(at + 5 + addressLength);
     const start = at + FIXED_HEADER_BYTES + addressLength;
+    // Chunks are written whole by this code; a length past the end is a bug, never read beyond the chunk.
+    if (start + length > chunk.length) return;
     each(start, start + length, from, receivedAtMs);
     at = start + length;
   }

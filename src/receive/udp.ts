@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
-import { unmapIPv4 } from './allowlist.js';
-import { contentEnd } from './framing.js';
+import { unmapIPv4 } from '../net/ip.js';
+import { contentEnd, exactBytes } from './framing.js';
 import { familyOf, listenFailed, type BoundAddress, type ListenAddress, type ReceiverContext } from './listen.js';
 import type { UdpSocketId } from './proc-net-udp.js';
 import type { UdpReader } from './udp-batch.js';
@@ -163,7 +163,9 @@ export class UdpReceiver {
       this.unacked.push(m.buffer);
       if (this.unacked.length === 1 && !this.paused) setImmediate(() => this.ack());
     } else if (m.type === 'socket-error') this.ctx.logger.error({ err: m.message }, 'syslog UDP socket error');
-    else if (m.type === 'backlog-error') this.ctx.logger.error({ err: m.message, dir: this.opts.backlogDir }, 'UDP backlog cannot write to disk; datagrams beyond memory are dropped and counted');
+    else if (m.type === 'backlog-error') {
+      this.ctx.logger.error({ what: m.what, err: m.message, times: m.count, dir: this.opts.backlogDir }, 'UDP backlog disk failure; datagrams it could not keep are dropped and counted');
+    }
     else if (m.type === 'closed') {
       if (m.leftBytes > 0) this.ctx.logger.warn({ bytes: m.leftBytes, dir: this.opts.backlogDir }, 'UDP backlog kept on disk for the next start');
       this.onClosed?.();
@@ -199,7 +201,8 @@ export class UdpReceiver {
     counts.messages++;
     // The records of a chunk already here are taken (the writer spools what its queue cannot hold); the next chunks
     // wait, as raw datagrams, in the receive thread's backlog until the writer drains.
-    if (!this.ctx.sink.accept(buf.toString('utf8', start, end), { transport: 'udp', remoteAddress, receivedAtMs })) this.paused = true;
+    const message = buf.toString('utf8', start, end);
+    if (!this.ctx.sink.accept(message, { transport: 'udp', remoteAddress, receivedAtMs }, exactBytes(message, buf, start, end))) this.paused = true;
   }
 
   /** Stops reading; every chunk the thread sent is handed on, the rest of its backlog kept on disk (or handed on). */

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { DIRECTIONS, type Direction, type FlowRecord } from '../record.js';
-import { canonicalIp, DIRECTION_CODE, parseInventoryMember, REVERSED, type TopDimension } from './indexer.js';
+import { canonicalIp } from '../net/ip.js';
+import { DIRECTION_CODE, parseInventoryMember, REVERSED, type TopDimension } from './indexer.js';
 import { BUCKET_MS, bucketStartMs } from './keys.js';
 import { addressMatches, planQuery, scanFlows, type FlowFilter, type Position, type StoreReader } from './query.js';
 
@@ -14,6 +15,8 @@ export interface TopOptions {
   limit: number;
   /** Up to this many counter entries in the range, a plain union answers; above, the threshold algorithm. */
   unionMaxEntries?: number;
+  /** Counter entries read (ZRANGE) or looked up (ZMSCORE) at most; past it the answer is the best found, `exact: false`. */
+  maxReadEntries?: number;
 }
 
 export interface TopEntry {
@@ -33,6 +36,8 @@ export interface TopResult {
   coveredUntilMs: number;
   /** True when the range held more partitions than one answer reads: only the newest were counted (see covered). */
   partial: boolean;
+  /** False when the read budget ran out before the top settled: counts are exact, the ranking may miss values. */
+  exact: boolean;
 }
 
 /** Counter entries in a range below which a plain union is the faster answer. */
@@ -48,9 +53,19 @@ const byCount = (a: TopEntry, b: TopEntry): number => b.count - a.count || (a.va
  * values per bucket usually settle it, where a union would merge every distinct value of the range. Undefined when
  * it does not settle within a few rounds.
  */
-async function topByThreshold(redis: Redis, sources: string[], limit: number): Promise<{ entries: TopEntry[]; distinct?: number } | undefined> {
+async function topByThreshold(
+  redis: Redis,
+  sources: string[],
+  limit: number,
+  maxRead: number,
+): Promise<{ entries: TopEntry[]; distinct?: number; exact: boolean }> {
   const exact = new Map<string, number>();
-  for (let depth = Math.max(limit * 4, 64); depth <= 16_384; depth *= 4) {
+  let read = 0;
+  let ranked: TopEntry[] = [];
+  const first = Math.max(limit * 4, 64);
+  for (let depth = Math.min(first, Math.max(1, Math.floor(maxRead / sources.length))); depth <= 16_384; depth *= 4) {
+    if (read + depth * sources.length > maxRead) break;
+    read += depth * sources.length;
     const pl = redis.pipeline();
     for (const k of sources) pl.zrange(k, 0, String(depth - 1), 'REV', 'WITHSCORES');
     const replies = (await pl.exec()) ?? [];
@@ -71,29 +86,45 @@ async function topByThreshold(redis: Redis, sources: string[], limit: number): P
         partial.set(flat[i]!, p);
       }
     }
-    const lower = (v: string): number => exact.get(v) ?? partial.get(v)!.sum;
-    const lowers = [...partial.keys()].map(lower).sort((a, b) => b - a);
+    const lowers: number[] = [];
+    for (const [v, p] of partial) lowers.push(exact.get(v) ?? p.sum);
+    lowers.sort((a, b) => b - a);
     const floor = lowers[limit - 1] ?? 0;
-    const need = [...partial].filter(([v, p]) => !exact.has(v) && p.sum + threshold - p.boundSeen >= floor).map(([v]) => v);
+    const candidates: { v: string; upper: number }[] = [];
+    for (const [v, p] of partial) {
+      const upper = p.sum + threshold - p.boundSeen;
+      if (!exact.has(v) && upper >= floor) candidates.push({ v, upper });
+    }
+    // Exact totals cost one lookup per value and source: the most promising first, within the budget.
+    candidates.sort((a, b) => b.upper - a.upper);
+    const affordable = Math.max(0, Math.floor((maxRead - read) / sources.length));
+    const need = candidates.slice(0, affordable).map((c) => c.v);
+    const cut = need.length < candidates.length;
     if (need.length > 0) {
-      const sp = redis.pipeline();
-      for (const k of sources) sp.zmscore(k, ...need);
+      read += need.length * sources.length;
       const sums = new Array<number>(need.length).fill(0);
-      for (const [err, reply] of (await sp.exec()) ?? []) {
-        if (err) throw err;
-        (reply as (string | null)[]).forEach((v, i) => {
-          if (v !== null) sums[i]! += Number(v);
-        });
+      // In slices: a command's arguments are bounded, and no array is ever spread into one call.
+      for (let from = 0; from < need.length; from += 1000) {
+        const slice = need.slice(from, from + 1000);
+        const sp = redis.pipeline();
+        for (const k of sources) sp.zmscore(k, slice);
+        for (const [err, reply] of (await sp.exec()) ?? []) {
+          if (err) throw err;
+          (reply as (string | null)[]).forEach((v, i) => {
+            if (v !== null) sums[from + i]! += Number(v);
+          });
+        }
       }
       need.forEach((v, i) => exact.set(v, sums[i]!));
     }
-    const ranked = [...exact].map(([value, count]) => ({ value, count })).sort(byCount);
-    if (exhausted) return { entries: ranked.slice(0, limit), distinct: partial.size };
+    ranked = [...exact].map(([value, count]) => ({ value, count })).sort(byCount);
+    if (exhausted && !cut) return { entries: ranked.slice(0, limit), distinct: partial.size, exact: true };
     const nth = ranked[limit - 1];
     // Strictly above: a value never read could tie the N-th.
-    if (nth !== undefined && nth.count > threshold) return { entries: ranked.slice(0, limit) };
+    if (!cut && nth !== undefined && nth.count > threshold) return { entries: ranked.slice(0, limit), exact: true };
+    if (cut) break;
   }
-  return undefined;
+  return { entries: ranked.slice(0, limit), exact: false };
 }
 
 /** The whole-range merge, on the client (each source is one key: any hash slot). */
@@ -135,12 +166,16 @@ export async function topN(reader: StoreReader, opts: TopOptions): Promise<TopRe
     return Number(n);
   });
   const live = sources.filter((_, i) => cards[i]! > 0);
-  if (live.length === 0) return { entries: [], distinct: 0, ...covered };
+  if (live.length === 0) return { entries: [], distinct: 0, exact: true, ...covered };
   // Merging everything is cheapest while the range holds few values (containers, countries); many (addresses) need the threshold.
+  let total = 0;
+  for (const c of cards) total += c;
+  const maxRead = opts.maxReadEntries ?? Number.MAX_SAFE_INTEGER;
+  // The union reads every entry, so only while there are few; never as a fallback.
   const found =
-    cards.reduce((a, b) => a + b, 0) <= (opts.unionMaxEntries ?? UNION_MAX_ENTRIES)
-      ? await topByUnion(redis, live, opts.limit)
-      : ((await topByThreshold(redis, live, opts.limit)) ?? (await topByUnion(redis, live, opts.limit)));
+    total <= Math.min(opts.unionMaxEntries ?? UNION_MAX_ENTRIES, maxRead)
+      ? { ...(await topByUnion(redis, live, opts.limit)), exact: true }
+      : await topByThreshold(redis, live, opts.limit, maxRead);
   const entries = found.entries;
   if (opts.by === 'container' && entries.length > 0) {
     const reg = await reader.registries();
@@ -153,7 +188,7 @@ export async function topN(reader: StoreReader, opts: TopOptions): Promise<TopRe
       if (service !== undefined) e.service = service;
     }
   }
-  return { entries, ...(found.distinct !== undefined ? { distinct: found.distinct } : {}), ...covered };
+  return { entries, ...(found.distinct !== undefined ? { distinct: found.distinct } : {}), exact: found.exact, ...covered };
 }
 
 /* ---------- destination inventory ---------- */
@@ -253,6 +288,8 @@ export interface ConnectionResult {
   truncated: boolean;
   /** Where the next request goes on (its packets are folded apart: a connection may continue there). */
   resume?: Position;
+  /** Connections found beyond `limit` (the most recently active are kept). */
+  omitted: number;
 }
 
 
@@ -357,5 +394,5 @@ export async function connections(reader: StoreReader, f: FlowFilter, opts: Conn
   for (const h of hits) folder.add(h.record, h.t);
   const all = folder.finish().filter((c) => connectionMatches(c, f));
   all.sort((a, b) => b.lastSeenMs - a.lastSeenMs);
-  return { connections: all.slice(0, opts.limit), packets: hits.length, truncated: res.resume !== undefined, ...(res.resume ? { resume: res.resume } : {}) };
+  return { connections: all.slice(0, opts.limit), packets: hits.length, truncated: res.resume !== undefined, ...(res.resume ? { resume: res.resume } : {}), omitted: Math.max(0, all.length - opts.limit) };
 }

@@ -1,5 +1,5 @@
 import { createLineOptions, parseLine } from '../parse/line.js';
-import { parseIPv4, parseIPv6 } from '../parse/community-id.js';
+import { sortableIp } from '../net/ip.js';
 import { DIRECTIONS, type ContainerRef, type Direction, type Endpoint, type FlowRecord } from '../record.js';
 
 /*
@@ -166,7 +166,7 @@ export function decodeFlat(fields: readonly string[], reg: Registries): FlowReco
   const pr = str('pr');
   if (pr !== undefined) {
     record.network.transport = pr;
-    if (IANA[pr] !== undefined) record.network.iana_number = IANA[pr];
+    if (IANA[pr] !== undefined) record.network.iana_number = String(IANA[pr]);
   }
   const sa = str('sa');
   const da = str('da');
@@ -209,19 +209,9 @@ export function decodeFlat(fields: readonly string[], reg: Registries): FlowReco
   return record;
 }
 
-/** The fixed-width hex form of an address (`4` + 8 digits or `6` + 32), lex order = numeric order; '' if none. */
-const HEX_SCRATCH = new Uint16Array(8);
+/** An address in the index's fixed-width form (net/ip.ts `sortableIp`), or '' when it is none. */
 export function addressHex(ip: string): string {
-  if (parseIPv4(ip, 0, ip.length, HEX_SCRATCH, 0)) return `4${hex4(HEX_SCRATCH[0]!)}${hex4(HEX_SCRATCH[1]!)}`;
-  if (parseIPv6(ip, 0, ip.length, HEX_SCRATCH, 0)) {
-    let s = '6';
-    for (let i = 0; i < 8; i++) s += hex4(HEX_SCRATCH[i]!);
-    return s;
-  }
-  return '';
-}
-function hex4(n: number): string {
-  return n.toString(16).padStart(4, '0');
+  return sortableIp(ip) ?? '';
 }
 
 /*
@@ -254,7 +244,11 @@ export function encodeRecord(record: FlowRecord): string {
  */
 export function encodeContext(record: FlowRecord): string {
   let json = `{"@timestamp":${quote(record['@timestamp'])}`;
-  if (record.event !== undefined) json += `,"event":${flatJson(record.event)}`;
+  const event = record.event;
+  // kind, category, type and action come from the message; only the receive time (and an ID, if any) is context.
+  if (event !== undefined && (event.ingested !== undefined || event.id !== undefined)) {
+    json += `,"event":${flatJson({ ingested: event.ingested, id: event.id })}`;
+  }
   if (record.host !== undefined) json += `,"host":${flatJson(record.host)}`;
   json += `,"network":{"direction":${quote(record.network.direction)}}`;
   json += enrichmentJson(',"source":', record.source);
@@ -374,7 +368,7 @@ export function decodeMessage(message: string, contextJson: unknown): FlowRecord
   if (typeof record === 'string') return undefined;
   const c = context as Partial<FlowRecord>;
   if (typeof c['@timestamp'] === 'string') record['@timestamp'] = c['@timestamp'];
-  if (c.event !== undefined) record.event = c.event;
+  if (c.event !== undefined) record.event = record.event === undefined ? c.event : Object.assign(record.event, c.event);
   if (c.host !== undefined) record.host = c.host;
   if (c.network !== undefined) Object.assign(record.network, c.network);
   if (c.source !== undefined) Object.assign(record.source, c.source);

@@ -1,4 +1,4 @@
-import { canonicalIp } from '../parse/community-id.js';
+import { canonicalIp } from '../net/ip.js';
 import { DIRECTIONS, type Direction, type FlowRecord } from '../record.js';
 import { DockflowError, ErrorCode } from '../errors.js';
 import { addressHex, containerMeta, containerSide, remoteSide, shortContainerId } from './encode.js';

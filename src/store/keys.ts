@@ -83,10 +83,25 @@ export interface StoreKeys {
   readonly asNames: string;
   /** `<prefix>:{g}:schema`: the layout version. */
   readonly schema: string;
+  /** `<prefix>:alerts`: the detections' alert stream. */
+  readonly alerts: string;
+  /** `<prefix>:detect:baselines`: first-contact baselines (hash: rule, fields and subject → JSON). */
+  readonly detectBaselines: string;
+  /** Any other key (`<prefix>:<name>`), for bookkeeping. */
+  key(...parts: string[]): string;
+  /** `<prefix>:ingester:<id>:lease`: held by the one process writing as ingester `id` (see ingester-lease.ts). */
+  ingesterLease(id: string): string;
   /** The version 1 layout's per-direction streams (read by `dockflow migrate`). */
   v1Stream(direction: Direction): string;
   readonly v1Streams: readonly string[];
 }
+
+/**
+ * Whether every transaction, script and multi-key command of this store layout touches keys of one hash slot, so that
+ * it runs on a Redis Cluster. The v2 layout is designed for it (hash tag per partition, `{g}` for registries) but has
+ * not yet been verified on the real test cluster; the service refuses a cluster URL while this is false.
+ */
+export const CLUSTER_SAFE_LAYOUT = false;
 
 /**
  * `singleStream` puts every record into that one stream with no partitions and no indexes, for consumers that want
@@ -110,5 +125,9 @@ export function storeKeys(keyPrefix: string = DEFAULT_KEY_PREFIX, singleStream?:
     schema: `${p}:{g}:schema`,
     v1Stream: (direction) => `${p}:flows:${direction}`,
     v1Streams: DIRECTIONS.map((d) => `${p}:flows:${d}`),
+    alerts: `${p}:alerts`,
+    detectBaselines: `${p}:detect:baselines`,
+    key: (...parts: string[]) => [p, ...parts].join(':'),
+    ingesterLease: (id) => `${p}:ingester:${id}:lease`,
   };
 }

@@ -1,80 +1,17 @@
 import { createHash } from 'node:crypto';
-import { isIP } from 'node:net';
 import type { Redis } from 'ioredis';
+import { parseCidr, rangeContains, type IpRange } from '../net/ip.js';
 import { DIRECTIONS, type Direction, type FlowRecord } from '../record.js';
-import { addressHex, decodeFlat, SHORT_ID_RE, type ContainerMeta, type Registries } from './encode.js';
-import { canonicalIp, CONTAINER_ID_RE, DIRECTION_CODE, EPHEMERAL_MIN } from './indexer.js';
+import { decodeFlat, SHORT_ID_RE, type ContainerMeta, type Registries } from './encode.js';
+import { CONTAINER_ID_RE, DIRECTION_CODE, EPHEMERAL_MIN } from './indexer.js';
 import { BUCKET_MS, bucketOf, bucketStartMs, parsePartition, type Partition, type StoreKeys } from './keys.js';
 
 /* ---------- addresses ---------- */
 
-export interface AddressMatch {
-  version: 4 | 6;
-  /** Network address as an integer, masked to `prefixLength`. */
-  network: bigint;
-  prefixLength: number;
-  /** The canonical address when this is a single host (exact index lookup possible). */
-  exact?: string;
-  /** The first and last address of the range in fixed-width hex (see `addressHex`): lex order is numeric order. */
-  hexLo: string;
-  hexHi: string;
-}
-
-function addressBits(ip: string): { version: 4 | 6; value: bigint } | undefined {
-  const v = isIP(ip);
-  if (v === 4) {
-    let value = 0n;
-    for (const part of ip.split('.')) value = (value << 8n) | BigInt(Number(part));
-    return { version: 4, value };
-  }
-  if (v !== 6) return undefined;
-  const canonical = canonicalIp(ip);
-  if (canonical === undefined) return undefined;
-  let text = canonical;
-  // An embedded IPv4 tail (::ffff:1.2.3.4) becomes two hextets.
-  const lastColon = text.lastIndexOf(':');
-  const tail = text.slice(lastColon + 1);
-  if (tail.includes('.')) {
-    const four = addressBits(tail);
-    if (four === undefined) return undefined;
-    text = `${text.slice(0, lastColon + 1)}${(four.value >> 16n).toString(16)}:${(four.value & 0xffffn).toString(16)}`;
-  }
-  const [head = '', rest] = text.split('::');
-  const h = head === '' ? [] : head.split(':');
-  const r = rest === undefined || rest === '' ? [] : rest.split(':');
-  const groups = rest === undefined ? h : [...h, ...Array<string>(8 - h.length - r.length).fill('0'), ...r];
-  let value = 0n;
-  for (const g of groups) value = (value << 16n) | BigInt(parseInt(g, 16));
-  return { version: 6, value };
-}
-
-/** Parses `1.2.3.4`, `10.0.0.0/8`, `2001:db8::/32`; undefined when malformed. */
-export function parseAddressMatch(text: string): AddressMatch | undefined {
-  const slash = text.indexOf('/');
-  const ip = slash < 0 ? text : text.slice(0, slash);
-  const bits = addressBits(ip);
-  if (bits === undefined) return undefined;
-  const width = bits.version === 4 ? 32 : 128;
-  let prefixLength = width;
-  if (slash >= 0) {
-    const p = text.slice(slash + 1);
-    if (!/^\d{1,3}$/.test(p) || Number(p) > width) return undefined;
-    prefixLength = Number(p);
-  }
-  const mask = prefixLength === 0 ? 0n : ((1n << BigInt(prefixLength)) - 1n) << BigInt(width - prefixLength);
-  const exact = prefixLength === width ? canonicalIp(ip) : undefined;
-  const network = bits.value & mask;
-  const last = network | (((1n << BigInt(width)) - 1n) ^ mask);
-  const digits = width / 4;
-  const hex = (v: bigint): string => `${bits.version}${v.toString(16).padStart(digits, '0')}`;
-  return { version: bits.version, network, prefixLength, ...(exact !== undefined ? { exact } : {}), hexLo: hex(network), hexHi: hex(last) };
-}
-
-export function addressMatches(m: AddressMatch, ip: string | undefined): boolean {
-  if (ip === undefined) return false;
-  const hex = addressHex(ip);
-  return hex !== '' && hex >= m.hexLo && hex <= m.hexHi;
-}
+/** An address or CIDR filter: the range of its sortable forms (net/ip.ts), which is what the address index holds. */
+export type AddressMatch = IpRange;
+export const parseAddressMatch = parseCidr;
+export const addressMatches = rangeContains;
 
 /* ---------- filters ---------- */
 
@@ -396,11 +333,11 @@ export async function planQuery(reader: StoreReader, f: FlowFilter): Promise<Pla
   }
   for (const m of [f.ip, f.srcIp, f.dstIp]) {
     if (m === undefined) continue;
-    if (m.hexLo === m.hexHi) {
-      terms.push({ values: [`a|${m.hexLo}`] });
+    if (m.first === m.last) {
+      terms.push({ values: [`a|${m.first}`] });
       names.push('ip');
     } else {
-      terms.push({ values: [], range: { lo: `a|${m.hexLo}`, hi: `a|${m.hexHi}` } });
+      terms.push({ values: [], range: { lo: `a|${m.first}`, hi: `a|${m.last}` } });
       names.push('cidr');
     }
   }

@@ -3,13 +3,14 @@ import tls from 'node:tls';
 import type { RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import RedisParser from 'redis-parser';
+import { DEFAULTS } from '../config/index.js';
 import { reconnectDelayMs } from './connect.js';
 import { ByteWriter, utf8Write } from './byte-writer.js';
 
 /*
  * A connection of the writer's own, beside ioredis, for the one thing ioredis does slowly: a transaction of hundreds
- * of commands. Through ioredis each command is an object with its own argument handling and promise (about 10 µs of
- * client time per XADD, measured); here a batch is RESP bytes written straight into one buffer and its replies are
+ * of commands. Through ioredis each command is an object with its own argument handling and promise (its cost is
+ * in docs/design.md); here a batch is RESP bytes written straight into one buffer and its replies are
  * counted off one parser. Everything else (seeding, lookups after an outage, trims, reads) stays on ioredis.
  */
 
@@ -93,13 +94,14 @@ function headerBytes(n: number): number {
  * The bulk strings of `bytes` from `start`, decoded, in order (`$<n>\r\n<n bytes>\r\n` each). For reading back
  * arguments a RespWriter wrote; anything else is not expected here.
  */
-export function readBulks(bytes: Buffer, start: number, end: number): string[] {
-  const out: string[] = [];
+export function readBulks(bytes: Buffer, start: number, end: number, asBytes = -1): Array<string | Buffer> {
+  const out: Array<string | Buffer> = [];
   let at = start;
   while (at < end) {
     const eol = bytes.indexOf(13, at);
     const n = Number(bytes.toString('latin1', at + 1, eol));
-    out.push(bytes.toString('utf8', eol + 2, eol + 2 + n));
+    // `asBytes`: the index of the one bulk wanted as its bytes (a copy: staging memory is reused).
+    out.push(out.length === asBytes ? Buffer.from(bytes.subarray(eol + 2, eol + 2 + n)) : bytes.toString('utf8', eol + 2, eol + 2 + n));
     at = eol + 2 + n + 2;
   }
   return out;
@@ -112,7 +114,6 @@ export function encodeArgs(...args: string[]): Buffer {
   return Buffer.from(w.bytes());
 }
 
-const DEFAULT_REPLY_TIMEOUT_MS = 10_000;
 
 /** The connection was lost (or never made) before every reply came: the server may have run none, some or all. */
 export class RespConnectionError extends Error {
@@ -134,9 +135,11 @@ export interface RespConnectionHooks {
   setup?: () => { payload: Buffer; replies: number };
   /**
    * With sends waiting, the longest wait for the next one to be fully answered before the connection is dropped
-   * (its sends then fail as lost, which the writer treats as uncertain). Default 10 s.
+   * (its sends then fail as lost, which the writer treats as uncertain). Default: the config schema's.
    */
   replyTimeoutMs?: number | undefined;
+  /** The connection closed unasked (the server died, or a cluster node stopped serving): see slot-connections.ts. */
+  onLost?: () => void;
 }
 
 /**
@@ -220,7 +223,7 @@ export class RespConnection {
    * gives up on the socket, which can take many minutes.
    */
   private awaitReplies(): void {
-    const ms = this.hooks.replyTimeoutMs ?? DEFAULT_REPLY_TIMEOUT_MS;
+    const ms = this.hooks.replyTimeoutMs ?? DEFAULTS.store.replyTimeoutMs;
     if (this.replyTimer !== undefined) this.replyTimer.refresh();
     else this.replyTimer = setTimeout(() => this.onReplyTimeout(ms), ms);
   }
@@ -295,6 +298,7 @@ export class RespConnection {
     const lost = this.pending.splice(0);
     for (const p of lost) p.reject(new RespConnectionError('Redis writer connection lost before the reply'));
     if (this.closed) return;
+    this.hooks.onLost?.();
     this.attempt++;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;

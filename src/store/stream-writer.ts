@@ -3,12 +3,15 @@ import { ReplyError, type Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { DIRECTIONS, type Direction, type FlowRecord } from '../record.js';
-import { decodeMessage, ENTRY_FIELDS, entryValues, looksLikeRecord, ORIGINAL_FIELD, packetTimeMs } from './encode.js';
+import { DEFAULTS } from '../config/index.js';
+import { ENTRY_FIELDS, entryValues, ORIGINAL_FIELD, packetTimeMs } from './encode.js';
 import { INDEX_OPS_SCRIPT, LUA_APPLY_INDEX, type IndexOps } from './index-ops.js';
 import { BUCKET_MS, bucketOf, bucketStartMs, partitionName, storeKeys, WRITER_RE, type StoreKeys } from './keys.js';
 import { encodeArgs, readBulks, RespConnection, RespWriter } from './resp.js';
 import { Retention } from './retention.js';
-import { Spool, type SpoolSegment } from './spool.js';
+import { SegmentQueue, type Segment, type SegmentQueueDeps } from '../disk/segment-queue.js';
+import { importLegacySpool, spooledRecord } from './spool-frame.js';
+import { RateLimitedLog } from '../rate-limited-log.js';
 import type { IndexEntry, StreamIndexer } from './types.js';
 
 export type Origin = 'tcp' | 'udp' | 'file';
@@ -53,6 +56,8 @@ export interface StreamWriterDeps {
   indexer?: StreamIndexer | undefined;
   /** Wall clock (retention, and stream IDs of a single stream; tests move it). */
   now?: () => number;
+  /** The spool's write system call (tests inject short writes and ENOSPC). */
+  spoolWritev?: SegmentQueueDeps['writev'];
 }
 
 export interface StreamWriterStats {
@@ -113,7 +118,7 @@ interface Item {
 }
 
 interface SegmentTicket {
-  segment: SpoolSegment;
+  segment: Segment;
   pending: number;
 }
 
@@ -123,36 +128,32 @@ interface Batch {
 }
 
 /**
- * A spool line: the entry as staged (`p` partition, `d` direction, `e` the values in ENTRY_FIELDS order, `o` the
- * original message when kept), the indexer's facts (`x`), and the ID it may already be stored under. Lines of the
- * version 1 writer (`m`+`x` or `r`) are read too.
+ * A spool frame of this version: JSON with the entry as staged (`v` 2, `p` partition, `d` direction, `e` the values
+ * in ENTRY_FIELDS order), the indexer's facts (`x`) and the ID it may already be stored under; when the original
+ * message is kept, an LF and its exact bytes follow (JSON holds no raw LF). Frames of the version 1 writer (see
+ * spool-frame.ts) are read too.
  */
-interface SpoolLine {
+interface SpoolJson {
   v?: unknown;
   p?: unknown;
   d?: unknown;
   e?: unknown;
-  o?: unknown;
   x?: unknown;
-  r?: unknown;
-  m?: unknown;
   id?: unknown;
 }
 
-/** The record a version 1 spool line holds, or `undefined` if it holds none. */
-function spooledRecord(line: SpoolLine): FlowRecord | undefined {
-  if (typeof line.m === 'string') return decodeMessage(line.m, line.x);
-  return looksLikeRecord(line.r) ? line.r : undefined;
-}
+const LF = 0x0a;
 
-/** The spool line of a staged item: its fields read back from RESP. */
-function stagedSpoolLine(item: Item, id?: string): string {
-  const fields = readBulks(item.staged, item.start, item.end);
+/** The spool frame of a staged item: its fields read back from RESP, the original message as its bytes. */
+function stagedSpoolFrame(item: Item, id?: string): Buffer {
+  const originalAt = ENTRY_FIELDS.length * 2 + 1;
+  const fields = readBulks(item.staged, item.start, item.end, item.pairs > ENTRY_FIELDS.length ? originalAt : -1);
   const values: string[] = [];
   for (let i = 1; i < ENTRY_FIELDS.length * 2; i += 2) values.push(fields[i] as string);
-  const original = item.pairs > ENTRY_FIELDS.length ? fields[ENTRY_FIELDS.length * 2 + 1] : undefined;
   const facts = item.facts === NO_FACTS ? null : item.facts;
-  return JSON.stringify({ v: 2, p: item.part.name, d: item.direction, e: values, o: original, x: facts, id });
+  const json = Buffer.from(JSON.stringify({ v: 2, p: item.part.name, d: item.direction, e: values, x: facts, id }));
+  const original = item.pairs > ENTRY_FIELDS.length ? (fields[originalAt] as Buffer) : undefined;
+  return original === undefined ? json : Buffer.concat([json, Buffer.from([LF]), original]);
 }
 
 /** `EVALSHA <sha> <n> <keys…> <args…>` into a RESP buffer. */
@@ -163,6 +164,8 @@ function writeEvalsha(w: RespWriter, sha: string, keys: readonly string[], args:
 }
 
 const MAX_BACKOFF_MS = 5000;
+const SPOOL_EXTENSION = '.spool';
+const SPOOL_ERROR_LOG_INTERVAL_MS = 10_000;
 
 /** The facts of a record the indexer failed on (counted then): it is stored, not indexed. */
 const NO_FACTS = Symbol('no index facts');
@@ -251,7 +254,9 @@ export class StreamWriter {
   private readonly keepOriginal: boolean;
   private readonly parts = new Map<string, Part>();
   private readonly single: Part | undefined;
-  private readonly spool: Spool;
+  private readonly spool: SegmentQueue;
+  private readonly spoolDir: string;
+  private readonly spoolErrors: RateLimitedLog<unknown>;
   private readonly retention: Retention | undefined;
 
   private readonly maxQueue: number;
@@ -332,13 +337,13 @@ export class StreamWriter {
     this.keepOriginal = opts.keepOriginal ?? false;
     this.single =
       opts.singleStream === undefined ? undefined : { name: opts.singleStream, bucket: 0, stream: opts.singleStream, fixedMs: undefined, last: [0, 0], seeded: false, registered: true };
-    this.maxQueue = opts.maxQueueRecords ?? 4_000;
-    this.batchMax = opts.batchMaxRecords ?? 250;
-    this.flushIntervalMs = opts.flushIntervalMs ?? 50;
+    this.maxQueue = opts.maxQueueRecords ?? DEFAULTS.store.maxQueueRecords;
+    this.batchMax = opts.batchMaxRecords ?? DEFAULTS.store.batchMaxRecords;
+    this.flushIntervalMs = opts.flushIntervalMs ?? DEFAULTS.store.flushIntervalMs;
     this.maxInFlight = opts.maxBatchesInFlight ?? 4;
-    this.retentionMs = opts.retentionMs ?? 30 * 24 * 3600 * 1000;
+    this.retentionMs = opts.retentionMs ?? DEFAULTS.store.retentionMs;
     this.trimIntervalMs = opts.trimIntervalMs ?? 60_000;
-    const maxRecords = opts.maxRecords ?? 0;
+    const maxRecords = opts.maxRecords ?? DEFAULTS.store.maxRecords;
     if (this.single === undefined && (this.retentionMs > 0 || maxRecords > 0)) {
       this.retention = new Retention(redis, this.keys, {
         retentionMs: this.retentionMs,
@@ -349,9 +354,31 @@ export class StreamWriter {
         onDeleted: (names) => this.forgetPartitions(names),
       });
     }
-    this.spool = new Spool(
-      { dir: opts.spoolDir, maxBytes: opts.spoolMaxBytes ?? 1024 ** 3, segmentBytes: opts.spoolSegmentBytes ?? 1024 ** 2 },
-      { logger: this.logger, onLost: (n) => (this.counts.dropped['spool-write-failed'] += n) },
+    // A full disk fails every write: one log line per kind of failure per interval, the exact loss in the counters.
+    this.spoolErrors = new RateLimitedLog(SPOOL_ERROR_LOG_INTERVAL_MS, (what, times, err) =>
+      this.logger.error({ err, what, times, dir: opts.spoolDir }, what === 'write' ? 'spool write failed; records lost (counted as spool-write-failed)' : 'spool disk failure'),
+    );
+    this.spoolDir = opts.spoolDir;
+    this.spool = new SegmentQueue(
+      {
+        dir: opts.spoolDir,
+        extension: SPOOL_EXTENSION,
+        maxBytes: opts.spoolMaxBytes ?? DEFAULTS.store.spoolMaxBytes,
+        segmentBytes: opts.spoolSegmentBytes ?? 1024 ** 2,
+        // A write per record would cost more than the UDP path can afford while Redis is down: a crash loses at most
+        // the last 100 ms of spooled records, a power loss the last second.
+        flushBytes: 64 * 1024,
+        flushIntervalMs: 100,
+        fsyncIntervalMs: 1000,
+      },
+      {
+        onLost: (_reason, frames, err) => {
+          this.counts.dropped['spool-write-failed'] += frames.length;
+          this.spoolErrors.report('write', err, frames.length);
+        },
+        onError: (what, err) => this.spoolErrors.report(what, err),
+        writev: deps.spoolWritev,
+      },
     );
     this.writeSeconds = this.registerMetrics(deps.registry);
     const o = redis.options;
@@ -410,6 +437,9 @@ export class StreamWriter {
     if (this.started) return;
     this.started = true;
     this.spool.open();
+    const imported = importLegacySpool(this.spoolDir, this.spool);
+    if (imported > 0) this.logger.info({ records: imported, dir: this.spoolDir }, 'spool of an earlier version moved into the current format');
+    if (this.spool.hasUnread()) this.logger.info({ dir: this.spoolDir, bytes: this.spool.bytes }, 'spool holds records from a previous run');
     this.redis.on('ready', this.onReady);
     this.redis.on('close', this.onClose);
     this.redis.on('end', this.onClose);
@@ -426,19 +456,19 @@ export class StreamWriter {
    * `message`, the syslog message the record was parsed from, is stored with it when `keepOriginal` is on. A record
    * whose packet time is already past retention is counted (`expired`) and not stored.
    */
-  push(record: FlowRecord, origin: Origin, message?: string): boolean {
+  push(record: FlowRecord, origin: Origin, message?: string, raw?: Buffer): boolean {
     this.counts.pushed[origin]++;
     if (this.closed) {
       this.counts.dropped.closed++;
       return false;
     }
-    const item = this.itemOf(record, message);
+    const item = this.itemOf(record, message, raw);
     if (this.expired(item.part)) {
       this.counts.dropped.expired++;
       return true;
     }
     if (origin === 'udp' && (this.queue.length >= this.maxQueue || this.spool.hasUnread())) {
-      if (this.spool.append(stagedSpoolLine(item))) {
+      if (this.spool.append(stagedSpoolFrame(item))) {
         this.counts.spooled++;
         // Taken; and the UDP receiver, which can hold datagrams unparsed in its own backlog, is asked to pause.
         this.wantDrain = true;
@@ -467,16 +497,17 @@ export class StreamWriter {
     this.queue.push(item);
   }
 
-  private itemOf(record: FlowRecord, message: string | undefined): Item {
+  private itemOf(record: FlowRecord, message: string | undefined, raw?: Buffer): Item {
     let timeMs = packetTimeMs(record);
     if (!Number.isFinite(timeMs)) timeMs = this.now();
     const values = entryValues(record, timeMs);
-    const original = this.keepOriginal && message !== undefined ? message : undefined;
+    // The message's stored bytes: exactly as received (`raw`, when its text is not), else its text in UTF-8.
+    const original = this.keepOriginal && message !== undefined ? (raw ?? message) : undefined;
     return this.stage(record.network.direction, this.partOf(timeMs), values, original, this.factsOf(record));
   }
 
   /** Stages an entry's fields as RESP. */
-  private stage(direction: Direction, part: Part, values: readonly string[], original: string | undefined, facts: unknown): Item {
+  private stage(direction: Direction, part: Part, values: readonly string[], original: string | Buffer | undefined, facts: unknown): Item {
     let staging = this.staging;
     if (staging.length >= STAGING_CHUNK_BYTES) staging = this.staging = stagingChunk();
     const start = staging.length;
@@ -873,17 +904,18 @@ export class StreamWriter {
     const read = this.spool.readNext();
     if (!read) return;
     const ticket: SegmentTicket = { segment: read.segment, pending: 0 };
-    let bad = read.torn;
-    for (const entry of read.entries) {
-      const line = entry as SpoolLine;
-      const item = typeof line === 'object' && line !== null ? this.spooledItem(line) : undefined;
-      if (item === undefined) {
+    // A torn tail is one record cut by a crash mid-write.
+    let bad = read.tornBytes > 0 ? 1 : 0;
+    for (const frame of read.frames) {
+      const spooled = this.spooledItem(frame);
+      if (spooled === undefined) {
         bad++;
         continue;
       }
+      const { item, id } = spooled;
       item.ticket = ticket;
-      if (typeof line.id === 'string' && line.v === 2) {
-        item.id = line.id;
+      if (id !== undefined) {
+        item.id = id;
         item.uncertain = true;
         this.uncertainCount++;
       }
@@ -901,11 +933,22 @@ export class StreamWriter {
     this.logger.info({ records: ticket.pending, unreadable: bad, spoolBytes: this.spool.bytes }, 'replaying spooled records');
   }
 
-  /** The item a spool line holds (this version's, or a record of the version 1 writer), or undefined. */
-  private spooledItem(line: SpoolLine): Item | undefined {
+  /**
+   * The item a spool frame holds (this version's, or a record of the version 1 writer), and the ID it may already be
+   * stored under (only this version's IDs: the version 1 writer's are in its own streams), or undefined.
+   */
+  private spooledItem(frame: Buffer): { item: Item; id: string | undefined } | undefined {
+    const lf = frame.indexOf(LF);
+    let line: SpoolJson;
+    try {
+      line = JSON.parse(frame.toString('utf8', 0, lf === -1 ? frame.length : lf)) as SpoolJson;
+    } catch {
+      return undefined;
+    }
+    if (typeof line !== 'object' || line === null) return undefined;
     if (line.v !== 2) {
-      const record = spooledRecord(line);
-      return record === undefined ? undefined : this.itemOf(record, typeof line.m === 'string' ? line.m : undefined);
+      const v1 = spooledRecord(frame);
+      return v1 === undefined ? undefined : { item: this.itemOf(v1.record, v1.message, v1.raw), id: undefined };
     }
     const values = line.e;
     if (typeof line.p !== 'string' || typeof line.d !== 'string' || !Array.isArray(values) || values.length !== ENTRY_FIELDS.length) return undefined;
@@ -914,7 +957,9 @@ export class StreamWriter {
     if (!Number.isFinite(t)) return undefined;
     const part = this.partOf(t);
     const facts = this.indexer === undefined ? undefined : line.x === null || line.x === undefined ? NO_FACTS : line.x;
-    return this.stage(line.d as Direction, part, values as string[], typeof line.o === 'string' ? line.o : undefined, facts);
+    const original = lf === -1 ? undefined : frame.subarray(lf + 1);
+    const item = this.stage(line.d as Direction, part, values as string[], original, facts);
+    return { item, id: typeof line.id === 'string' ? line.id : undefined };
   }
 
   private nextId(part: Part): string {
@@ -964,7 +1009,7 @@ export class StreamWriter {
     this.failed = [];
     // An item still carrying an ID was sent and not answered: keep the ID so the next run asks Redis whether it
     // took it before resending.
-    const lines = left.map((item) => stagedSpoolLine(item, item.id));
+    const lines = left.map((item) => stagedSpoolFrame(item, item.id));
     try {
       this.spool.writeHead(lines);
       this.counts.spooled += lines.length;
@@ -974,6 +1019,7 @@ export class StreamWriter {
       throw err;
     } finally {
       this.spool.close();
+      this.spoolErrors.flush();
     }
   }
 

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { buildApp, type AppDeps, type LossReport } from '../../src/api/app.js';
+import { defaultApiLimits } from '../../src/api/limits.js';
 import { PREFIX, type Env } from './store-helper.js';
 
 export const LOSS: LossReport = {
@@ -17,6 +18,7 @@ export function appFor(env: Env, extra: Partial<AppDeps> = {}): Promise<FastifyI
     keyPrefix: PREFIX,
     auth: { required: false },
     lossReport: () => LOSS,
+    limits: defaultApiLimits(),
     ...extra,
   });
 }

@@ -127,9 +127,9 @@ t.test('CSV and NDJSON by format= or Accept', async (t) => {
     t.equal(res.statusCode, 200);
     t.match(res.headers['content-type'], /^text\/csv/);
     const lines = res.body.trimEnd().split('\r\n');
-    t.equal(lines[0]!.split(',')[0], 'id');
+    t.equal(lines[0]!.split(',')[0], '"id"');
     t.equal(lines.length, 3, 'header and two rows');
-    t.match(lines[1], /,egress,udp,172\.17\.0\.2,\d+,198\.51\.100\.2,53,resolver,b2b2/);
+    t.match(lines[1], /,"egress","udp","172\.17\.0\.2","\d+","198\.51\.100\.2","53","resolver","b2b2/);
     t.type(res.headers['x-next-cursor'], 'string');
     t.same(JSON.parse(String(res.headers['x-dockflow-loss'])), LOSS);
   }
@@ -142,6 +142,70 @@ t.test('CSV and NDJSON by format= or Accept', async (t) => {
     const rows = res.body.trimEnd().split('\n').map((l) => JSON.parse(l) as FlowRecord);
     t.equal(rows.length, 2);
     t.equal(rows[0]!.container?.name, 'resolver');
+  }
+});
+
+/** RFC 4180 reader: cells of each row, with quoted fields unquoted; also tells whether a `;` or `,` stood outside quotes. */
+function readCsv(text: string): { rows: string[][]; bareDelimiter: boolean } {
+  const rows: string[][] = [];
+  let row: string[] = [];
+  let cell = '';
+  let quoted = false;
+  let bareDelimiter = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') {
+        cell += '"';
+        i++;
+      } else if (c === '"') quoted = false;
+      else cell += c;
+    } else if (c === '"') quoted = true;
+    else if (c === ',') {
+      row.push(cell);
+      cell = '';
+    } else if (c === '\r' && text[i + 1] === '\n') {
+      row.push(cell);
+      rows.push(row);
+      row = [];
+      cell = '';
+      i++;
+    } else {
+      if (c === ';') bareDelimiter = true;
+      cell += c;
+    }
+  }
+  return { rows, bareDelimiter };
+}
+
+t.test('CSV: every field quoted per RFC 4180, formulas neutralised, whatever the delimiter a spreadsheet picks', async (t) => {
+  const prefixes: Array<[string, string]> = [
+    ['a;=cmd|" /C calc"!A0', 'a;=cmd|" /C calc"!A0'],
+    ['=HYPERLINK("http://x";"y")', `'=HYPERLINK("http://x";"y")`],
+    ['+1;2,3', `'+1;2,3`],
+    ['-2+3', `'-2+3`],
+    ['@SUM(1,2)', `'@SUM(1,2)`],
+    ['\tTAB', `'\tTAB`],
+    ['say "hi", then; go', 'say "hi", then; go'],
+  ];
+  const at = BASE_MS + 9_000_000;
+  const records = prefixes.map(([p], i) => {
+    const r = enrich(data[0]!, at + i * 1000, CONTAINERS.mailer);
+    r.log = { ...r.log, prefix: p };
+    return r;
+  });
+  await env.writer.write(records);
+  const res = await get(`/api/flows?format=csv&order=asc&since=${new Date(at).toISOString()}&until=${new Date(at + 60_000).toISOString()}`);
+  t.equal(res.statusCode, 200);
+  const { rows, bareDelimiter } = readCsv(res.body);
+  t.notOk(bareDelimiter, 'no ; outside quotes');
+  t.ok(res.body.split('\r\n').slice(0, -1).every((l) => /^"(?:[^"]|"")*"(?:,"(?:[^"]|"")*")*$/.test(l)), 'every field of every line is quoted');
+  const header = rows[0]!;
+  const col = header.indexOf('log.prefix');
+  t.equal(rows.length, prefixes.length + 1);
+  for (let i = 0; i < prefixes.length; i++) {
+    t.equal(rows[i + 1]!.length, header.length, `row ${i}: one cell per column`);
+    t.equal(rows[i + 1]![col], prefixes[i]![1], JSON.stringify(prefixes[i]![0]));
   }
 });
 

@@ -76,7 +76,7 @@ t.test('a skewed range settles the top early and exactly, without merging every 
   });
   await env.writer.write([...heavy, ...tail]);
   const reader = new StoreReader(env.redis, env.writer.keys, { retentionMs: 0 });
-  const range = { by: 'dst' as const, sinceMs: at, untilMs: at + 59_000 };
+  const range = { by: 'dst' as const, sinceMs: at, untilMs: at + 59_000, maxReadEntries: 200_000 };
   const early = await topN(reader, { ...range, limit: 1, unionMaxEntries: 0 });
   t.same(early.entries, [{ value: '192.0.2.1', count: 120 }]);
   t.equal(early.distinct, undefined, 'not every value was read, so no distinct count is claimed');

@@ -53,12 +53,12 @@ t.test('a token makes a non-loopback API acceptable', async (t) => {
   t.same(c.docker.endpoints, { web1: 'unix:///a.sock', web2: 'tcp://10.0.0.2:2375' });
 });
 
-t.test("every environment setting is in the README's table and in the deploy env example", async (t) => {
-  const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
+t.test("every environment setting is in the configuration table (docs/operations.md) and in the deploy env example", async (t) => {
+  const readme = readFileSync(join(repoRoot, 'docs', 'operations.md'), 'utf8');
   const example = readFileSync(join(repoRoot, 'deploy', 'dockflow.env.example'), 'utf8');
   for (const { env } of SETTINGS) {
     if (env === undefined) continue;
-    t.match(readme, new RegExp(`^\\|.*\`${env}\``, 'm'), `README: ${env}`);
+    t.match(readme, new RegExp(`^\\|.*\`${env}\``, 'm'), `docs/operations.md: ${env}`);
     t.match(example, new RegExp(`^#?${env}=`, 'm'), `dockflow.env.example: ${env}`);
   }
 });

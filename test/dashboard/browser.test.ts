@@ -19,20 +19,29 @@ import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { buildApp, type LossReport } from '../../src/api/app.js';
-import { DASHBOARD_PUBLIC_PATHS, dashboardRoutes } from '../../src/api/dashboard.js';
-import { Deframer } from '../../src/cli/parse.js';
+import { defaultApiLimits } from '../../src/api/limits.js';
+import { DASHBOARD_PUBLIC_PATHS, dashboardRoutes } from '../../src/api/static.js';
 import { loadConfig } from '../../src/config/index.js';
 import { createLineOptions, parseLine } from '../../src/parse/line.js';
 import { startService } from '../../src/service.js';
+import { statusRoutes, type ServiceStatus } from '../../src/api/status.js';
 import { FakeDocker } from '../helpers/fake-docker.js';
 import { fixture, repoRoot } from '../helpers/paths.js';
 import { startRedis } from '../helpers/redis.js';
 import { storedCount } from '../helpers/streams.js';
-import { messages, SCENARIOS } from '../fixtures/syslog/corpus.js';
+import { deframe, messages, SCENARIOS } from '../fixtures/syslog/corpus.js';
 import { tempDir } from '../helpers/temp.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const TOKEN = 'dashboard-test-token-0123456789';
+const OFF = { name: 'attribution', on: false, detail: 'no Docker endpoint (set DOCKER_HOST)' } as const;
+const OFF_STATUS: ServiceStatus = { syslog: [], api: '', docs: '', dashboard: '', enrichments: [OFF, { name: 'geoip', on: true, detail: 'country' }] };
+
+/** What the checks below call in the page (this file is type-checked with the server's libraries, without the DOM). */
+interface BrowserGlobals {
+  getComputedStyle(element: unknown): { fill: string };
+}
+
 /** The captures were made between 06:43 and 06:45 UTC that day; the views look at this window. */
 const T0 = '2026-11-27T06:40:00Z';
 const T1 = '2026-11-27T06:50:00Z';
@@ -107,6 +116,8 @@ if (!existsSync(CHROMIUM)) {
           redis: { url: redis.url },
           store: { spoolDir: join(work, 'spool'), flushIntervalMs: 5, retentionMs: 0 },
           docker: { defaultEndpoint: `unix://${docker.socketPath}` },
+          // Converting the embedded AS data on a first run takes seconds of this process' CPU; the pages need no AS.
+          geo: { embeddedAsn: false },
           logLevel: 'silent',
         },
       }),
@@ -119,6 +130,7 @@ if (!existsSync(CHROMIUM)) {
     // A server for the dashboard with a token it requires: the service requires its token only off loopback, and the
     // tests stay on loopback. The API over the same Redis, the bundle built above, the service's own loss report.
     const app = await buildApp({
+      limits: defaultApiLimits(),
       redis: client,
       logger: silent,
       keyPrefix: 'dockflow',
@@ -127,7 +139,8 @@ if (!existsSync(CHROMIUM)) {
         const res = await fetch(`http://127.0.0.1:${serviceHttp.port}/api/flows?limit=1`);
         return ((await res.json()) as { loss: LossReport }).loss;
       },
-      plugins: [dashboardRoutes({ distDir })],
+      // What a service without a Docker endpoint says of itself, for the banner.
+      plugins: [dashboardRoutes({ distDir }), statusRoutes(() => OFF_STATUS)],
       liveHeartbeatMs: 1000,
     });
     await app.listen({ host: '127.0.0.1', port: 0 });
@@ -138,10 +151,7 @@ if (!existsSync(CHROMIUM)) {
     // and one line that is not netfilter at all (counted as not stored, for the loss panel).
     const captured = SCENARIOS.flatMap((sc) => messages(`${sc}.rsyslog-rfc5424-tcp-octet.bin`));
     const burst = gunzipSync(readFileSync(fixture('bench', 'burst-5000.rsyslog-rfc5424-tcp-octet.bin.gz')));
-    const burstMsgs: string[] = [];
-    const deframer = new Deframer(1 << 20, (m) => burstMsgs.push(m), () => burstMsgs.push('<oversize>'));
-    deframer.push(burst);
-    deframer.end();
+    const burstMsgs = deframe(burst);
     const publicDsts: [string, number][] = [['8.8.8.8', 53], ['1.1.1.1', 443], ['193.0.6.139', 443], ['200.160.2.3', 443], ['133.11.0.1', 80], ['81.2.69.142', 443], ['185.199.108.153', 443]];
     const crafted = [
       ...publicDsts.map(([dst, dpt], i) => egressLine({ at: `2026-11-27T06:46:0${i}.000000+00:00`, dst, dpt, spt: 50_000 + i })),
@@ -195,7 +205,7 @@ if (!existsSync(CHROMIUM)) {
       await rows.nth(199).waitFor();
       t.equal(await rows.count(), 200, 'the first page of 200 records');
       t.match(await page.textContent('#row-count'), /200 records shown, older ones stored/);
-      t.equal(await page.evaluate(() => sessionStorage.getItem('dockflow.token')), TOKEN, 'the token is kept for the tab');
+      t.equal(await page.evaluate("sessionStorage.getItem('dockflow.token')"), TOKEN, 'the token is kept for the tab');
       t.match(await page.textContent('#loss summary'), /not stored|loss/i, 'the loss panel is shown');
       t.match(await page.textContent('#loss'), /not-netfilter 1/, 'with the line that was not stored, by reason');
       await page.screenshot({ path: join(shots, 'flows.png') });
@@ -299,6 +309,9 @@ if (!existsSync(CHROMIUM)) {
       await page.locator('table.containers').waitFor();
       const names = await page.locator('table.containers tbody td:first-child').allTextContents();
       t.same(names, ['burst', 'web'], 'the containers of the range, busiest first');
+      t.equal(await page.textContent('#status-banner'), 'attribution off: no Docker endpoint (set DOCKER_HOST)', 'the banner says what is off and why');
+      await page.goto(`${base}?view=container&since=2020-01-01T00:00:00Z&until=2020-01-02T00:00:00Z`);
+      t.match(await page.locator('#attribution-off').textContent(), /^attribution off: no Docker endpoint .*stored without container names/, 'an empty list says why');
     });
 
     await t.test('top talkers as charts', async (t) => {
@@ -320,8 +333,8 @@ if (!existsSync(CHROMIUM)) {
       await page.locator('#world-map').waitFor();
       const hit = await page.locator('#world-map path.hit').evaluateAll((ps) => ps.map((p) => p.getAttribute('data-country')).sort());
       t.same(hit, ['AU', 'BR', 'GB', 'JP', 'NL', 'US'], 'every country with egress is shaded');
-      const fills = await page.locator('#world-map path.hit').evaluateAll((ps) => ps.map((p) => getComputedStyle(p).fill));
-      const plain = await page.locator('#world-map path.country:not(.hit)').first().evaluate((p) => getComputedStyle(p).fill);
+      const fills = await page.locator('#world-map path.hit').evaluateAll((ps) => ps.map((p) => (globalThis as unknown as BrowserGlobals).getComputedStyle(p).fill));
+      const plain = await page.locator('#world-map path.country:not(.hit)').first().evaluate((p) => (globalThis as unknown as BrowserGlobals).getComputedStyle(p).fill);
       t.notOk(fills.includes(plain), 'shaded unlike the others');
       t.match(await page.textContent('#country-table'), /US United States of America\s*3/, 'and listed with its count');
       t.ok((await page.locator('#world-map path.country').count()) > 150, 'the bundled country shapes are drawn');

@@ -27,6 +27,8 @@ export interface FakeContainerSpec {
   image?: string;
   labels?: Record<string, string>;
   networks: Record<string, FakeNetworkAddress>;
+  /** Published ports, container port (`80/tcp`) → host port; unset: the captured template's. */
+  ports?: Record<string, string>;
 }
 
 export interface FakeDockerOptions {
@@ -51,6 +53,7 @@ interface FakeContainer {
   startedMs?: number;
   finishedMs?: number;
   networks: Record<string, FakeNetworkAddress>;
+  ports?: Record<string, string>;
 }
 
 interface StoredEvent {
@@ -72,6 +75,8 @@ const INSPECT_TEMPLATE = loadJson('podman-container-inspect.json') as Record<str
 const LIST_TEMPLATE = (loadJson('podman-containers-list.json') as Record<string, unknown>[])[0]!;
 const VERSION_TEMPLATE = loadJson('podman-version.json') as Record<string, unknown>;
 
+const bindings = (ports: Record<string, string>): Record<string, { HostIp: string; HostPort: string }[]> =>
+  Object.fromEntries(Object.entries(ports).map(([p, host]) => [p, [{ HostIp: '', HostPort: host }]]));
 const clone = <T>(v: T): T => structuredClone(v);
 const hexId = (seed: string): string => createHash('sha256').update(seed).digest('hex');
 const iso = (ms: number | undefined): string => (ms === undefined ? '0001-01-01T00:00:00Z' : new Date(ms).toISOString());
@@ -167,6 +172,7 @@ export class FakeDocker {
       name: spec.name,
       image: spec.image ?? 'localhost/fxbusybox:latest',
       labels: spec.labels ?? {},
+      ...(spec.ports !== undefined ? { ports: spec.ports } : {}),
       status: 'created',
       createdMs: atMs,
       networks: clone(spec.networks),
@@ -438,7 +444,8 @@ export class FakeDocker {
         FinishedAt: iso(c.status === 'exited' ? c.finishedMs : undefined),
       },
       Config: { ...config, Hostname: c.id.slice(0, 12), Image: c.image, Labels: c.labels },
-      NetworkSettings: { ...settings, Networks: this.networksOf(c) },
+      NetworkSettings: { ...settings, Networks: this.networksOf(c), ...(c.ports !== undefined ? { Ports: bindings(c.ports) } : {}) },
+      ...(c.ports !== undefined ? { HostConfig: { ...(t['HostConfig'] as Record<string, unknown>), PortBindings: bindings(c.ports) } } : {}),
     };
   }
 }

@@ -15,10 +15,10 @@ export interface ServeProcess {
 
 /**
  * `dockflow serve` from the TypeScript sources under `cwd` (the checkout by default), in a process of its own, with
- * `env` over this process' environment. Killed when the test ends, if it has not exited by then.
+ * `env` over this process' environment and `args` after `serve`. Killed when the test ends, if it has not exited by then.
  */
-export function serveProcess(t: Test, env: NodeJS.ProcessEnv, cwd = repoRoot): ServeProcess {
-  const child = spawn(process.execPath, ['--import', '@tapjs/typescript/import', 'src/cli.ts', 'serve'], {
+export function serveProcess(t: Test, env: NodeJS.ProcessEnv, cwd = repoRoot, args: readonly string[] = []): ServeProcess {
+  const child = spawn(process.execPath, ['--import', '@tapjs/typescript/import', 'src/cli.ts', 'serve', ...args], {
     cwd,
     env: { ...process.env, TS_NODE_TRANSPILE_ONLY: '1', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

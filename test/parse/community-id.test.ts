@@ -1,5 +1,6 @@
 import t from 'tap';
-import { communityId, communityIdV4, formatIPv6, parseIPv6 } from '../../src/parse/community-id.js';
+import { formatIPv6, parseIPv6 } from '../../src/net/ip.js';
+import { communityId, communityIdV4 } from '../../src/parse/community-id.js';
 
 // Published vectors: corelight/community-id-spec baseline/README.md (defaults and seed=1 tables) and
 // corelight/pycommunityid tests/communityid_test.py.

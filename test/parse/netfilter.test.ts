@@ -122,9 +122,9 @@ const cases: [string, unknown][] = [
     'elastic-icmp-error',
     {
       log: { prefix: 'DENY:' },
-      source: { ip: '192.0.2.71', port: undefined, mac: '90:10:18:5a:89:2a' },
-      destination: { ip: '192.0.2.83', port: undefined, mac: '90:10:28:5f:62:24' },
-      network: { type: 'ipv4', transport: 'icmp', iana_number: 1, bytes: 88, direction: 'other' },
+      source: { ip: '192.0.2.71', port: undefined, mac: '90-10-18-5A-89-2A' },
+      destination: { ip: '192.0.2.83', port: undefined, mac: '90-10-28-5F-62-24' },
+      network: { type: 'ipv4', transport: 'icmp', iana_number: '1', bytes: 88, direction: 'other' },
       iptables: {
         ttl: 118, id: 21684, length: 88, ether_type: 0x0800, fragment_flags: undefined,
         icmp: { type: 3, code: 3, id: undefined },
@@ -132,7 +132,7 @@ const cases: [string, unknown][] = [
         embedded: {
           source: { ip: '192.0.2.83', port: 21458 },
           destination: { ip: '192.168.173.191', port: 62936 },
-          network: { transport: 'udp', iana_number: 17 },
+          network: { transport: 'udp', iana_number: '17' },
           iptables: { ttl: 54, id: 0, length: 60, fragment_flags: ['DF'], udp: { length: 40 } },
           incomplete: false,
         },
@@ -145,20 +145,20 @@ const cases: [string, unknown][] = [
       observer: { ingress: undefined, egress: { interface: { name: 'lo' } } },
       source: { ip: '2001:db8::1' },
       destination: { ip: '2001:db8::2' },
-      network: { type: 'ipv6', transport: 'ipv6-icmp', iana_number: 58, bytes: 104 },
+      network: { type: 'ipv6', transport: 'ipv6-icmp', iana_number: '58', bytes: 104 },
       iptables: { ttl: 64, tos: 0, flow_label: 868225, icmp: { type: 128, code: 0, id: 3427, seq: 1 } },
     },
   ],
   [
     'elastic-ipv6-mld-mark',
     {
-      source: { ip: 'fe80::84:88ff:feae:790a', mac: '90:10:aa:bb:cc:dd' },
-      destination: { ip: 'ff02::16', mac: '90:10:12:34:56:78' },
+      source: { ip: 'fe80::84:88ff:feae:790a', mac: '90-10-AA-BB-CC-DD' },
+      destination: { ip: 'ff02::16', mac: '90-10-12-34-56-78' },
       iptables: { ether_type: 0x86dd, ttl: 1, icmp: { type: 143, code: 0 }, mark: 0xd4 },
     },
   ],
   ['elastic-tcp-drop', { log: { prefix: 'iptables DROP_INPUT:' }, source: { port: 17805 }, destination: { port: 445 }, iptables: { tcp: { flags: ['SYN'], window: 8192, reserved_bits: 0, urgent_pointer: 0 } } }],
-  ['elastic-mac-long', { source: { mac: '90:10:76:e0:e2:d5' }, destination: { mac: '90:10:35:5a:1e:3a' }, iptables: { ether_type: 0x0800 } }],
+  ['elastic-mac-long', { source: { mac: '90-10-76-E0-E2-D5' }, destination: { mac: '90-10-35-5A-1E-3A' }, iptables: { ether_type: 0x0800 } }],
   ['elastic-ubiquiti-udp', { log: { prefix: '[SOMETHING-1234-A]' }, iptables: { tos: 0, mark: 0, udp: { length: 12 } } }],
   ['ufw-block', { log: { prefix: '[UFW BLOCK]' }, observer: { ingress: { interface: { name: 'eth0' } }, egress: undefined }, destination: { port: 3389 } }],
   ['ufw-audit-ipv6-udp', { log: { prefix: '[UFW AUDIT]' }, source: { ip: '2001:db8::10', port: 51234 }, destination: { ip: '2001:4860:4860::8888', port: 53 }, iptables: { length: 71, udp: { length: 31 } } }],
@@ -167,7 +167,7 @@ const cases: [string, unknown][] = [
   [
     'ipv6-tcp-egress',
     {
-      source: { ip: 'fd00:17::2', port: 50512, mac: '02:42:ac:11:00:02' },
+      source: { ip: 'fd00:17::2', port: 50512, mac: '02-42-AC-11-00-02' },
       destination: { ip: '2001:db8::2', port: 443 },
       network: { type: 'ipv6', transport: 'tcp', direction: 'egress', community_id: '1:/FccqvxdB96jA45XWljDjw1DkPQ=' },
       iptables: { ttl: 63, tos: 0, flow_label: 734151, ether_type: 0x86dd, physin: 'veth6c17be9' },
@@ -186,7 +186,7 @@ const cases: [string, unknown][] = [
     },
   ],
   ['icmpv6-too-big', { iptables: { icmp: { type: 2, code: 0, mtu: 1280 }, tcp: undefined, embedded: { network: { transport: 'tcp' }, iptables: { tcp: { flags: ['ACK', 'PSH'] } } } } }],
-  ['icmpv6-param-problem', { iptables: { icmp: { type: 4, parameter: 40 }, embedded: { network: { iana_number: 58 }, iptables: { ttl: 1 } } } }],
+  ['icmpv6-param-problem', { iptables: { icmp: { type: 4, parameter: 40 }, embedded: { network: { iana_number: '58' }, iptables: { ttl: 1 } } } }],
   [
     'icmp-frag-needed',
     {
@@ -195,36 +195,48 @@ const cases: [string, unknown][] = [
       iptables: {
         id: 4711, ttl: 63, length: 576, precedence_bits: 0xc0, fragment_flags: undefined, tcp: undefined,
         icmp: { type: 3, code: 4, mtu: 1400 },
-        embedded: { source: { ip: '172.17.0.2', port: 44038 }, destination: { port: 25 }, iptables: { id: 9031, length: 1500, fragment_flags: ['DF'] } },
+        // The quote's LEN= is the original packet's, more than 576 bytes can carry: partial.
+        embedded: { incomplete: true, source: { ip: '172.17.0.2', port: 44038 }, destination: { port: 25 }, iptables: { id: 9031, length: 1500, fragment_flags: ['DF'] } },
       },
     },
   ],
   ['icmp-error-incomplete', { iptables: { incomplete_bytes: undefined, embedded: { incomplete: true, network: { transport: 'tcp' }, iptables: { incomplete_bytes: 8, ttl: 1 } } } }],
+  ['icmp-quote-cut', { source: { ip: '198.51.100.2' }, iptables: { icmp: { type: 11 }, embedded: { incomplete: true, source: { ip: '172.17.0.2' }, iptables: { length: 1500, ttl: 1 } } } }],
+  ['icmp-quote-truncated', { iptables: { icmp: { type: 3, code: 4, mtu: undefined }, embedded: { incomplete: true, source: {} } } }],
   ['icmp-redirect', { iptables: { id: 77, icmp: { type: 5, code: 1, redirect: '192.0.2.254', id: undefined, seq: undefined }, embedded: { iptables: { id: 5, icmp: { type: 8, id: 99, seq: 1 } } } } }],
-  ['icmp-param-problem', { iptables: { icmp: { type: 12, parameter: 20 }, embedded: { network: { transport: 'udp', iana_number: 17 } } } }],
-  ['same-bridge', { network: { direction: 'internal' }, iptables: { physin: 'veth6c17be9', physout: 'veth9bea1c7' }, source: { mac: '02:42:ac:11:00:02' }, destination: { mac: '02:42:ac:11:00:03' } }],
+  ['icmp-param-problem', { iptables: { icmp: { type: 12, parameter: 20 }, embedded: { network: { transport: 'udp', iana_number: '17' } } } }],
+  ['same-bridge', { network: { direction: 'internal' }, iptables: { physin: 'veth6c17be9', physout: 'veth9bea1c7' }, source: { mac: '02-42-AC-11-00-02' }, destination: { mac: '02-42-AC-11-00-03' } }],
   ['physout-first', { network: { direction: 'internal' }, iptables: { physin: 'veth6c17be9', physout: 'veth9bea1c7' } }],
   ['physout-only', { network: { direction: 'ingress' }, iptables: { physin: undefined, physout: 'veth6c17be9' } }],
   [
     'nft-vlan',
     {
       log: { prefix: 'nftflow:' },
-      source: { mac: '52:54:00:c6:33:02' },
-      destination: { mac: '52:54:00:c6:33:01' },
-      iptables: { ether_type: 0x0800, vlan_id: 42, tcp: { flags: ['CWR', 'ECE', 'SYN'], seq: 3314547655, ack: 0 } },
+      network: { vlan: { id: '42' } },
+      source: { mac: '52-54-00-C6-33-02' },
+      destination: { mac: '52-54-00-C6-33-01' },
+      iptables: { input_device: 'eth0.42', output_device: 'docker0', ether_type: 0x0800, vlan_id: 42, tcp: { flags: ['CWR', 'ECE', 'SYN'], seq: 3314547655, ack: 0 } },
     },
   ],
   ['tcp-incomplete', { source: { port: undefined }, network: { transport: 'tcp', community_id: undefined }, iptables: { incomplete_bytes: 12, tcp: { flags: [] } } }],
-  ['uid-gid-mark', { network: { direction: 'host-to-container' }, iptables: { uid: 1000, gid: 1001, mark: 0xdeadbeef, tcp: { seq: 1209479540, ack: 0 } } }],
+  [
+    'uid-gid-mark',
+    {
+      network: { direction: 'host-to-container' },
+      user: { id: '1000' },
+      group: { id: '1001' },
+      iptables: { uid: 1000, gid: 1001, mark: 0xdeadbeef, tcp: { seq: 1209479540, ack: 0 } },
+    },
+  ],
   [
     'arp-request',
     {
-      source: { ip: '172.17.0.2', mac: '02:42:ac:11:00:02' },
-      destination: { ip: '172.17.0.1', mac: 'ff:ff:ff:ff:ff:ff' },
+      source: { ip: '172.17.0.2', mac: '02-42-AC-11-00-02' },
+      destination: { ip: '172.17.0.1', mac: 'FF-FF-FF-FF-FF-FF' },
       network: { type: 'arp', transport: undefined, direction: 'container-to-host', community_id: undefined },
       iptables: {
         ether_type: 0x0806,
-        arp: { htype: 1, ptype: 0x0800, opcode: 1, sender_mac: '02:42:ac:11:00:02', sender_ip: '172.17.0.2', target_mac: '00:00:00:00:00:00', target_ip: '172.17.0.1' },
+        arp: { htype: 1, ptype: 0x0800, opcode: 1, sender_mac: '02-42-AC-11-00-02', sender_ip: '172.17.0.2', target_mac: '00-00-00-00-00-00', target_ip: '172.17.0.1' },
       },
     },
   ],
@@ -233,14 +245,14 @@ const cases: [string, unknown][] = [
   ['ipv4-fragment-later', { source: { port: undefined }, network: { transport: 'udp', community_id: undefined }, iptables: { fragment_offset: 185, length: 1528 } }],
   ['ipv6-fragment-later', { source: { ip: 'fd00:17::2', port: undefined }, iptables: { fragment_offset: 1232, fragment_flags: ['MF'], id: 0xabcd } }],
   ['ipv6-fragment-opt', { source: { port: 40002 }, iptables: { fragment_offset: 0, fragment_flags: ['MF'], id: 0xabce, udp: { length: 3008 } } }],
-  ['ipv4-options', { network: { transport: 'igmp', iana_number: 2 }, iptables: { ip_options: '94040000', precedence_bits: 0xc0, tcp: undefined } }],
-  ['ipv4-ah', { network: { transport: 'ah', iana_number: 51 }, iptables: { ah: { spi: 0x1001 }, esp: undefined } }],
-  ['ipv4-esp', { network: { transport: 'esp', iana_number: 50 }, iptables: { esp: { spi: 0xdeadbeef }, ah: undefined } }],
+  ['ipv4-options', { network: { transport: 'igmp', iana_number: '2' }, iptables: { ip_options: '94040000', precedence_bits: 0xc0, tcp: undefined } }],
+  ['ipv4-ah', { network: { transport: 'ah', iana_number: '51' }, iptables: { ah: { spi: 0x1001 }, esp: undefined } }],
+  ['ipv4-esp', { network: { transport: 'esp', iana_number: '50' }, iptables: { esp: { spi: 0xdeadbeef }, ah: undefined } }],
   ['ipv6-ah-opt', { network: { transport: 'tcp' }, source: { port: 443 }, iptables: { ah: { spi: 0x100 }, tcp: { flags: ['ACK'] } } }],
-  ['ipv6-esp-opt', { network: { transport: 'esp', iana_number: 50 }, iptables: { esp: { spi: 0xabc } } }],
-  ['gre', { network: { transport: 'gre', iana_number: 47, community_id: '1:L6HLRUKeUBc/hEJvTLv9YEjcaW0=' } }],
-  ['sctp', { network: { transport: 'sctp', iana_number: 132, community_id: undefined } }],
-  ['udplite', { network: { transport: 'udplite', iana_number: 136 }, source: { port: 5000 }, iptables: { udp: { length: 28 } } }],
+  ['ipv6-esp-opt', { network: { transport: 'esp', iana_number: '50' }, iptables: { esp: { spi: 0xabc } } }],
+  ['gre', { network: { transport: 'gre', iana_number: '47', community_id: '1:L6HLRUKeUBc/hEJvTLv9YEjcaW0=' } }],
+  ['sctp', { network: { transport: 'sctp', iana_number: '132', community_id: undefined } }],
+  ['udplite', { network: { transport: 'udplite', iana_number: '136' }, source: { port: 5000 }, iptables: { udp: { length: 28 } } }],
   ['tcp-options-truncated', { iptables: { tcp: { flags: ['SYN'], options: undefined } } }],
   ['sit-tunnel', { source: { ip: '2001:db8::2', mac: undefined }, destination: { ip: '2001:db8:1::1' }, iptables: { ether_type: undefined } }],
 ];
@@ -277,8 +289,8 @@ t.test('captured-corpus specifics', async (t) => {
   const nft = record(kmsgLines('tcp-egress-smtp.kmsg.txt')[0]!);
   t.match(nft, {
     log: { prefix: 'nftflow:' },
-    source: { mac: '02:42:ac:11:00:02', port: 44038 },
-    destination: { mac: '02:42:5d:3c:1a:7e', port: 25 },
+    source: { mac: '02-42-AC-11-00-02', port: 44038 },
+    destination: { mac: '02-42-5D-3C-1A-7E', port: 25 },
     iptables: { ether_type: 0x0800, physin: 'fxveth6c17be9', tcp: { seq: 2166907284, ack: 0, options: '020405B40402080A4F8351B6000000000103030A' } },
   });
   t.equal(nft.iptables.ip_options, undefined, 'OPT after PROTO= is TCP options');

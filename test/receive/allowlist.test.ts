@@ -1,5 +1,6 @@
 import t from 'tap';
-import { Allowlist, unmapIPv4 } from '../../src/receive/allowlist.js';
+import { unmapIPv4 } from '../../src/net/ip.js';
+import { Allowlist } from '../../src/receive/allowlist.js';
 import { DockflowError, ErrorCode } from '../../src/errors.js';
 
 const cases: Array<{ allow: string[]; yes: string[]; no: string[] }> = [

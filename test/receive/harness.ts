@@ -56,7 +56,9 @@ export const TEST_OPTIONS: ReceiverOptions = {
   ],
   maxMessageBytes: 8192,
   maxConnections: 16,
+  maxConnectionsPerSource: 16,
   idleTimeoutMs: 60_000,
+  frameTimeoutMs: 60_000,
   receiveBufferBytes: 8 * 1024 * 1024,
   // The addon must be built for the tests: `auto` would hide a failed build behind node:dgram.
   udpReader: 'batch',

@@ -39,7 +39,11 @@ t.test('real rsyslog TCP streams over IPv4 and IPv6: every frame exactly once, i
     }
   }
   t.equal(h.receivers.metrics.tcp.messages, h.sink.messages.length);
-  t.same(h.receivers.metrics.tcp.dropped, { oversize: 0, 'not-allowed': 0, 'partial-frame': 0, 'bad-octet-count': 0, 'max-connections': 0, 'backlog-full': 0 });
+  t.same(
+    Object.entries(h.receivers.metrics.tcp.dropped).filter(([, n]) => n !== 0),
+    [],
+    'nothing dropped, for any reason',
+  );
 });
 
 t.test('the 50,000-line burst over one octet-counted connection, the sink pushing back now and then', async (t) => {

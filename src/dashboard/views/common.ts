@@ -1,5 +1,3 @@
-/// <reference lib="dom" />
-/// <reference lib="dom.iterable" />
 import { DIRECTIONS } from '../../record.js';
 import type { Params } from '../api.js';
 import { h, type Child } from '../dom.js';

@@ -1,9 +1,8 @@
-/// <reference lib="dom" />
-/// <reference lib="dom.iterable" />
 import { ApiError, getJson } from '../api.js';
 import { h, svg, viewHref, viewLink } from '../dom.js';
 import { connectionLabel, fmtCount, fmtTime } from '../format.js';
 import type { Connection, ConnectionsAnswer, ContainersAnswer, Destination, InventoryAnswer, TopAnswer } from '../types.js';
+import { attributionOff, enrichmentText } from '../status.js';
 import { errorBox, field, filterForm, isAbort, lossPanel, paramsOf, textInput, timeInput, type View, type ViewContext } from './common.js';
 
 const DEFAULT_SINCE = '24h';
@@ -45,8 +44,14 @@ export function timeline(connections: Connection[], truncated: boolean): Element
     rows.set(key, [...(rows.get(key) ?? []), c]);
   }
   const shown = [...rows].slice(0, TIMELINE_ROWS);
-  const t0 = Math.min(...connections.map((c) => Date.parse(c.first_seen)));
-  const t1 = Math.max(...connections.map((c) => Date.parse(c.last_seen)), t0 + 1000);
+  // Loops, not Math.min(...array): a spread of a long array into one call overflows the stack.
+  let t0 = Infinity;
+  let t1 = -Infinity;
+  for (const c of connections) {
+    t0 = Math.min(t0, Date.parse(c.first_seen));
+    t1 = Math.max(t1, Date.parse(c.last_seen));
+  }
+  t1 = Math.max(t1, t0 + 1000);
   const W = 1200;
   const LABEL = 260;
   const ROW = 20;
@@ -95,9 +100,10 @@ export function timeline(connections: Connection[], truncated: boolean): Element
 /** Containers that sent or received records in the range, busiest first, each linking to its page. */
 async function containerList(range: { since?: string | number; until?: string | number }, signal: AbortSignal): Promise<HTMLElement> {
   const top = await getJson<TopAnswer>('api/stats/top', { by: 'container', limit: 200, since: range.since ?? DEFAULT_SINCE, until: range.until }, signal);
+  const off = top.top.length === 0 ? await attributionOff() : undefined;
   const table =
     top.top.length === 0
-      ? h('p', { class: 'muted' }, 'No attributed record in this range.')
+      ? h('p', { class: off ? 'notice' : 'muted', id: off ? 'attribution-off' : undefined }, off ? `${enrichmentText(off)}. Records are stored without container names.` : 'No attributed record in this range.')
       : h(
           'table',
           { class: 'containers' },

@@ -1,5 +1,3 @@
-/// <reference lib="dom" />
-/// <reference lib="dom.iterable" />
 import { follow, getJson, type LiveState, type Params } from '../api.js';
 import { h, viewLink } from '../dom.js';
 import { endpoint, fmtCount, fmtTime, remoteOf } from '../format.js';

@@ -1,5 +1,3 @@
-/// <reference lib="dom" />
-/// <reference lib="dom.iterable" />
 import { geoGraticule10, geoNaturalEarth1, geoPath } from 'd3-geo';
 import { getJson, type Params } from '../api.js';
 import { h, svg, viewHref, viewLink } from '../dom.js';
@@ -33,7 +31,8 @@ function worldMap(counts: Map<string, number>, href: (alpha2: string) => string)
     const num = numericOf(alpha2);
     if (num !== undefined) byNumeric.set(num, [alpha2, n]);
   }
-  const max = Math.max(1, ...counts.values());
+  let max = 1;
+  for (const n of counts.values()) max = Math.max(max, n);
   return svg(
     'svg',
     { class: 'world', id: 'world-map', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': 'Egress destinations by country' },

@@ -1,5 +1,3 @@
-/// <reference lib="dom" />
-/// <reference lib="dom.iterable" />
 import { getJson, type Params } from '../api.js';
 import { h, svg, viewHref } from '../dom.js';
 import { countryName } from '../countries.js';
@@ -43,7 +41,8 @@ export function barChart(entries: TopEntry[], label: (e: TopEntry) => string, hr
   const W = 560;
   const LABEL = 190;
   const ROW = 24;
-  const max = Math.max(1, ...entries.map((e) => e.count));
+  let max = 1;
+  for (const e of entries) max = Math.max(max, e.count);
   return svg(
     'svg',
     { class: 'bars', viewBox: `0 0 ${W} ${Math.max(1, entries.length) * ROW}`, role: 'img' },

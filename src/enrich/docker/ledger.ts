@@ -1,5 +1,5 @@
-import type { Redis } from 'ioredis';
-import { canonicalIp as canonicalAddress } from '../../parse/community-id.js';
+import type { Cluster, Redis } from 'ioredis';
+import { canonicalIp as canonicalAddress } from '../../net/ip.js';
 import type { Logger } from 'pino';
 import { compareNanoText } from './ndjson.js';
 
@@ -9,6 +9,8 @@ export interface ContainerMeta {
   name: string;
   image: string;
   labels: Record<string, string>;
+  /** Published container ports (`80/tcp`), when the engine said. */
+  ports?: string[];
 }
 
 /** One address held by one container during [fromMs, toMs). */
@@ -54,7 +56,7 @@ export interface ContainerHistory {
 }
 
 export interface LedgerOptions {
-  redis: Redis;
+  redis: Redis | Cluster;
   logger: Logger;
   /** Redis key prefix; keys are `<prefix>:hosts`, `<prefix>:<host>:holdings`, `<prefix>:<host>:cursor`. */
   keyPrefix?: string;
@@ -81,6 +83,7 @@ interface StoredHolding {
   name: string;
   image: string;
   labels: Record<string, string>;
+  ports?: string[];
   mac?: string;
   network?: string;
   physdev?: string;
@@ -97,6 +100,41 @@ export function canonicalIp(ip: string): string {
   return canonicalAddress(ip) ?? ip;
 }
 
+/*
+ * Several ingesters may watch the same Docker host and write the same intervals. Each write is therefore a merge, run
+ * in Redis on one key (so it also runs on a Redis Cluster): an end already stored is not undone by a process that has
+ * not seen it yet, an exact end (`event`) beats an observed one, and a MAC or veth learned by one process is kept when
+ * another writes the interval without it. The event cursor only moves forward.
+ *
+ * KEYS[1]: the host's holdings hash. ARGV: field, then the interval's JSON.
+ */
+const MERGE_HOLDING_SCRIPT = `
+local new = cjson.decode(ARGV[2])
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then
+  local ok, o = pcall(cjson.decode, old)
+  if ok and type(o) == 'table' then
+    if o.to ~= nil and (new.to == nil or (o.closedBy == 'event' and new.closedBy ~= 'event')) then
+      new.to = o.to
+      new.closedBy = o.closedBy
+    end
+    if new.physdev == nil then new.physdev = o.physdev end
+    if new.mac == nil then new.mac = o.mac end
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(new))
+return 1
+`;
+
+/** KEYS[1]: the host's cursor; ARGV[1]: a Docker event timeNano (decimal digits, no leading zero). Keeps the later. */
+const ADVANCE_CURSOR_SCRIPT = `
+local old = redis.call('GET', KEYS[1])
+local new = ARGV[1]
+if old and (#old > #new or (#old == #new and old >= new)) then return 0 end
+redis.call('SET', KEYS[1], new)
+return 1
+`;
+
 function holdingKey(h: Holding): string {
   return `${h.container.id}|${h.ip}|${h.fromMs}`;
 }
@@ -106,13 +144,13 @@ function holdingKey(h: Holding): string {
  * lookups; every change is written to Redis in the background and read back by `load()`, so a restart forgets nothing.
  */
 export class Ledger {
-  private readonly redis: Redis;
+  private readonly redis: Redis | Cluster;
   private readonly logger: Logger;
   private readonly prefix: string;
   private readonly slackMs: number;
   private readonly retentionMs: number;
   private readonly flushRetryMs: number;
-  private readonly byHost = new Map<string, HostLedger>();
+  private byHost = new Map<string, HostLedger>();
   private readonly dirty = new Map<string, { host: string; holding: Holding }>();
   private readonly dirtyCursors = new Set<string>();
   private readonly deleted = new Map<string, string>();
@@ -149,6 +187,16 @@ export class Ledger {
       holdings.sort((a, b) => a.fromMs - b.fromMs);
       for (const h of holdings) this.insert(hl, h);
     }
+  }
+
+  /**
+   * Replaces what is in memory with what Redis holds now: for a process that only reads the ledger (an API process
+   * beside the ingesters, which keep it). Changes not yet written are not kept.
+   */
+  async reload(): Promise<void> {
+    const fresh = new Ledger({ redis: this.redis, logger: this.logger, keyPrefix: this.prefix, clockSlackMs: this.slackMs, retentionMs: this.retentionMs });
+    await fresh.load();
+    this.byHost = fresh.byHost;
   }
 
   hosts(): string[] {
@@ -366,17 +414,20 @@ export class Ledger {
     this.dirty.clear();
     this.dirtyCursors.clear();
     this.deleted.clear();
-    const pipe = this.redis.multi();
+    // One command per key (each merge is atomic on its own), not one transaction: the keys are in many hash slots.
+    const writes: Array<Promise<unknown>> = [];
     const hosts = new Set<string>([...dirty.map(([, d]) => d.host), ...cursors]);
-    if (hosts.size > 0) pipe.sadd(`${this.prefix}:hosts`, ...hosts);
-    for (const [, { host, holding }] of dirty) pipe.hset(`${this.prefix}:${host}:holdings`, holdingKey(holding), this.encode(holding));
-    for (const [field, host] of deleted) pipe.hdel(`${this.prefix}:${host}:holdings`, field);
+    if (hosts.size > 0) writes.push(this.redis.sadd(`${this.prefix}:hosts`, ...hosts));
+    for (const [, { host, holding }] of dirty) writes.push(this.redis.eval(MERGE_HOLDING_SCRIPT, 1, `${this.prefix}:${host}:holdings`, holdingKey(holding), this.encode(holding)));
+    for (const [field, host] of deleted) writes.push(this.redis.hdel(`${this.prefix}:${host}:holdings`, field));
     for (const host of cursors) {
       const cursor = this.byHost.get(host)?.cursor;
-      if (cursor) pipe.set(`${this.prefix}:${host}:cursor`, cursor);
+      if (cursor) writes.push(this.redis.eval(ADVANCE_CURSOR_SCRIPT, 1, `${this.prefix}:${host}:cursor`, cursor));
     }
     try {
-      await pipe.exec();
+      // Every write is idempotent: after a failure all of them are sent again.
+      const failed = (await Promise.allSettled(writes)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
     } catch (err) {
       // Keep what failed unless something newer replaced it meanwhile, and try again later.
       for (const [key, d] of dirty) if (!this.dirty.has(key)) this.dirty.set(key, d);
@@ -395,6 +446,7 @@ export class Ledger {
 
   private encode(h: Holding): string {
     const s: StoredHolding = { ip: h.ip, id: h.container.id, name: h.container.name, image: h.container.image, labels: h.container.labels, from: h.fromMs };
+    if (h.container.ports !== undefined) s.ports = h.container.ports;
     if (h.mac) s.mac = h.mac;
     if (h.network) s.network = h.network;
     if (h.physdev) s.physdev = h.physdev;
@@ -414,7 +466,7 @@ export class Ledger {
     const h: Holding = {
       host,
       ip: s.ip,
-      container: { id: s.id, name: s.name ?? '', image: s.image ?? '', labels: s.labels ?? {} },
+      container: { id: s.id, name: s.name ?? '', image: s.image ?? '', labels: s.labels ?? {}, ...(Array.isArray(s.ports) ? { ports: s.ports } : {}) },
       fromMs: s.from,
     };
     if (s.mac) h.mac = s.mac;

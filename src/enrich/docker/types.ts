@@ -29,7 +29,14 @@ export interface ContainerInspect {
   Name?: string;
   State?: { Status?: string; Running?: boolean; StartedAt?: string; FinishedAt?: string };
   Config?: { Image?: string; Labels?: Record<string, string> | null } | null;
-  NetworkSettings?: { Networks?: Record<string, EndpointSettings> | null } | null;
+  /** Requested bindings (`80/tcp` → host ports), present whether or not the container runs. */
+  HostConfig?: { PortBindings?: Record<string, PortBinding[] | null> | null } | null;
+  NetworkSettings?: { Networks?: Record<string, EndpointSettings> | null; Ports?: Record<string, PortBinding[] | null> | null } | null;
+}
+
+export interface PortBinding {
+  HostIp?: string;
+  HostPort?: string;
 }
 
 export interface DockerEvent {

@@ -1,5 +1,6 @@
 import { Registry } from 'prom-client';
 import type { Logger } from 'pino';
+import { DEFAULTS } from '../../config/index.js';
 import type { DockerClient, EventStream } from './client.js';
 import type { AddressRef, ContainerMeta, Ledger } from './ledger.js';
 import { dockerMetrics, type DockerMetrics } from './metrics.js';
@@ -32,12 +33,22 @@ export function addressesOf(networks: Record<string, EndpointSettings> | null | 
   return out;
 }
 
+/** Container ports bound to a host port (`80/tcp`): the running container's, else the requested bindings. */
+export function publishedPorts(c: ContainerInspect): string[] {
+  const out = new Set<string>();
+  for (const table of [c.NetworkSettings?.Ports, c.HostConfig?.PortBindings]) {
+    for (const [port, bindings] of Object.entries(table ?? {})) if (Array.isArray(bindings) && bindings.length > 0) out.add(port);
+  }
+  return [...out].sort();
+}
+
 function metaOf(c: ContainerInspect): ContainerMeta {
   return {
     id: c.Id,
     name: (c.Name ?? '').replace(/^\//, ''),
     image: c.Config?.Image ?? '',
     labels: c.Config?.Labels ?? {},
+    ports: publishedPorts(c),
   };
 }
 
@@ -89,7 +100,7 @@ export class DockerWatcher {
     this.ledger = opts.ledger;
     this.logger = opts.logger.child({ docker: opts.host });
     this.metrics = opts.metrics ?? dockerMetrics(new Registry());
-    this.reconcileIntervalMs = opts.reconcileIntervalMs ?? 60_000;
+    this.reconcileIntervalMs = opts.reconcileIntervalMs ?? DEFAULTS.docker.reconcileIntervalMs;
     this.backoffMinMs = opts.backoffMinMs ?? 500;
     this.backoffMaxMs = opts.backoffMaxMs ?? 30_000;
     this.inspectConcurrency = opts.inspectConcurrency ?? 8;

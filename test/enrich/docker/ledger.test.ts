@@ -1,5 +1,8 @@
-import t from 'tap';
-import { Redis } from 'ioredis';
+import t, { type Test } from 'tap';
+import { Redis, type Cluster } from 'ioredis';
+import { connectCluster, parseRedisTarget } from '../../../src/store/connect.js';
+import { slotOf } from '../../../src/store/slot-connections.js';
+import { startRedisCluster } from '../../helpers/redis-cluster.js';
 import pino from 'pino';
 import { canonicalIp, Ledger, type ContainerMeta } from '../../../src/enrich/docker/ledger.js';
 import { startRedis } from '../../helpers/redis.js';
@@ -143,4 +146,59 @@ t.test('Redis down: lookups go on, writes are retried when it is back', async (t
   const tolerant = new Ledger({ redis, logger });
   await tolerant.load();
   t.equal(tolerant.history('h').length, 1, 'an unreadable stored interval is skipped');
+});
+
+/** Two ingesters watching the same Docker host, the second lagging: what one stored is not undone by the other. */
+async function twoWriters(t: Test, redis: Redis | Cluster): Promise<void> {
+  const ahead = new Ledger({ redis, logger });
+  const behind = new Ledger({ redis, logger });
+  await Promise.all([ahead.load(), behind.load()]);
+  for (const l of [ahead, behind]) l.open('h', meta('a'), { ip: '172.17.0.2' }, T0);
+  await Promise.all([ahead.flush(), behind.flush()]);
+
+  // `ahead` sees the container stop (exact end) and a later cursor; `behind` has not yet, and learns the veth and MAC.
+  ahead.release('h', 'a', T0 + 5 * MIN);
+  ahead.setCursor('h', '1795764437443691800');
+  await ahead.flush();
+  const held = behind.lookup('h', '172.17.0.2', T0 + MIN)!.holding;
+  behind.notePhysdev(held, 'veth9');
+  behind.open('h', meta('a'), { ip: '172.17.0.2', mac: '02:42:ac:11:00:02' }, T0);
+  behind.setCursor('h', '999999999999999999');
+  await behind.flush();
+  // `behind` sees only an observed end, later than the exact one.
+  behind.release('h', 'a', T0 + 9 * MIN, { closedBy: 'observed' });
+  await behind.flush();
+
+  const merged = new Ledger({ redis, logger });
+  await merged.load();
+  const [h] = merged.history('h', '172.17.0.2');
+  t.equal(merged.history('h', '172.17.0.2').length, 1, 'one interval');
+  t.equal(h?.toMs, T0 + 5 * MIN, "the exact end is kept over the lagging writer's open and observed writes");
+  t.equal(h?.closedBy, 'event');
+  t.equal(h?.physdev, 'veth9', 'the veth one writer learned is kept');
+  t.equal(h?.mac, '02:42:ac:11:00:02', 'and the MAC');
+  t.equal(merged.cursor('h'), '1795764437443691800', 'the event cursor never moves back');
+  await Promise.all([ahead.close(), behind.close(), merged.close()]);
+}
+
+t.test('two ingesters write one ledger: ends, veths, MACs and cursors merge instead of the last writer winning', async (t) => {
+  const r = await startRedis();
+  const redis = new Redis(r.url);
+  t.teardown(async () => {
+    redis.disconnect();
+    await r.stop();
+  });
+  await twoWriters(t, redis);
+});
+
+t.test('the same on a Redis Cluster (no transaction spans the ledger keys, which lie in different slots)', async (t) => {
+  const cluster = await startRedisCluster();
+  t.teardown(() => cluster.stop());
+  const target = parseRedisTarget(cluster.url);
+  if (target.kind !== 'cluster') throw new Error('not a cluster');
+  const client = connectCluster(target, logger);
+  t.teardown(() => client.disconnect());
+  await new Promise((resolve) => client.once('ready', resolve));
+  t.not(slotOf('dockflow:ledger:hosts'), slotOf('dockflow:ledger:h:holdings'), 'the keys are in different slots');
+  await twoWriters(t, client);
 });
