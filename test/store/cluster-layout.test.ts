@@ -34,7 +34,7 @@ t.test("a v2 partition's keys share a slot; its index script runs on a real clus
   const client = connectCluster(target, silent);
   t.teardown(() => client.disconnect());
   await until(() => client.status === 'ready', 'ready');
-  await (client as unknown as Redis).eval(INDEX_OPS_SCRIPT, ops.keys.length, ...ops.keys, ops.encode());
+  await (client as unknown as Redis).eval(INDEX_OPS_SCRIPT, ops.keys.length, ...ops.keys, ops.encode(), ...ops.payloads);
   t.ok((await client.zcard(keys.values(part))) > 0, 'the index script ran on the owner of the partition');
 });
 
