@@ -140,7 +140,9 @@ t.test('a burst faster than the live rate cap: followers get what fits and an ex
   await waitUntil('subscribed', () => text.includes(': subscribed'));
   const base = buildDataset()[0]!;
   const N = 2000;
-  const records = Array.from({ length: N }, (_, i) => enrich(base, BASE_MS + i, CONTAINERS.mailer));
+  // Now: the live tail follows the partitions being written (the current and previous 10-minute bucket).
+  const now = Date.now();
+  const records = Array.from({ length: N }, (_, i) => enrich(base, now + i, CONTAINERS.mailer));
   for (let i = 0; i < N; i += 500) await env.writer.write(records.slice(i, i + 500));
   const tally = (): { flows: number; skipped: number } => ({
     flows: (text.match(/^event: flow$/gm) ?? []).length,
