@@ -23,6 +23,8 @@ bridges='docker0,br-+'
 use_nft=0
 ipv6=1
 target=''
+transport=tcp
+tls_ca='' tls_cert='' tls_key='' tls_peer=''
 rsyslog_dir=/etc/rsyslog.d
 spool_dir=/var/spool/rsyslog
 queue_max_disk=1g
@@ -62,7 +64,12 @@ Rules
   IPTABLES=, IP6TABLES=   environment: the commands to run (e.g. iptables-legacy when Docker uses legacy)
 
 Forwarding (rsyslog)
-  --target HOST:PORT      install the rsyslog drop-in forwarding the lines to dockflow over TCP ([v6addr]:port)
+  --target HOST:PORT      install the rsyslog drop-in forwarding the lines to dockflow ([v6addr]:port)
+  --transport tcp|tls|relp  how the drop-in sends (default tcp): plain TCP, TLS (rsyslog-gnutls; dockflow's
+                          SYSLOG_TLS port) or RELP, acknowledged delivery (rsyslog-relp; dockflow's SYSLOG_RELP port)
+  --ca FILE               TLS: CA certificate dockflow's certificate is verified against (required for tls)
+  --cert FILE, --key FILE TLS: this host's client certificate and key, for dockflow's mutual TLS (both or neither)
+  --permitted-peer NAME   TLS: name dockflow's certificate must carry (default: the --target host)
   --rsyslog-dir DIR       where the drop-in goes (default $rsyslog_dir; file $DROPIN_NAME)
   --spool-dir DIR         where the disk-assisted queue spills (default $spool_dir)
   --queue-max-disk SIZE   disk the queue may use (default $queue_max_disk)
@@ -97,6 +104,11 @@ while [[ $# -gt 0 ]]; do
     --nft) use_nft=1; shift ;;
     --no-ipv6) ipv6=0; shift ;;
     --target) need_value "$@"; target=$2; shift 2 ;;
+    --transport) need_value "$@"; transport=$2; shift 2 ;;
+    --ca) need_value "$@"; tls_ca=$2; shift 2 ;;
+    --cert) need_value "$@"; tls_cert=$2; shift 2 ;;
+    --key) need_value "$@"; tls_key=$2; shift 2 ;;
+    --permitted-peer) need_value "$@"; tls_peer=$2; shift 2 ;;
     --rsyslog-dir) need_value "$@"; rsyslog_dir=$2; shift 2 ;;
     --spool-dir) need_value "$@"; spool_dir=$2; shift 2 ;;
     --queue-max-disk) need_value "$@"; queue_max_disk=$2; shift 2 ;;
@@ -149,6 +161,21 @@ fi
 for d in "$rsyslog_dir" "$spool_dir"; do
   [[ $d == /* && $d != *'"'* ]] || die "directories must be absolute paths without quotes (got '$d')"
 done
+case $transport in
+  tcp | relp)
+    [[ -z $tls_ca$tls_cert$tls_key$tls_peer ]] || die "--ca, --cert, --key and --permitted-peer are for --transport tls"
+    ;;
+  tls)
+    [[ -n $tls_ca ]] || die "--transport tls needs --ca (the CA that signed dockflow's certificate)"
+    [[ -n $tls_cert && -n $tls_key || -z $tls_cert$tls_key ]] || die "--cert and --key go together"
+    for f in "$tls_ca" "$tls_cert" "$tls_key"; do
+      [[ -z $f || $f =~ ^/[A-Za-z0-9_./+@-]+$ ]] || die "certificate and key files must be absolute paths of letters, digits and _./+@- (got '$f')"
+    done
+    [[ -n $tls_peer ]] || tls_peer=$target_host
+    [[ $tls_peer =~ ^[A-Za-z0-9.*:-]+$ ]] || die "--permitted-peer must be a host name or address (got '$tls_peer')"
+    ;;
+  *) die "--transport must be tcp, tls or relp (got '$transport')" ;;
+esac
 [[ $queue_max_disk =~ ^[1-9][0-9]*[kmgKMG]?$ ]] || die "--queue-max-disk must be a size like 512m or 1g (got '$queue_max_disk')"
 [[ -d $rules_dir ]] || die "rules directory not found: $rules_dir"
 if ((all_packets && host_traffic)) && [[ $action == install ]]; then
@@ -276,10 +303,22 @@ render_dropin() {
       ((no_local_copy)) || continue
       line=${line#@NO_LOCAL_COPY@}
     fi
+    # Transport-specific lines: @TCP@, @TLS@, @RELP@, and @TLS_CLIENT@ (TLS with a client certificate).
+    if [[ $line =~ ^@(TCP|TLS|RELP|TLS_CLIENT)@ ]]; then
+      case ${BASH_REMATCH[1]} in
+        TLS_CLIENT) [[ $transport == tls && -n $tls_cert ]] || continue ;;
+        *) [[ ${BASH_REMATCH[1]} == "${transport^^}" ]] || continue ;;
+      esac
+      line=${line#"${BASH_REMATCH[0]}"}
+    fi
     line=${line//@HOST@/$target_host}
     line=${line//@PORT@/$target_port}
     line=${line//@SPOOL_DIR@/$spool_dir}
     line=${line//@QUEUE_MAX_DISK@/$queue_max_disk}
+    line=${line//@CA@/$tls_ca}
+    line=${line//@CERT@/$tls_cert}
+    line=${line//@KEY@/$tls_key}
+    line=${line//@PEER@/$tls_peer}
     fill "$line" "$ipt_level"
     printf '\n'
   done <"$rules_dir/rsyslog-dockflow.conf.tmpl"
@@ -494,7 +533,7 @@ dropin_install() {
   fi
   mkdir -p "$spool_dir"
   write_file "$path" 0644 <<<"$content"
-  info "rsyslog: wrote $path (forwarding to $target)"
+  info "rsyslog: wrote $path (forwarding to $target over $transport)"
   restart_rsyslog
 }
 

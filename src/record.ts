@@ -161,6 +161,8 @@ export interface FlowRecord {
     ingested?: string;
     /** The syslog message as received, when the store keeps it (`store.keepOriginal`). */
     original?: string;
+    /** RELP: hash of the sender address and the message bytes, the same for a message received twice (dockflow). */
+    hash?: string;
     kind?: 'event';
     category?: string[];
     type?: string[];

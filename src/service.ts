@@ -28,6 +28,7 @@ import { CLUSTER_SAFE_LAYOUT, SCHEMA_VERSION, storeKeys } from './store/keys.js'
 import { Ledger } from './enrich/docker/ledger.js';
 import { DockflowError, ErrorCode } from './errors.js';
 import { FlowIndexer } from './store/indexer.js';
+import { recentRecordHashes } from './store/recent-hashes.js';
 import { startEmbeddedRedis, type EmbeddedRedis } from './store/redis-server.js';
 import { StreamWriter } from './store/stream-writer.js';
 
@@ -173,6 +174,22 @@ export async function startService(config: Readonly<Config>, deps: ServiceDeps):
             ok: receivers.addresses().length > 0 && receivers.udpRunning,
             detail: `${receivers.addresses().map((a) => `${a.transport}/${a.address}:${a.port}`).join(' ')}${receivers.udpRunning ? '' : '; UDP receive thread down, restarting'}; ${tcpLimitsDetail(receivers)}`,
           },
+          ...(config.syslog.tlsEnabled
+            ? {
+                tls: {
+                  ok: true,
+                  detail: `${receivers.metrics.connections.tls} connections; ${receivers.metrics.tls.dropped['tls-handshake']} failed handshakes, ${receivers.metrics.tls.dropped['subject-not-allowed']} subjects refused; certificate reloads ${receivers.metrics.tlsCounts.reloads} ok, ${receivers.metrics.tlsCounts.reloadFailures} failed`,
+                },
+              }
+            : {}),
+          ...(config.syslog.relpEnabled
+            ? {
+                relp: {
+                  ok: true,
+                  detail: `${receivers.metrics.connections.relp} connections; ${receivers.metrics.relpCounts.unanswered} frames awaiting storage; ${receivers.metrics.relpCounts.acknowledged} acknowledged, ${receivers.metrics.relpCounts.refused} refused (500), ${receivers.metrics.relpCounts.duplicates} duplicates`,
+                },
+              }
+            : {}),
           ingester: { ok: lease.held, detail: lease.held ? lease.id : `${lease.id}: lease held by another process` },
           api: { ok: true, detail: describeCounters(apiCounters, apiLoad(), limits) },
           ...(ingest?.detection !== undefined ? { detections: ingest.detection.health() } : {}),
@@ -391,6 +408,35 @@ async function startIngest(
       udpBacklogDir: config.syslog.udpBacklogDiskBytes > 0 ? join(config.store.spoolDir, 'udp') : undefined,
       udpBacklogDiskBytes: config.syslog.udpBacklogDiskBytes,
       allow: config.syslog.allowedSenders,
+      tls: config.syslog.tlsEnabled
+        ? {
+            listen: [{ host: config.syslog.host, port: config.syslog.tlsPort }],
+            credentials: {
+              certFile: config.syslog.tlsCertFile as string,
+              keyFile: config.syslog.tlsKeyFile as string,
+              caFile: config.syslog.tlsCaFile,
+              allowedSubjects: config.syslog.tlsAllowedSubjects,
+              reloadIntervalMs: config.syslog.tlsReloadIntervalMs,
+              handshakeTimeoutMs: config.syslog.tlsHandshakeTimeoutMs,
+            },
+          }
+        : undefined,
+      relp: config.syslog.relpEnabled
+        ? {
+            listen: [{ host: config.syslog.host, port: config.syslog.relpPort }],
+            windowFrames: config.syslog.relpWindowFrames,
+            recentHashes: config.syslog.relpRecentHashes,
+            // What a sender may resend after a crash is at most its window per connection: the streams' tails hold it.
+            seedHashes: () =>
+              recentRecordHashes(redis, {
+                keyPrefix: config.store.keyPrefix,
+                singleStream: config.store.singleStream,
+                perStream: Math.min(config.syslog.relpRecentHashes, config.syslog.relpWindowFrames * 16),
+              }),
+            // Half the shutdown deadline: the writer needs the rest to store or spool what the answers wait for.
+            closeWaitMs: Math.floor(config.shutdownTimeoutMs / 2),
+          }
+        : undefined,
     },
     pipeline,
     { logger, registry },

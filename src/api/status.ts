@@ -9,7 +9,7 @@ export interface EnrichmentStatus {
 
 /** What runs and where, as the start-up log says it: for the dashboard's banner and for operators. */
 export interface ServiceStatus {
-  syslog: { transport: 'udp' | 'tcp'; address: string; port: number }[];
+  syslog: { transport: 'udp' | 'tcp' | 'tls' | 'relp'; address: string; port: number }[];
   /** Base URLs of the HTTP API, its OpenAPI page and the dashboard. */
   api: string;
   docs: string;
@@ -22,7 +22,7 @@ const exactly = (properties: Record<string, unknown>) => ({ type: 'object', addi
 const text = { type: 'string' };
 
 const statusSchema = exactly({
-  syslog: { type: 'array', items: exactly({ transport: { type: 'string', enum: ['udp', 'tcp'] }, address: text, port: { type: 'integer' } }) },
+  syslog: { type: 'array', items: exactly({ transport: { type: 'string', enum: ['udp', 'tcp', 'tls', 'relp'] }, address: text, port: { type: 'integer' } }) },
   api: text,
   docs: text,
   dashboard: text,

@@ -35,6 +35,25 @@ export const ConfigSchema = z
         maxMessageBytes: positiveInt.default(8 * 1024),
         /** CIDRs allowed to send; empty allows everyone (syslog carries no authentication). */
         allowedSenders: z.array(z.string()).default([]),
+        /** Syslog over TLS (RFC 5425, octet-counted) on a port of its own; needs `tlsCertFile` and `tlsKeyFile`. */
+        tlsEnabled: z.boolean().default(false),
+        tlsPort: port.default(6514),
+        tlsCertFile: z.string().optional(),
+        tlsKeyFile: z.string().optional(),
+        /** When set, clients must present a certificate this CA signed (mutual TLS). */
+        tlsCaFile: z.string().optional(),
+        /** Client certificate CNs or SAN DNS names / IP addresses admitted; empty admits any the CA verified. */
+        tlsAllowedSubjects: z.array(z.string().min(1)).default([]),
+        /** The certificate, key and CA files are checked for changes this often and reloaded. */
+        tlsReloadIntervalMs: positiveInt.default(5_000),
+        tlsHandshakeTimeoutMs: positiveInt.default(10_000),
+        /** RELP (rsyslog omrelp): each message acknowledged once its record is stored in Redis or the spool. */
+        relpEnabled: z.boolean().default(false),
+        relpPort: port.default(2514),
+        /** Unacknowledged frames per RELP connection before dockflow stops reading it (omrelp's windowSize is 128). */
+        relpWindowFrames: positiveInt.default(1024),
+        /** Hashes of recent RELP messages kept to recognise one sent again (also read from the streams' tails at start). */
+        relpRecentHashes: positiveInt.default(100_000),
       })
       .prefault({}),
     parse: z
@@ -213,6 +232,16 @@ export const SETTINGS: readonly Setting[] = [
   { path: 'syslog.maxConnectionsPerSource', env: 'SYSLOG_MAX_CONNECTIONS_PER_SOURCE', flag: 'max-connections-per-source', kind: 'int', help: 'concurrent TCP connections from one address' },
   { path: 'syslog.idleTimeoutMs', env: 'SYSLOG_IDLE_TIMEOUT_MS', flag: 'idle-timeout-ms', kind: 'int', help: 'close silent TCP connections after' },
   { path: 'syslog.frameTimeoutMs', env: 'SYSLOG_FRAME_TIMEOUT_MS', flag: 'frame-timeout-ms', kind: 'int', help: 'close TCP connections that complete no message for' },
+  { path: 'syslog.tlsEnabled', env: 'SYSLOG_TLS', flag: 'tls', kind: 'bool', help: 'listen for syslog over TLS (RFC 5425)' },
+  { path: 'syslog.tlsPort', env: 'SYSLOG_TLS_PORT', flag: 'tls-port', kind: 'int', help: 'syslog TLS port' },
+  { path: 'syslog.tlsCertFile', env: 'SYSLOG_TLS_CERT', flag: 'tls-cert', kind: 'string', help: 'TLS certificate (PEM), reloaded on change' },
+  { path: 'syslog.tlsKeyFile', env: 'SYSLOG_TLS_KEY', flag: 'tls-key', kind: 'string', help: 'TLS private key (PEM), reloaded on change' },
+  { path: 'syslog.tlsCaFile', env: 'SYSLOG_TLS_CA', flag: 'tls-ca', kind: 'string', help: 'CA (PEM) client certificates must be signed by (mutual TLS)' },
+  { path: 'syslog.tlsAllowedSubjects', env: 'SYSLOG_TLS_ALLOWED_SUBJECTS', flag: 'tls-allowed-subjects', kind: 'list', help: 'comma-separated client certificate CNs/SAN names admitted' },
+  { path: 'syslog.tlsReloadIntervalMs', env: 'SYSLOG_TLS_RELOAD_INTERVAL_MS', flag: 'tls-reload-interval-ms', kind: 'int', help: 'check the TLS files for changes this often' },
+  { path: 'syslog.relpEnabled', env: 'SYSLOG_RELP', flag: 'relp', kind: 'bool', help: 'listen for RELP (acknowledged delivery)' },
+  { path: 'syslog.relpPort', env: 'SYSLOG_RELP_PORT', flag: 'relp-port', kind: 'int', help: 'RELP port' },
+  { path: 'syslog.relpWindowFrames', env: 'SYSLOG_RELP_WINDOW', flag: 'relp-window', kind: 'int', help: 'unacknowledged RELP frames per connection' },
   { path: 'syslog.allowedSenders', env: 'SYSLOG_ALLOWED_SENDERS', flag: 'allowed-senders', kind: 'list', help: 'comma-separated CIDRs allowed to send' },
   { path: 'parse.bridges', env: 'DOCKFLOW_BRIDGES', flag: 'bridges', kind: 'list', help: 'container bridge names (trailing * = prefix)' },
   { path: 'parse.timeZone', env: 'SYSLOG_TIME_ZONE', flag: 'tz', kind: 'string', help: 'zone of RFC 3164 timestamps' },
@@ -323,6 +352,12 @@ export function loadConfig(sources: ConfigSources): Readonly<Config> {
     throw new DockflowError(ErrorCode.CONFIG_INVALID, `invalid configuration:\n${z.prettifyError(parsed.error)}`);
   }
   const config = parsed.data;
+  if (config.syslog.tlsEnabled && (config.syslog.tlsCertFile === undefined || config.syslog.tlsKeyFile === undefined)) {
+    throw new DockflowError(ErrorCode.CONFIG_INVALID, 'invalid configuration: syslog over TLS needs SYSLOG_TLS_CERT and SYSLOG_TLS_KEY (--tls-cert, --tls-key)');
+  }
+  if (config.syslog.tlsAllowedSubjects.length > 0 && config.syslog.tlsCaFile === undefined) {
+    throw new DockflowError(ErrorCode.CONFIG_INVALID, 'invalid configuration: SYSLOG_TLS_ALLOWED_SUBJECTS needs SYSLOG_TLS_CA to verify client certificates');
+  }
   if (config.http.apiToken === undefined && !isLoopback(config.http.host)) {
     throw new DockflowError(
       ErrorCode.CONFIG_INVALID,

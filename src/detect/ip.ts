@@ -3,37 +3,16 @@
  * inclusive numeric range per word, so a match is a few integer comparisons and no allocation for IPv4.
  */
 
-/** The IPv4 address as an unsigned 32-bit number, or -1 when the text is not a dotted quad. */
-export function ipv4ToNumber(s: string): number {
-  let value = 0;
-  let part = 0;
-  let digits = 0;
-  let dots = 0;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c === 46) {
-      if (digits === 0 || part > 255) return -1;
-      value = value * 256 + part;
-      part = 0;
-      digits = 0;
-      dots++;
-    } else if (c >= 48 && c <= 57) {
-      part = part * 10 + (c - 48);
-      if (++digits > 3) return -1;
-    } else {
-      return -1;
-    }
-  }
-  if (dots !== 3 || digits === 0 || part > 255) return -1;
-  return value * 256 + part;
-}
+import { ipv4Number, ipv6Words } from '../net/ip.js';
+
+export { ipv4Number as ipv4ToNumber };
 
 /** Rules test the same record's address one after another: the last text parsed is remembered. */
 let lastText: string | undefined;
 let lastValue = -1;
 function cachedIpv4(s: string): number {
   if (s !== lastText) {
-    lastValue = ipv4ToNumber(s);
+    lastValue = ipv4Number(s);
     lastText = s;
   }
   return lastValue;
@@ -41,41 +20,8 @@ function cachedIpv4(s: string): number {
 
 /** The IPv6 address as four 32-bit words (an embedded IPv4 tail allowed), or undefined. */
 export function ipv6ToWords(s: string): [number, number, number, number] | undefined {
-  if (s.indexOf(':') < 0) return undefined;
-  let text = s;
-  const zone = text.indexOf('%');
-  if (zone >= 0) text = text.slice(0, zone);
-  const groups: number[] = [];
-  const dbl = text.indexOf('::');
-  if (dbl !== text.lastIndexOf('::')) return undefined;
-  const parse = (part: string): number[] | undefined => {
-    if (part === '') return [];
-    const out: number[] = [];
-    const pieces = part.split(':');
-    for (let i = 0; i < pieces.length; i++) {
-      const p = pieces[i]!;
-      if (i === pieces.length - 1 && p.includes('.')) {
-        const v4 = ipv4ToNumber(p);
-        if (v4 < 0) return undefined;
-        out.push(Math.floor(v4 / 65536), v4 % 65536);
-        continue;
-      }
-      if (!/^[0-9a-fA-F]{1,4}$/.test(p)) return undefined;
-      out.push(parseInt(p, 16));
-    }
-    return out;
-  };
-  if (dbl >= 0) {
-    const head = parse(text.slice(0, dbl));
-    const tail = parse(text.slice(dbl + 2));
-    if (head === undefined || tail === undefined || head.length + tail.length > 7) return undefined;
-    groups.push(...head, ...Array<number>(8 - head.length - tail.length).fill(0), ...tail);
-  } else {
-    const all = parse(text);
-    if (all === undefined || all.length !== 8) return undefined;
-    groups.push(...all);
-  }
-  return [groups[0]! * 65536 + groups[1]!, groups[2]! * 65536 + groups[3]!, groups[4]! * 65536 + groups[5]!, groups[6]! * 65536 + groups[7]!];
+  const w = ipv6Words(s);
+  return w === undefined ? undefined : [w[0]!, w[1]!, w[2]!, w[3]!];
 }
 
 /** A CIDR or single address as the numeric range it covers. */
@@ -87,7 +33,7 @@ export function parseCidr(text: string): AddressRange | undefined {
   const ip = slash < 0 ? text : text.slice(0, slash);
   const prefixText = slash < 0 ? undefined : text.slice(slash + 1);
   if (prefixText !== undefined && !/^\d{1,3}$/.test(prefixText)) return undefined;
-  const v4 = ipv4ToNumber(ip);
+  const v4 = ipv4Number(ip);
   if (v4 >= 0) {
     const prefix = prefixText === undefined ? 32 : Number(prefixText);
     if (prefix > 32) return undefined;

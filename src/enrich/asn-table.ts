@@ -3,6 +3,7 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { ipv4Number, ipv6Words } from '../net/ip.js';
 import type { AutonomousSystem } from '../record.js';
 
 /**
@@ -87,10 +88,10 @@ export class AsnTable {
   /** The AS announcing `ip` (IPv4 dotted or IPv6 text), or undefined. Answers are frozen and shared. */
   lookup(ip: string): AutonomousSystem | undefined {
     if (ip.indexOf(':') < 0) {
-      const v = ipv4Value(ip);
+      const v = ipv4Number(ip);
       return v < 0 ? undefined : this.lookup4(v);
     }
-    const words = ipv6Words(ip);
+    const words = scratchWords(ip);
     return words === undefined ? undefined : this.lookup6(words);
   }
 
@@ -147,61 +148,11 @@ function compare6(table: Uint32Array, at: number, words: Uint32Array): number {
   return 0;
 }
 
-/** Dotted quad → u32, or -1. */
-function ipv4Value(ip: string): number {
-  let value = 0;
-  let octet = 0;
-  let digits = 0;
-  let parts = 0;
-  for (let i = 0; i < ip.length; i++) {
-    const c = ip.charCodeAt(i);
-    if (c >= 48 && c <= 57) {
-      octet = octet * 10 + c - 48;
-      if (++digits > 3 || octet > 255) return -1;
-    } else if (c === 46 && digits > 0 && parts < 3) {
-      value = value * 256 + octet;
-      parts++;
-      octet = 0;
-      digits = 0;
-    } else {
-      return -1;
-    }
-  }
-  return parts === 3 && digits > 0 ? value * 256 + octet : -1;
-}
-
 const WORDS = new Uint32Array(4);
 
-/** IPv6 text (with `::`, optionally an embedded IPv4 tail) → four u32 words in a shared scratch, or undefined. */
-function ipv6Words(ip: string): Uint32Array | undefined {
-  const groups = new Array<number>(8).fill(0);
-  const halves = ip.split('::');
-  if (halves.length > 2) return undefined;
-  const parse = (part: string): number[] | undefined => {
-    if (part === '') return [];
-    const out: number[] = [];
-    const pieces = part.split(':');
-    for (let i = 0; i < pieces.length; i++) {
-      const p = pieces[i]!;
-      if (i === pieces.length - 1 && p.includes('.')) {
-        const v = ipv4Value(p);
-        if (v < 0) return undefined;
-        out.push(Math.floor(v / 65536), v % 65536);
-      } else {
-        if (!/^[0-9a-fA-F]{1,4}$/.test(p)) return undefined;
-        out.push(parseInt(p, 16));
-      }
-    }
-    return out;
-  };
-  const head = parse(halves[0]!);
-  const tail = halves.length === 2 ? parse(halves[1]!) : [];
-  if (head === undefined || tail === undefined) return undefined;
-  if (halves.length === 1 ? head.length !== 8 : head.length + tail.length > 7) return undefined;
-  head.forEach((g, k) => (groups[k] = g));
-  tail.forEach((g, k) => (groups[8 - tail.length + k] = g));
-  for (let k = 0; k < 4; k++) WORDS[k] = groups[2 * k]! * 65536 + groups[2 * k + 1]!;
-  return WORDS;
+/** IPv6 text → four u32 words in a shared scratch, or undefined. */
+function scratchWords(ip: string): Uint32Array | undefined {
+  return ipv6Words(ip, WORDS);
 }
 
 /** Reads a converted table; undefined when the file is missing, not one, or from another package version. */
@@ -315,8 +266,8 @@ export async function convertAsnCsv(source: AsnSource, path: string, signal?: Ab
   for await (const line of csvLines(join(source.dir, 'asn-ipv4.csv'), signal)) {
     const row = splitCsv(line);
     if (row === undefined) continue;
-    const first = ipv4Value(row[0]);
-    const last = ipv4Value(row[1]);
+    const first = ipv4Number(row[0]);
+    const last = ipv4Number(row[1]);
     const asn = Number(row[2]);
     if (first < 0 || last < first || !Number.isInteger(asn) || asn < 0 || asn > 0xffffffff) continue;
     if (v4Last.length > 0 && first <= v4Last.data[v4Last.length - 1]!) continue;
@@ -333,10 +284,10 @@ export async function convertAsnCsv(source: AsnSource, path: string, signal?: Ab
   for await (const line of csvLines(join(source.dir, 'asn-ipv6.csv'), signal)) {
     const row = splitCsv(line);
     if (row === undefined) continue;
-    const first = ipv6Words(row[0]);
+    const first = scratchWords(row[0]);
     if (first === undefined) continue;
     const f = Uint32Array.from(first);
-    const last = ipv6Words(row[1]);
+    const last = scratchWords(row[1]);
     const asn = Number(row[2]);
     if (last === undefined || compare6(f, 0, last) > 0 || !Number.isInteger(asn) || asn < 0 || asn > 0xffffffff) continue;
     if (any6 && compare6(previousLast, 0, f) >= 0) continue;

@@ -256,3 +256,21 @@ export function isLoopbackIp(ip: string): boolean {
   const s = sortableIp(unmapIPv4(ip));
   return s !== undefined && (s.startsWith('47f') || s === `6${'0'.repeat(31)}1`);
 }
+
+const UNITS = new Uint16Array(8);
+
+/** An IPv4 dotted quad as an unsigned 32-bit number, or -1 (CIDR and range tables compare numbers). */
+export function ipv4Number(ip: string): number {
+  return parseIPv4(ip, 0, ip.length, UNITS, 0) ? UNITS[0]! * 65536 + UNITS[1]! : -1;
+}
+
+/**
+ * An IPv6 address (a `%zone` suffix ignored: it names an interface, not another address) as four unsigned 32-bit
+ * words written into `out`, or undefined.
+ */
+export function ipv6Words(ip: string, out: Uint32Array = new Uint32Array(4)): Uint32Array | undefined {
+  const zone = ip.indexOf('%');
+  if (!parseIPv6(ip, 0, zone < 0 ? ip.length : zone, UNITS, 0)) return undefined;
+  for (let k = 0; k < 4; k++) out[k] = UNITS[2 * k]! * 65536 + UNITS[2 * k + 1]!;
+  return out;
+}

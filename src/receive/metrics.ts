@@ -15,12 +15,20 @@ export type ReceiveDropReason =
   | 'refused-lines'
   | 'backlog-full'
   | 'backlog-write-failed'
-  | 'backlog-torn';
+  | 'backlog-torn'
+  | 'tls-handshake'
+  | 'subject-not-allowed'
+  | 'relp-protocol'
+  | 'relp-not-stored';
 
+const STREAM_DROP_REASONS: readonly ReceiveDropReason[] = ['oversize', 'not-allowed', 'partial-frame', 'bad-octet-count', 'max-connections', 'max-connections-per-source', 'frame-timeout', 'refused-lines'];
 const DROP_REASONS: Record<Transport, readonly ReceiveDropReason[]> = {
-  tcp: ['oversize', 'not-allowed', 'partial-frame', 'bad-octet-count', 'max-connections', 'max-connections-per-source', 'frame-timeout', 'refused-lines'],
+  tcp: STREAM_DROP_REASONS,
   udp: ['oversize', 'not-allowed', 'backlog-full', 'backlog-write-failed', 'backlog-torn'],
+  tls: [...STREAM_DROP_REASONS, 'tls-handshake', 'subject-not-allowed'],
+  relp: ['oversize', 'not-allowed', 'partial-frame', 'max-connections', 'max-connections-per-source', 'frame-timeout', 'relp-protocol', 'relp-not-stored'],
 };
+const TRANSPORTS: readonly Transport[] = ['tcp', 'udp', 'tls', 'relp'];
 
 /** Plain numbers bumped on the hot path; prom-client reads them only when scraped. */
 export class TransportCounts {
@@ -44,7 +52,35 @@ export class TransportCounts {
     'backlog-write-failed': 0,
     /** Torn chunks (one or more datagrams each) read back from the backlog's disk after a crash. */
     'backlog-torn': 0,
+    'tls-handshake': 0,
+    'subject-not-allowed': 0,
+    'relp-protocol': 0,
+    'relp-not-stored': 0,
   };
+}
+
+/** RELP's own counts (relp.ts). */
+export class RelpCounts {
+  /** `syslog` frames answered `200 OK`, and answered `500` (the sender keeps them and resends). */
+  acknowledged = 0;
+  refused = 0;
+  /** Frames whose transaction number did not increase within a session (the peer sent it again). */
+  repeatedTxnr = 0;
+  /** Messages whose hash (sender and bytes) matches one stored recently: resent after a lost acknowledgement. */
+  duplicates = 0;
+  /** Sessions opened with `open` and ended with `close`. */
+  sessionsOpened = 0;
+  sessionsClosed = 0;
+  /** Times a connection stopped reading because its window of unanswered frames was full. */
+  windowFull = 0;
+  /** `syslog` frames read and not yet answered, over all connections. */
+  unanswered = 0;
+}
+
+/** The TLS listener's credential reloads. */
+export class TlsCounts {
+  reloads = 0;
+  reloadFailures = 0;
 }
 
 interface UdpSocketState extends UdpSocketId {
@@ -60,7 +96,12 @@ export const listenLabel = (address: string, port: number): string =>
 export class ReceiveMetrics {
   readonly tcp = new TransportCounts();
   readonly udp = new TransportCounts();
-  openConnections = 0;
+  readonly tls = new TransportCounts();
+  readonly relp = new TransportCounts();
+  readonly relpCounts = new RelpCounts();
+  readonly tlsCounts = new TlsCounts();
+  /** Open connections of each stream listener. */
+  readonly connections: Record<Transport, number> = { tcp: 0, udp: 0, tls: 0, relp: 0 };
   idleTimeouts = 0;
   /** UDP receive threads that stopped unasked and were replaced. */
   udpThreadRestarts = 0;
@@ -72,7 +113,7 @@ export class ReceiveMetrics {
     registry: Registry,
     private readonly procNetDir = '/proc/net',
   ) {
-    const transports: readonly Transport[] = ['tcp', 'udp'];
+    const transports = TRANSPORTS;
     const perTransport = (read: (counts: TransportCounts) => number): Series =>
       transports.map((transport) => [{ transport }, read(this[transport])] as const);
     exportCounter(registry, { name: 'dockflow_receive_messages_total', help: 'Syslog messages received and handed on, by transport', labelNames: ['transport'] }, () =>
@@ -125,13 +166,41 @@ export class ReceiveMetrics {
         return out;
       },
     );
+    exportGauge(
+      registry,
+      { name: 'dockflow_receive_connections', help: 'Open connections of the stream listeners, by transport (tcp, tls, relp)', labelNames: ['transport'] },
+      () => (['tcp', 'tls', 'relp'] as const).map((transport) => [{ transport }, this.connections[transport]] as const),
+    );
+    const relpCounter = (name: string, help: string, value: (c: RelpCounts) => number): void => {
+      exportCounter(registry, { name, help }, () => value(this.relpCounts));
+    };
+    relpCounter('dockflow_relp_acknowledged_total', 'RELP syslog frames answered 200 OK (record durable, or no record to keep)', (c) => c.acknowledged);
+    relpCounter('dockflow_relp_refused_total', 'RELP syslog frames answered 500 (not stored; the sender resends them)', (c) => c.refused);
+    relpCounter('dockflow_relp_duplicates_total', 'RELP messages whose hash (sender and bytes) matches one stored recently', (c) => c.duplicates);
+    relpCounter('dockflow_relp_repeated_txnr_total', 'RELP frames whose transaction number did not increase within a session', (c) => c.repeatedTxnr);
+    relpCounter('dockflow_relp_sessions_total', 'RELP sessions opened', (c) => c.sessionsOpened);
+    relpCounter('dockflow_relp_window_full_total', 'Times a RELP connection stopped reading with its window of unanswered frames full', (c) => c.windowFull);
+    exportGauge(
+      registry,
+      { name: 'dockflow_relp_unanswered_frames', help: 'RELP syslog frames read and not yet answered (waiting for their record to be durable)' },
+      () => this.relpCounts.unanswered,
+    );
+    exportCounter(registry, { name: 'dockflow_tls_reloads_total', help: 'TLS certificate and key reloads, by result', labelNames: ['result'] }, () => [
+      [{ result: 'ok' }, this.tlsCounts.reloads],
+      [{ result: 'failed' }, this.tlsCounts.reloadFailures],
+    ]);
   }
 
-  /** Drops on both transports, keyed `receive-<reason>` to tell them from parse and store drops in loss reports. */
+  /** Open syslog TCP connections (plain TCP listener). */
+  get openConnections(): number {
+    return this.connections.tcp;
+  }
+
+  /** Drops on every transport, keyed `receive-<reason>` to tell them from parse and store drops in loss reports. */
   droppedByReason(): Record<string, number> {
     this.syncUdpBacklog();
     const out: Record<string, number> = {};
-    for (const transport of ['tcp', 'udp'] as const) {
+    for (const transport of TRANSPORTS) {
       for (const reason of DROP_REASONS[transport]) out[`receive-${reason}`] = (out[`receive-${reason}`] ?? 0) + this[transport].dropped[reason];
     }
     return out;

@@ -1,13 +1,18 @@
 import net from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { once } from 'node:events';
 import { unmapIPv4 } from '../net/ip.js';
 import { FrameDecoder, type FrameDropReason, type FrameListener } from './framing.js';
 import { familyOf, listenFailed, type BoundAddress, type ListenAddress, type ReceiverContext } from './listen.js';
-import type { MessageMeta } from './types.js';
+import type { TransportCounts } from './metrics.js';
+import type { TlsCredentials } from './tls.js';
+import type { MessageMeta, Transport } from './types.js';
 
 export interface TcpReceiverOptions {
+  /** What the listener speaks: syslog over TCP (`tcp`), syslog over TLS (`tls`, RFC 5425), or RELP (`relp`). */
+  transport?: StreamTransport;
   listen: readonly ListenAddress[];
-  /** Connections beyond this many (over all listeners) are closed as soon as accepted, and counted. */
+  /** Connections beyond this many (over this receiver's listeners) are closed as soon as accepted, and counted. */
   maxConnections: number;
   /** Connections from one source address beyond this many are refused likewise: one sender cannot take every slot. */
   maxConnectionsPerSource: number;
@@ -18,7 +23,36 @@ export interface TcpReceiverOptions {
    * would otherwise keep the idle timer from firing, and the slot, forever). Suspended while paused.
    */
   frameTimeoutMs: number;
+  /** TLS: the listeners are TLS servers with these credentials, and each peer is admitted by them. */
+  tls?: TlsCredentials;
+  /** What handles each connection's bytes; syslog framing (RFC 6587 / RFC 5425) when not given. */
+  connection?: ConnectionFactory;
+  /** At close, the longest wait for connections that answer their peers (RELP) to settle what they hold. */
+  closeWaitMs?: number;
 }
+
+export type StreamTransport = Exclude<Transport, 'udp'>;
+
+/** One accepted connection, as the receiver drives it. */
+export interface StreamConnection {
+  readonly socket: net.Socket;
+  data(chunk: Buffer): void;
+  /** The peer closed its side cleanly. */
+  end(): void;
+  /** The socket is gone (reset, timeout, close()). */
+  closed(): void;
+  /** False while the connection itself keeps its socket paused (RELP: window full); the receiver resumes only the others. */
+  readonly reading?: boolean;
+  /**
+   * Since when a started frame has been waiting to complete (0: none): the receiver closes the connection once it
+   * is older than `frameTimeoutMs` (slowloris). Reset by the receiver when it resumes reading.
+   */
+  pendingSinceMs: number;
+  /** At close: settle what the connection holds within `deadlineMs`, tell the peer, and end (RELP). */
+  shutdown?(deadlineMs: number): Promise<void>;
+}
+
+export type ConnectionFactory = (socket: net.Socket, receiver: TcpReceiver, ctx: ReceiverContext, remoteAddress: string) => StreamConnection;
 
 /** How long a refused connection is read, to count the lines it had sent, before it is closed. */
 const REFUSED_READ_MS = 200;
@@ -26,8 +60,9 @@ const REFUSED_READ_MS = 200;
 const MAX_REFUSED_READING = 64;
 
 /** One peer connection: frames its bytes and hands each message to the sink. */
-class Connection implements FrameListener {
+class SyslogConnection implements StreamConnection {
   readonly decoder: FrameDecoder;
+  private readonly counts: TransportCounts;
   /** Shared by the frames of one chunk (they arrived together); a new object per chunk, never mutated. */
   private meta: MessageMeta;
   /** The peer closed cleanly and the decoder was flushed. */
@@ -44,13 +79,14 @@ class Connection implements FrameListener {
     remoteAddress: string,
   ) {
     this.decoder = new FrameDecoder(ctx.maxMessageBytes, this);
-    this.meta = { transport: 'tcp', remoteAddress, receivedAtMs: 0 };
+    this.counts = ctx.metrics[receiver.transport];
+    this.meta = { transport: receiver.transport, remoteAddress, receivedAtMs: 0 };
   }
 
   data(chunk: Buffer): void {
-    this.ctx.metrics.tcp.bytes += chunk.length;
+    this.counts.bytes += chunk.length;
     const now = Date.now();
-    this.meta = { transport: 'tcp', remoteAddress: this.meta.remoteAddress, receivedAtMs: now };
+    this.meta = { transport: this.meta.transport, remoteAddress: this.meta.remoteAddress, receivedAtMs: now };
     const completed = this.completed;
     // After a bad octet count nothing later in the stream can be trusted to start a frame.
     if (!this.decoder.push(chunk)) this.socket.destroy();
@@ -60,33 +96,38 @@ class Connection implements FrameListener {
 
   frame(message: string, raw: Buffer | undefined): void {
     this.completed++;
-    this.ctx.metrics.tcp.messages++;
+    this.counts.messages++;
     if (!this.ctx.sink.accept(message, this.meta, raw)) this.receiver.pause();
   }
 
   drop(reason: FrameDropReason): void {
     this.completed++;
-    this.ctx.metrics.tcp.dropped[reason]++;
+    this.counts.dropped[reason]++;
   }
 
   end(): void {
     this.ended = true;
-    if (!this.decoder.end()) this.ctx.metrics.tcp.dropped['partial-frame']++;
+    if (!this.decoder.end()) this.counts.dropped['partial-frame']++;
   }
 
   /** Reset, timeout, close(): whatever was not yet a whole frame is lost, and counted. */
   closed(): void {
-    if (!this.ended && this.decoder.hasPartial) this.ctx.metrics.tcp.dropped['partial-frame']++;
+    if (!this.ended && this.decoder.hasPartial) this.counts.dropped['partial-frame']++;
   }
 }
 
+const syslogConnection: ConnectionFactory = (socket, receiver, ctx, remoteAddress) => new SyslogConnection(socket, receiver, ctx, remoteAddress);
+
 /**
- * Syslog over TCP on `node:net`, LF or octet-counted framing per connection. Back-pressure: when the sink refuses,
- * every socket stops reading (the kernel then closes the peers' TCP windows) until the sink drains.
+ * Stream listeners on `node:net` (or `node:tls`): syslog with LF or octet-counted framing per connection, or what
+ * the connection factory speaks (RELP). Back-pressure: when the sink refuses, every socket stops reading (the kernel
+ * then closes the peers' TCP windows) until the sink drains.
  */
 export class TcpReceiver {
+  readonly transport: StreamTransport;
   private readonly servers: net.Server[] = [];
-  private readonly connections = new Set<Connection>();
+  private readonly connections = new Set<StreamConnection>();
+  private readonly makeConnection: ConnectionFactory;
   /** Open connections per source address. */
   private readonly perSource = new Map<string, number>();
   private refusedReading = 0;
@@ -98,38 +139,48 @@ export class TcpReceiver {
     private readonly opts: TcpReceiverOptions,
     private readonly ctx: ReceiverContext,
   ) {
+    this.transport = opts.transport ?? 'tcp';
+    this.makeConnection = opts.connection ?? syslogConnection;
     ctx.sink.onDrain(() => this.resume());
   }
 
   async listen(): Promise<void> {
+    const tlsCredentials = this.opts.tls;
     if (this.opts.listen.length > 0) {
       // One sweep over the connections rather than a timer per connection; a quarter of the deadline keeps it close.
       const every = Math.max(10, Math.floor(this.opts.frameTimeoutMs / 4));
       this.deadlineTimer = setInterval(() => this.enforceFrameDeadline(), every).unref();
     }
     for (const at of this.opts.listen) {
-      const server = net.createServer((socket) => this.onConnection(socket));
+      const server =
+        tlsCredentials !== undefined
+          ? tlsCredentials.createServer((socket) => this.onConnection(socket))
+          : net.createServer((socket) => this.onConnection(socket));
       server.listen({ host: at.host, port: at.port });
       try {
         await once(server, 'listening');
       } catch (err) {
-        throw listenFailed('tcp', at, err);
+        throw listenFailed(this.transport, at, err);
       }
-      server.on('error', (err) => this.ctx.logger.error({ err, listen: at }, 'syslog TCP listener error'));
+      server.on('error', (err) => this.ctx.logger.error({ err, listen: at }, `syslog ${this.transport} listener error`));
       this.servers.push(server);
-      this.ctx.logger.info({ listen: server.address() }, 'syslog TCP listening');
+      this.ctx.logger.info({ listen: server.address() }, `syslog ${this.transport.toUpperCase()} listening`);
     }
   }
 
   addresses(): BoundAddress[] {
     return this.servers.map((server) => {
       const a = server.address() as net.AddressInfo;
-      return { transport: 'tcp', address: a.address, family: familyOf(a.family), port: a.port };
+      return { transport: this.transport, address: a.address, family: familyOf(a.family), port: a.port };
     });
   }
 
   get isPaused(): boolean {
     return this.paused;
+  }
+
+  get connectionCount(): number {
+    return this.connections.size;
   }
 
   pause(): void {
@@ -143,11 +194,17 @@ export class TcpReceiver {
     this.paused = false;
     const now = Date.now();
     for (const conn of this.connections) {
-      conn.socket.setTimeout(this.opts.idleTimeoutMs);
       // The time spent paused was ours: the frame deadline starts again.
       if (conn.pendingSinceMs !== 0) conn.pendingSinceMs = now;
-      conn.socket.resume();
+      this.resumeSocket(conn);
     }
+  }
+
+  /** Resumes one connection's socket unless the receiver or the connection itself holds it. */
+  resumeSocket(conn: StreamConnection): void {
+    if (this.paused || this.closing || conn.reading === false) return;
+    conn.socket.setTimeout(this.opts.idleTimeoutMs);
+    conn.socket.resume();
   }
 
   /** Closes connections whose started frame is overdue; their partial frame is counted as lost when they close. */
@@ -156,7 +213,7 @@ export class TcpReceiver {
     const overdue = Date.now() - this.opts.frameTimeoutMs;
     for (const conn of this.connections) {
       if (conn.pendingSinceMs === 0 || conn.pendingSinceMs > overdue || conn.socket.destroyed) continue;
-      this.ctx.metrics.tcp.dropped['frame-timeout']++;
+      this.ctx.metrics[this.transport].dropped['frame-timeout']++;
       conn.socket.destroy();
     }
   }
@@ -171,8 +228,13 @@ export class TcpReceiver {
       socket.destroy();
       return;
     }
+    // RELP: its frames are not syslog lines, and the sender resends what was not answered; closed at once.
+    if (this.transport === 'relp') {
+      socket.destroy();
+      return;
+    }
     this.refusedReading++;
-    const counts = this.ctx.metrics.tcp;
+    const counts = this.ctx.metrics[this.transport];
     const decoder = new FrameDecoder(this.ctx.maxMessageBytes, {
       frame: () => counts.dropped['refused-lines']++,
       drop: () => counts.dropped['refused-lines']++,
@@ -195,13 +257,13 @@ export class TcpReceiver {
   }
 
   /** Silence on a socket we stopped reading is ours, not the peer's: no idle timeout while paused. */
-  private pauseSocket(socket: net.Socket): void {
+  pauseSocket(socket: net.Socket): void {
     socket.pause();
     socket.setTimeout(0);
   }
 
   private onConnection(socket: net.Socket): void {
-    const counts = this.ctx.metrics.tcp;
+    const counts = this.ctx.metrics[this.transport];
     if (this.closing || socket.remoteAddress === undefined) {
       socket.destroy();
       return;
@@ -209,6 +271,11 @@ export class TcpReceiver {
     const remoteAddress = unmapIPv4(socket.remoteAddress);
     if (!this.ctx.allowlist.allows(remoteAddress)) {
       counts.dropped['not-allowed']++;
+      socket.destroy();
+      return;
+    }
+    if (this.opts.tls !== undefined && !this.opts.tls.admit(socket as TLSSocket, remoteAddress)) {
+      counts.dropped['subject-not-allowed']++;
       socket.destroy();
       return;
     }
@@ -224,10 +291,10 @@ export class TcpReceiver {
       return;
     }
     this.perSource.set(remoteAddress, fromSource + 1);
-    const conn = new Connection(socket, this, this.ctx, remoteAddress);
+    const conn = this.makeConnection(socket, this, this.ctx, remoteAddress);
     this.connections.add(conn);
-    this.ctx.metrics.openConnections = this.connections.size;
-    socket.on('error', (err) => this.ctx.logger.debug({ err, remoteAddress }, 'syslog TCP connection error'));
+    this.ctx.metrics.connections[this.transport] = this.connections.size;
+    socket.on('error', (err) => this.ctx.logger.debug({ err, remoteAddress }, `syslog ${this.transport} connection error`));
     socket.on('timeout', () => {
       this.ctx.metrics.idleTimeouts++;
       socket.destroy();
@@ -239,7 +306,7 @@ export class TcpReceiver {
       if (left > 0) this.perSource.set(remoteAddress, left);
       else this.perSource.delete(remoteAddress);
       this.connections.delete(conn);
-      this.ctx.metrics.openConnections = this.connections.size;
+      this.ctx.metrics.connections[this.transport] = this.connections.size;
     });
     // Pausing before the data listener is attached keeps a new connection from flowing while the sink is full.
     if (this.paused) this.pauseSocket(socket);
@@ -248,18 +315,22 @@ export class TcpReceiver {
   }
 
   /**
-   * Stops accepting, hands on what Node has already read (even from paused sockets), then closes every
-   * connection; a frame still incomplete at that point is counted as `partial-frame`.
+   * Stops accepting, hands on what Node has already read (even from paused sockets), lets connections that answer
+   * their peers settle (RELP, within `closeWaitMs`), then closes every connection; a frame still incomplete at that
+   * point is counted as `partial-frame`.
    */
   async close(): Promise<void> {
     this.closing = true;
+    this.opts.tls?.close();
     if (this.deadlineTimer) clearInterval(this.deadlineTimer);
     const closed = this.servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
+    const settling: Array<Promise<void>> = [];
     for (const conn of this.connections) {
       // read() emits 'data' for what it returns, so the chunk goes through the usual path.
       while (!conn.socket.destroyed && conn.socket.read() !== null);
-      conn.socket.destroy();
+      if (conn.shutdown !== undefined) settling.push(conn.shutdown(this.opts.closeWaitMs ?? 0).finally(() => conn.socket.destroy()));
+      else conn.socket.destroy();
     }
-    await Promise.all(closed);
+    await Promise.all([...settling, ...closed]);
   }
 }

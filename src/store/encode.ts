@@ -23,6 +23,7 @@ export const ENTRY_FIELDS = [
   'lp', // LOG rule prefix
   'ln', // IP packet length
   'fl', // TCP flags, one letter each: S SYN, A ACK, F FIN, R RST, P PSH, U URG, E ECE, C CWR
+  'eh', // event.hash: RELP messages' hash of sender and message bytes (duplicate detection after a crash)
 ] as const;
 export type EntryField = (typeof ENTRY_FIELDS)[number];
 /** The syslog message as received, only when `store.keepOriginal` is on. */
@@ -81,6 +82,7 @@ export function entryValues(record: FlowRecord, timeMs: number): string[] {
     record.log?.prefix ?? '',
     num(record.iptables.length ?? record.network.bytes),
     flagLetters(record.iptables.tcp?.flags),
+    record.event?.hash ?? '',
   ];
 }
 
@@ -206,6 +208,8 @@ export function decodeFlat(fields: readonly string[], reg: Registries): FlowReco
   const peer = containerRef(f.get('pc') ?? '', reg);
   if (peer !== undefined) record.peer_container = peer;
   if (original !== undefined) record.event = { ...record.event, original } as FlowRecord['event'];
+  const eh = str('eh');
+  if (eh !== undefined) record.event = { ...record.event, hash: eh } as FlowRecord['event'];
   return record;
 }
 
@@ -245,9 +249,10 @@ export function encodeRecord(record: FlowRecord): string {
 export function encodeContext(record: FlowRecord): string {
   let json = `{"@timestamp":${quote(record['@timestamp'])}`;
   const event = record.event;
-  // kind, category, type and action come from the message; only the receive time (and an ID, if any) is context.
-  if (event !== undefined && (event.ingested !== undefined || event.id !== undefined)) {
-    json += `,"event":${flatJson({ ingested: event.ingested, id: event.id })}`;
+  // kind, category, type and action come from the message; only the receive time (an ID, if any, and RELP's hash of
+  // sender and bytes, which recognises a resent message) is context.
+  if (event !== undefined && (event.ingested !== undefined || event.id !== undefined || event.hash !== undefined)) {
+    json += `,"event":${flatJson({ ingested: event.ingested, id: event.id, hash: event.hash })}`;
   }
   if (record.host !== undefined) json += `,"host":${flatJson(record.host)}`;
   json += `,"network":{"direction":${quote(record.network.direction)}}`;

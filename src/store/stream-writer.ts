@@ -14,7 +14,7 @@ import { importLegacySpool, spooledRecord } from './spool-frame.js';
 import { RateLimitedLog } from '../rate-limited-log.js';
 import type { IndexEntry, StreamIndexer } from './types.js';
 
-export type Origin = 'tcp' | 'udp' | 'file';
+export type Origin = 'tcp' | 'udp' | 'tls' | 'relp' | 'file';
 export type StoreDropReason = 'spool-full' | 'spool-torn' | 'spool-write-failed' | 'closed' | 'expired';
 export const STORE_DROP_REASONS: readonly StoreDropReason[] = ['spool-full', 'spool-torn', 'spool-write-failed', 'closed', 'expired'];
 
@@ -115,6 +115,8 @@ interface Item {
   uncertain?: boolean;
   /** The spool segment it was replayed from, deleted once all its records are stored. */
   ticket?: SegmentTicket;
+  /** `pushDurable`'s callback: called once, when the record is stored or spooled (true) or dropped (false). */
+  durable?: (stored: boolean) => void;
 }
 
 interface SegmentTicket {
@@ -283,6 +285,7 @@ export class StreamWriter {
   private retryTimer: NodeJS.Timeout | undefined;
   private trimTimer: NodeJS.Timeout | undefined;
   private kickPending = false;
+  private soonPending = false;
   private flushDue = false;
   private wantDrain = false;
   private readonly drainListeners: Array<() => void> = [];
@@ -293,7 +296,7 @@ export class StreamWriter {
   private idleWaiter: (() => void) | undefined;
 
   private readonly counts = {
-    pushed: { tcp: 0, udp: 0, file: 0 } as Record<Origin, number>,
+    pushed: { tcp: 0, udp: 0, tls: 0, relp: 0, file: 0 } as Record<Origin, number>,
     stored: Object.fromEntries(DIRECTIONS.map((d) => [d, 0])) as Record<Direction, number>,
     dropped: Object.fromEntries(STORE_DROP_REASONS.map((r) => [r, 0])) as Record<StoreDropReason, number>,
     spooled: 0,
@@ -490,6 +493,40 @@ export class StreamWriter {
     if (this.queue.length < this.maxQueue) return true;
     this.wantDrain = true;
     return false;
+  }
+
+  /**
+   * Durability watermark (RELP; docs/design.md): as `push` for a queued origin, and `durable` is called exactly once:
+   * `true` when the record is stored in Redis (its transaction answered) or written to the spool and fsynced (at
+   * close), `false` when it is dropped (pushed after close, or the spool write at close failed). A record whose
+   * connection to Redis was lost stays pending until the writer has asked Redis whether it holds it. Never for UDP:
+   * its overflow spool is not fsynced per record.
+   */
+  pushDurable(record: FlowRecord, origin: Exclude<Origin, 'udp'>, message: string | undefined, durable: (stored: boolean) => void, raw?: Buffer): boolean {
+    if (this.closed) {
+      this.counts.pushed[origin]++;
+      this.counts.dropped.closed++;
+      durable(false);
+      return false;
+    }
+    const before = this.queue.last();
+    const ok = this.push(record, origin, message, raw);
+    const item = this.queue.last();
+    // Not queued: its packet time is older than retention (`expired`), so it is settled as if stored and deleted.
+    if (item === undefined || item === before) durable(true);
+    else item.durable = durable;
+    // The sender waits for this record's answer (omrelp waits at the end of each of its batches): send it on the next
+    // turn of the event loop with whatever else is queued, not after flushIntervalMs.
+    if (!this.soonPending) {
+      this.soonPending = true;
+      setImmediate(() => {
+        this.soonPending = false;
+        this.flushDue = true;
+        this.pump();
+        this.flushDue = false;
+      });
+    }
+    return ok;
   }
 
   private enqueue(item: Item): void {
@@ -811,6 +848,12 @@ export class StreamWriter {
 
   /** The item is settled (stored or counted): its spool segment can go once all of its records are. */
   private release(item: Item): void {
+    // An expired record (never stored: older than retention) is settled too.
+    if (item.durable !== undefined) {
+      const durable = item.durable;
+      item.durable = undefined;
+      durable(true);
+    }
     const ticket = item.ticket;
     if (ticket && --ticket.pending === 0) this.spool.release(ticket.segment);
   }
@@ -1010,8 +1053,10 @@ export class StreamWriter {
     // An item still carrying an ID was sent and not answered: keep the ID so the next run asks Redis whether it
     // took it before resending.
     const lines = left.map((item) => stagedSpoolFrame(item, item.id));
+    let written = false;
     try {
       this.spool.writeHead(lines);
+      written = true;
       this.counts.spooled += lines.length;
       if (lines.length > 0) this.logger.warn({ records: lines.length }, 'Redis did not take everything before the deadline; the rest is in the spool');
     } catch (err) {
@@ -1019,6 +1064,8 @@ export class StreamWriter {
       throw err;
     } finally {
       this.spool.close();
+      // writeHead fsyncs the segment and its directory before returning.
+      for (const item of left) item.durable?.(written);
       this.spoolErrors.flush();
     }
   }
@@ -1096,6 +1143,10 @@ class Fifo<T> {
 
   push(item: T): void {
     this.items.push(item);
+  }
+
+  last(): T | undefined {
+    return this.items.length > this.head ? this.items[this.items.length - 1] : undefined;
   }
 
   take(n: number): T[] {

@@ -41,7 +41,7 @@ t.test('shellcheck finds nothing', { skip: has('shellcheck') ? false : 'shellche
 t.test('--help', async (t) => {
   const r = script(['--help']);
   t.equal(r.status, 0);
-  for (const opt of ['--uninstall', '--check', '--dry-run', '--prefix', '--limit', '--all-packets', '--host-traffic', '--bridges', '--nft', '--target', '--rsyslog-dir']) {
+  for (const opt of ['--uninstall', '--check', '--dry-run', '--prefix', '--limit', '--all-packets', '--host-traffic', '--bridges', '--nft', '--target', '--transport', '--ca', '--cert', '--permitted-peer', '--rsyslog-dir']) {
     t.match(r.stdout, opt);
   }
 });
@@ -62,6 +62,13 @@ t.test('bad options fail with a clear message and change nothing', async (t) => 
     [['--target', '127.0.0.1:70000'], /--target port must be 1-65535/],
     [['--target', '::1:5514'], /--target must be HOST:PORT or \[IPv6\]:PORT/],
     [['--rsyslog-dir', 'relative/dir'], /absolute paths/],
+    [['--target', 'h:1', '--transport', 'udp'], /--transport must be tcp, tls or relp/],
+    [['--target', 'h:1', '--transport', 'tls'], /--transport tls needs --ca/],
+    [['--target', 'h:1', '--transport', 'tls', '--ca', '/ca.pem', '--cert', '/c.pem'], /--cert and --key go together/],
+    [['--target', 'h:1', '--transport', 'tls', '--ca', 'ca.pem'], /absolute paths/],
+    [['--target', 'h:1', '--transport', 'tls', '--ca', '/ca".pem'], /absolute paths/],
+    [['--target', 'h:1', '--transport', 'tls', '--ca', '/ca.pem', '--permitted-peer', 'a b'], /--permitted-peer must be/],
+    [['--target', 'h:1', '--transport', 'relp', '--ca', '/ca.pem'], /are for --transport tls/],
     [['--queue-max-disk', 'lots'], /--queue-max-disk must be a size/],
     [['--rules-dir', '/nonexistent-dockflow-rules'], /rules directory not found/],
   ];
@@ -161,6 +168,51 @@ t.test('dry run --target: the rsyslog drop-in from rules/rsyslog-dockflow.conf.t
     const check = spawnSync('rsyslogd', ['-N1', '-f', join(dir, 'dropin.conf')], { encoding: 'utf8' });
     t.equal(check.status, 0, check.stderr);
   });
+});
+
+t.test('dry run --target --transport tls|relp: the TLS and RELP drop-ins, valid for rsyslogd', async (t) => {
+  const cases: Array<[string, string[], Array<string | RegExp>, Array<string | RegExp>]> = [
+    [
+      'tls with a client certificate',
+      ['--transport', 'tls', '--ca', '/etc/dockflow/ca.pem', '--cert', '/etc/dockflow/host.pem', '--key', '/etc/dockflow/host.key'],
+      [
+        'target="collector.example" port="6514" protocol="tcp"',
+        'TCP_Framing="octet-counted" template="RSYSLOG_SyslogProtocol23Format"',
+        'StreamDriver="gtls" StreamDriverMode="1" StreamDriverAuthMode="x509/name"',
+        'StreamDriverPermittedPeers="collector.example" StreamDriver.CAFile="/etc/dockflow/ca.pem"',
+        'StreamDriver.CertFile="/etc/dockflow/host.pem" StreamDriver.KeyFile="/etc/dockflow/host.key"',
+      ],
+      ['omrelp'],
+    ],
+    [
+      'tls without a client certificate, another peer name',
+      ['--transport', 'tls', '--ca', '/etc/dockflow/ca.pem', '--permitted-peer', 'dockflow.internal'],
+      ['StreamDriverPermittedPeers="dockflow.internal"'],
+      ['StreamDriver.CertFile', 'omrelp'],
+    ],
+    [
+      'relp',
+      ['--transport', 'relp'],
+      ['module(load="omrelp")', 'action(type="omrelp" name="dockflow" target="collector.example" port="6514"'],
+      ['omfwd', 'StreamDriver', 'TCP_Framing'],
+    ],
+  ];
+  for (const [name, args, present, absent] of cases) {
+    const r = script(['--dry-run', '--no-ipv6', '--target', 'collector.example:6514', '--rsyslog-dir', '/tmp/x.d', '--spool-dir', '/tmp/spool', ...args]);
+    t.equal(r.status, 0, `${name}: ${r.stderr}`);
+    const dropin = /--- would write \/tmp\/x\.d\/60-dockflow\.conf \(mode 0644\) ---\n([\s\S]*)\n--- end of/.exec(r.stdout)?.[1] ?? '';
+    t.match(dropin, /^# dockflow: forward netfilter LOG lines to dockflow\.$/m, `${name}: the header --uninstall looks for`);
+    t.match(dropin, 'queue.saveOnShutdown="on"', name);
+    for (const p of present) t.match(dropin, p, name);
+    for (const a of absent) t.notMatch(dropin, a, name);
+    t.notMatch(dropin, /@[A-Z_]+@|##/, `${name}: every placeholder replaced`);
+    if (has('rsyslogd')) {
+      const dir = tempDir(t, 'dropin');
+      writeFileSync(join(dir, 'dropin.conf'), dropin);
+      const check = spawnSync('rsyslogd', ['-N1', '-f', join(dir, 'dropin.conf')], { encoding: 'utf8' });
+      t.equal(check.status, 0, `${name}: rsyslogd -N1: ${check.stderr}`);
+    }
+  }
 });
 
 t.test('a missing tool is named, with the package that brings it', { skip: isRoot && has('unshare') ? false : 'needs root (runs in a private network namespace)' }, async (t) => {

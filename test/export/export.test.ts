@@ -25,6 +25,9 @@ t.before(async () => {
   await app.listen({ host: '127.0.0.1', port: 0 });
   base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
 });
+// The app listens on a port of its own, and without a token it answers only Host names on that port.
+const get = (url: string) => app.inject({ method: 'GET', url, headers: { host: new URL(base).host } });
+
 t.teardown(async () => {
   await app.close();
   await env.close();
@@ -47,7 +50,7 @@ async function capture(run: () => Promise<number>): Promise<{ code: number; out:
 }
 
 t.test('GET /api/export: header, every matching record with its chain hash, trailer', async (t) => {
-  const res = await app.inject({ method: 'GET', url: `/api/export?since=${SINCE}&until=${UNTIL}&direction=egress` });
+  const res = await get(`/api/export?since=${SINCE}&until=${UNTIL}&direction=egress`);
   t.equal(res.statusCode, 200);
   t.match(res.headers['content-type'], /application\/x-ndjson/);
   const lines = res.body.trimEnd().split('\n');
@@ -71,12 +74,12 @@ t.test('GET /api/export: header, every matching record with its chain hash, trai
 });
 
 t.test('max_records caps an export, and the trailer says so', async (t) => {
-  const res = await app.inject({ method: 'GET', url: `/api/export?since=${SINCE}&until=${UNTIL}&max_records=3` });
+  const res = await get(`/api/export?since=${SINCE}&until=${UNTIL}&max_records=3`);
   const lines = res.body.trimEnd().split('\n');
   t.equal(lines.length, 5);
   t.match(JSON.parse(lines[4]!).dockflow_export_end, { count: 3, truncated: true, reason: /max_records \(3\)/ });
-  t.equal((await app.inject({ method: 'GET', url: '/api/export?max_records=0' })).statusCode, 400);
-  t.equal((await app.inject({ method: 'GET', url: '/api/export?bogus=1' })).statusCode, 400);
+  t.equal((await get('/api/export?max_records=0')).statusCode, 400);
+  t.equal((await get('/api/export?bogus=1')).statusCode, 400);
 });
 
 t.test('dockflow export then dockflow verify, end to end; tampering is found at its line', async (t) => {

@@ -5,21 +5,24 @@ import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { startReceivers, type ReceiverOptions, type Receivers } from '../../src/receive/receivers.js';
 import type { BoundAddress } from '../../src/receive/listen.js';
-import type { MessageMeta, MessageSink } from '../../src/receive/types.js';
+import type { DurableOutcome, MessageMeta, MessageSink, Transport } from '../../src/receive/types.js';
 
 /** Keeps every message; refuses (returns false) while `full`, and `drain()` calls the receivers back. */
 export class CollectingSink implements MessageSink {
   readonly messages: string[] = [];
   readonly metas: MessageMeta[] = [];
+  /** The exact bytes handed with each message (undefined when its text gives them back). */
+  readonly raws: Array<Buffer | undefined> = [];
   full = false;
   /** Messages accepted while full (each answered false). */
   acceptedWhileFull = 0;
   private readonly drainListeners: Array<() => void> = [];
   private waiters: Array<{ count: number; resolve: () => void }> = [];
 
-  accept(message: string, meta: MessageMeta): boolean {
+  accept(message: string, meta: MessageMeta, raw?: Buffer): boolean {
     this.messages.push(message);
     this.metas.push(meta);
+    this.raws.push(raw);
     if (this.full) this.acceptedWhileFull++;
     this.waiters = this.waiters.filter((w) => {
       if (this.messages.length < w.count) return true;
@@ -27,6 +30,18 @@ export class CollectingSink implements MessageSink {
       return false;
     });
     return !this.full;
+  }
+
+  /** `acceptDurable` calls waiting for an outcome (`holdDurable`), in arrival order. */
+  readonly durable: Array<(outcome: DurableOutcome) => void> = [];
+  /** While true, `acceptDurable` keeps each callback in `durable` for the test to settle; else answers 'stored' on the next turn. */
+  holdDurable = false;
+
+  acceptDurable(message: string, meta: MessageMeta, done: (outcome: DurableOutcome) => void, raw?: Buffer): boolean {
+    const ok = this.accept(message, meta, raw);
+    if (this.holdDurable) this.durable.push(done);
+    else setImmediate(() => done('stored'));
+    return ok;
   }
 
   onDrain(listener: () => void): void {
@@ -73,14 +88,14 @@ export interface Harness {
   sink: CollectingSink;
   registry: Registry;
   /** The bound address of `transport` on `host`. */
-  at(transport: 'tcp' | 'udp', host: string): BoundAddress;
+  at(transport: Transport, host: string): BoundAddress;
 }
 
 export async function startHarness(overrides: Partial<ReceiverOptions> = {}): Promise<Harness> {
   const sink = new CollectingSink();
   const registry = new Registry();
   const receivers = await startReceivers({ ...TEST_OPTIONS, ...overrides }, sink, { logger: pino({ level: 'silent' }), registry });
-  const at = (transport: 'tcp' | 'udp', host: string): BoundAddress => {
+  const at = (transport: Transport, host: string): BoundAddress => {
     const found = receivers.addresses().find((a) => a.transport === transport && a.address === host);
     if (found === undefined) throw new Error(`no ${transport} listener on ${host}`);
     return found;

@@ -82,7 +82,7 @@ t.test('the context is exactly the JSON of its fields, and a GeoIP answer change
     return {
       '@timestamp': r['@timestamp'],
       // The parser gives kind, category, type and action again from the message.
-      event: r.event?.ingested === undefined && r.event?.id === undefined ? undefined : { ingested: r.event.ingested, id: r.event.id },
+      event: r.event?.ingested === undefined && r.event?.id === undefined && r.event?.hash === undefined ? undefined : { ingested: r.event.ingested, id: r.event.id, hash: r.event.hash },
       host: r.host,
       network: { direction: r.network.direction },
       source: enrichment(r.source),
