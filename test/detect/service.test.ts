@@ -246,5 +246,6 @@ t.test('shipped rules fire end to end and hunt finds them again in the stored re
   t.equal(code, 1, `exit 1: something fired (${complaints.trim()})`);
   const hunted = printed.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
   t.same(rulesOf(hunted), SHIPPED);
-  t.match(hunted.find((a) => a.rule === 'smtp-egress-non-mail'), { container_name: 'shop-web-1', flow: /^egress\/\d+-\d+$/ });
+  // v2 stored IDs: `<partition>/<entry id>` (docs/storage.md).
+  t.match(hunted.find((a) => a.rule === 'smtp-egress-non-mail'), { container_name: 'shop-web-1', flow: /^\d+\.[A-Za-z0-9_-]+\/\d+-\d+$/ });
 });
