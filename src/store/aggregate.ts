@@ -156,7 +156,11 @@ export async function topN(reader: StoreReader, opts: TopOptions): Promise<TopRe
   for (const p of parts) for (const code of codes) sources.push(keys.top(p.name, opts.by, code));
   const covered = {
     coveredSinceMs: parts.length > 0 ? bucketStartMs(parts[parts.length - 1]!.bucket) : bucketStartMs(Math.floor(sinceMs / BUCKET_MS)),
-    coveredUntilMs: parts.length > 0 ? bucketStartMs(parts[0]!.bucket) + BUCKET_MS - 1 : bucketStartMs(Math.floor(untilMs / BUCKET_MS)) + BUCKET_MS - 1,
+    // The newest bucket's end may lie ahead: nothing is counted past what was asked or now, whichever is later.
+    coveredUntilMs: Math.min(
+      parts.length > 0 ? bucketStartMs(parts[0]!.bucket) + BUCKET_MS - 1 : bucketStartMs(Math.floor(untilMs / BUCKET_MS)) + BUCKET_MS - 1,
+      Math.max(untilMs, reader.now()),
+    ),
     partial,
   };
   const pl = redis.pipeline();
