@@ -218,7 +218,8 @@ export class FlowIndexer implements StreamIndexer<RecordFacts> {
       const code = DIRECTION_CODE[f.direction];
       for (let d = 0; d < f.top.length; d++) {
         const value = f.top[d];
-        if (value === undefined) continue;
+        // null: a facts array read back from a spool frame (JSON writes undefined in arrays as null).
+        if (value === undefined || value === null) continue;
         const name = `${TOP_DIMENSIONS[d]}:${code}`;
         let key = topKeys.get(name);
         if (key === undefined) topKeys.set(name, (key = ops.key(k.top(part, TOP_DIMENSIONS[d]!, code))));
